@@ -1,0 +1,1 @@
+"""Backends: one protocol (base.py), implementations found through the `chatcli.backends` entry points."""

@@ -1,0 +1,132 @@
+"""The Typer app. Commands live in chatcli/commands/ and stay thin; this is the only place errors become exit codes."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from chatcli import __version__
+
+app = typer.Typer(
+    name="chatcli",
+    help="Chat with open-weight language models on your CPU, or hand the conversation to a bigger server.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=True,
+    rich_markup_mode=None,
+)
+
+# Each module exposes register(app); they must not import torch at import time, so `--help` stays fast.
+COMMAND_MODULES = [
+    "chatcli.commands.chat",
+    "chatcli.commands.models",
+    "chatcli.commands.prompts",
+    "chatcli.commands.history",
+    "chatcli.commands.backends",
+    "chatcli.commands.bench",
+    "chatcli.commands.inspect",
+    "chatcli.commands.config",
+]
+
+_debug = False
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"chatcli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    models_dir: Annotated[Optional[str], typer.Option("--models-dir", help="Model store folder (default: $CHATCLI_HOME/models).")] = None,
+) -> None:
+    global _debug
+    _debug = _debug or debug
+    if models_dir:
+        os.environ["CHATCLI_MODELS_DIR"] = models_dir
+
+
+def _register() -> None:
+    import importlib
+
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name == name:  # a command group not built yet
+                continue
+            raise
+        module.register(app)
+
+
+def _error_line(message: str) -> None:
+    text = " ".join(str(message).split("\n")) if "\n" not in str(message).strip() else str(message).strip()
+    sys.stderr.write(f"chatcli: error: {text}\n")
+    sys.stderr.flush()
+
+
+def _quiet_broken_pipe() -> None:
+    # The reader went away (`| head -1`): point stdout at /dev/null so the interpreter's final flush is silent.
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: run the app and map errors to exit codes."""
+    import click
+
+    from chatcli.errors import USER_ERRORS
+
+    global _debug
+    args = list(sys.argv[1:] if argv is None else argv)
+    # --debug is accepted anywhere on the line, not only before the subcommand.
+    _debug = "--debug" in args or os.environ.get("CHATCLI_DEBUG", "") not in ("", "0")
+    args = [a for a in args if a != "--debug"]
+    _register()
+    code = 0
+    try:
+        rv = app(args=args, prog_name="chatcli", standalone_mode=False)
+        code = rv if isinstance(rv, int) else 0
+    except click.exceptions.Exit as e:
+        code = e.exit_code
+    except click.ClickException as e:
+        e.show()
+        code = e.exit_code
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        if _debug:
+            raise
+        sys.stderr.write("\ninterrupted\n")
+        code = 130
+    except BrokenPipeError:
+        _quiet_broken_pipe()
+        code = 0
+    except USER_ERRORS as e:
+        if _debug:
+            import traceback
+
+            traceback.print_exc()
+        _error_line(str(e))
+        code = getattr(e, "exit_code", 1)
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _quiet_broken_pipe()
+    sys.exit(code)
+
+
+def is_debug() -> bool:
+    """Whether --debug or CHATCLI_DEBUG asked for tracebacks."""
+    return _debug
+
+
+if __name__ == "__main__":
+    main()

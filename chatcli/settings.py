@@ -1,0 +1,156 @@
+"""Where things live and which defaults are in effect: packaged defaults < config file < CHATCLI_* env < flags."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from chatcli.errors import UsageError
+
+APP = "chatcli"
+PACKAGE_DATA = Path(__file__).parent / "data"
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+# Keys the config file and CHATCLI_* variables may set, with their types and packaged defaults.
+DEFAULTS: dict[str, Any] = {
+    "model": DEFAULT_MODEL,
+    "prompt": "default",
+    "backend": "local",
+    "dtype": "auto",
+    "quant": "none",
+    "compile": "auto",
+    "threads": 0,
+    "temperature": 0.7,
+    "top_p": 0.95,
+    "top_k": 0,
+    "min_p": 0.0,
+    "repeat_penalty": 1.0,
+    "seed": None,
+    "max_tokens": 1024,
+    "context_policy": "drop-oldest",
+    "save": True,
+    "vi": False,
+}
+TYPES: dict[str, type] = {
+    "model": str, "prompt": str, "backend": str, "dtype": str, "quant": str, "compile": str,
+    "threads": int, "temperature": float, "top_p": float, "top_k": int, "min_p": float,
+    "repeat_penalty": float, "seed": int, "max_tokens": int, "context_policy": str,
+    "save": bool, "vi": bool,
+}
+
+
+def home() -> Path:
+    """CHATCLI_HOME (the checkout when run through make), else the user data dir."""
+    env = os.environ.get("CHATCLI_HOME")
+    if env:
+        return Path(env).expanduser().resolve()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir(APP))
+
+
+def models_dir(override: str | os.PathLike | None = None) -> Path:
+    """The model store: --models-dir, else $CHATCLI_HOME/models."""
+    if override:
+        return Path(override).expanduser().resolve()
+    env = os.environ.get("CHATCLI_MODELS_DIR")
+    return Path(env).expanduser().resolve() if env else home() / "models"
+
+
+def prompts_dir() -> Path:
+    """User prompt files; packaged prompts fill in what is missing here."""
+    return home() / "prompts"
+
+
+def data_dir() -> Path:
+    """Conversation database and input history: CHATCLI_DATA_DIR, else $CHATCLI_HOME/data with CHATCLI_HOME, else the user data dir."""
+    env = os.environ.get("CHATCLI_DATA_DIR")
+    if env:
+        return Path(env).expanduser().resolve()
+    if os.environ.get("CHATCLI_HOME"):
+        return home() / "data"
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir(APP))
+
+
+def config_path() -> Path:
+    """CHATCLI_CONFIG, else config.toml in the user config dir."""
+    env = os.environ.get("CHATCLI_CONFIG")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir(APP)) / "config.toml"
+
+
+def _coerce(key: str, value: Any, where: str) -> Any:
+    typ = TYPES[key]
+    if value is None or (isinstance(value, str) and value.lower() in ("", "none") and key == "seed"):
+        return None
+    try:
+        if typ is bool and isinstance(value, str):
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if typ in (int, float) and isinstance(value, bool):
+            raise ValueError(value)
+        return typ(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{where}: {key} must be {typ.__name__}, got {value!r}") from None
+
+
+@dataclass
+class Settings:
+    """Values in effect and where each came from (default, config file, env or flag)."""
+
+    values: dict[str, Any] = field(default_factory=lambda: dict(DEFAULTS))
+    sources: dict[str, str] = field(default_factory=lambda: {k: "default" for k in DEFAULTS})
+    raw: dict[str, Any] = field(default_factory=dict)  # the whole config file, for sections like [backends.NAME]
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.values.get(key, default)
+
+    def apply_flags(self, **flags: Any) -> "Settings":
+        """Flags given on the command line (not None) override everything."""
+        for key, value in flags.items():
+            if value is not None and key in TYPES:
+                self.values[key] = _coerce(key, value, f"--{key.replace('_', '-')}")
+                self.sources[key] = "flag"
+        return self
+
+    def backend_profile(self, name: str) -> dict[str, Any]:
+        """The [backends.NAME] table of the config file, or {}."""
+        section = self.raw.get("backends", {})
+        profile = section.get(name, {}) if isinstance(section, dict) else {}
+        return dict(profile) if isinstance(profile, dict) else {}
+
+
+def load_settings() -> Settings:
+    """Packaged defaults, then the config file, then CHATCLI_* variables."""
+    s = Settings()
+    path = config_path()
+    if path.is_file():
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8", errors="replace"))
+        except tomllib.TOMLDecodeError as e:
+            raise UsageError(f"{path}: not valid TOML ({e}); fix or remove the file") from None
+        s.raw = raw
+        for key, value in raw.items():
+            if key in TYPES:
+                s.values[key] = _coerce(key, value, str(path))
+                s.sources[key] = f"config ({path})"
+    for key in TYPES:
+        env = os.environ.get(f"CHATCLI_{key.upper()}")
+        if env is not None:
+            s.values[key] = _coerce(key, env, f"CHATCLI_{key.upper()}")
+            s.sources[key] = f"env (CHATCLI_{key.upper()})"
+    return s

@@ -1,0 +1,23 @@
+"""Shared fixtures. Tiny random models live in tests/tinymodels.py; the real default model in tests/realmodels.py."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+pytest_plugins = ["tests.tinymodels", "tests.realmodels"]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory, monkeypatch):
+    """Every test gets its own CHATCLI_HOME, data dir and config, so nothing touches the user's files."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("CHATCLI_HOME", str(home))
+    monkeypatch.setenv("CHATCLI_CONFIG", str(home / "config.toml"))
+    monkeypatch.delenv("CHATCLI_MODELS_DIR", raising=False)
+    monkeypatch.delenv("CHATCLI_DATA_DIR", raising=False)
+    yield home

@@ -1,0 +1,1 @@
+"""Fixtures for the real models of the catalog (pulled once into the checkout's models/, never committed)."""
