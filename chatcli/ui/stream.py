@@ -1,0 +1,148 @@
+"""Show a reply as it streams: Markdown with only the open block live, or plain text with no ANSI at all."""
+
+from __future__ import annotations
+
+from typing import IO
+
+from rich.console import Console, ConsoleOptions, RenderResult
+from rich.live import Live
+from rich.segment import Segment
+from rich.spinner import Spinner
+from rich.text import Text
+
+from chatcli.ui.markdown import SafeMarkdown, split_finished
+from chatcli.ui.sanitize import sanitize
+
+
+class _Lines:
+    """Already-rendered lines, printed as they are."""
+
+    def __init__(self, lines: list[list[Segment]]) -> None:
+        self.lines = lines
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        for line in self.lines:
+            yield from line
+            yield Segment.line()
+
+
+class MarkdownStream:
+    """Finished Markdown blocks are printed once, above a short transient Live area that holds the open block.
+
+    Only the open block is redrawn, and the Live area is kept shorter than the screen (its top is folded while it
+    grows), so nothing flickers, nothing is cropped in the scrollback, and long answers scroll normally.
+    """
+
+    def __init__(self, console: Console, *, code_theme: str = "monokai", refresh_per_second: float = 12) -> None:
+        self.console = console
+        self.code_theme = code_theme
+        self.text = ""  # everything shown so far (sanitised), for the caller's record
+        self._tail = ""  # the open block(s), not yet printed for good
+        self._prev = ""  # the last block printed, rendered again as context so spacing matches a one-shot render
+        self._spinner = Spinner("dots", style="dim")  # shown until the first token (prompt processing)
+        self._live = Live(
+            console=console,
+            get_renderable=self._live_view,
+            auto_refresh=True,
+            refresh_per_second=refresh_per_second,
+            transient=True,
+            redirect_stdout=False,
+            redirect_stderr=False,
+            vertical_overflow="visible",
+        )
+        self._open = False
+
+    def __enter__(self) -> "MarkdownStream":
+        self._live.start()
+        self._open = True
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def feed(self, text: str) -> None:
+        """Add streamed text; print any block that the new text finished."""
+        text = sanitize(text)
+        if not text:
+            return
+        self.text += text
+        finished, self._tail = split_finished(self._tail + text)
+        if finished:
+            self._print_block(finished)
+
+    def close(self) -> None:
+        """Stop the live area and print what is left, exactly once."""
+        if not self._open:
+            return
+        self._open = False
+        self._live.stop()  # transient: the live copy of the open block is erased before it is printed for good
+        if self._tail.strip():
+            self._print_block(self._tail)
+        self._tail = ""
+
+    def _render(self, markup: str) -> list[list[Segment]]:
+        options = self.console.options
+        return self.console.render_lines(SafeMarkdown(markup, code_theme=self.code_theme), options, pad=False)
+
+    def _after_prev(self, markup: str) -> list[list[Segment]]:
+        # Rich decides the blank line between blocks from the block before, so render the previous block with this
+        # one and keep only the new lines: the streamed output then equals rendering the whole reply at once.
+        if not self._prev:
+            return self._render(markup)
+        skip = len(self._render(self._prev))
+        return self._render(self._prev + markup)[skip:]
+
+    def _print_block(self, markup: str) -> None:
+        lines = self._after_prev(markup)
+        self._prev = markup
+        self.console.print(_Lines(lines))
+
+    def _live_view(self):
+        # Called from Live's refresh thread; it only reads self._tail, which feed() replaces in one assignment.
+        tail = self._tail
+        if not tail.strip():
+            return self._spinner if not self.text else Text("")
+        lines = self._render(tail)
+        if self._prev:
+            lines = [[]] + lines
+        room = max(3, self.console.size.height - 2)
+        if len(lines) > room:
+            # Fold the top of a block taller than the screen: redrawing lines that scrolled away would duplicate
+            # them. The whole block is printed when it ends.
+            hidden = len(lines) - room + 1
+            note = Text(f"… {hidden} lines above, printed in full when this block ends", style="dim")
+            lines = [list(note.render(self.console))] + lines[-(room - 1):]
+        return _Lines(lines)
+
+
+class PlainStream:
+    """Sanitised text written as it comes, flushed each time, no ANSI; for pipes, --plain and NO_COLOR."""
+
+    def __init__(self, file: IO[str]) -> None:
+        self.file = file
+        self.text = ""
+        self._open = False
+
+    def __enter__(self) -> "PlainStream":
+        self._open = True
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def feed(self, text: str) -> None:
+        """Write sanitised text and flush, so `| head -c N` sees it (and breaks the pipe) at once."""
+        text = sanitize(text)
+        if text:
+            self.text += text
+            self.file.write(text)
+            self.file.flush()
+
+    def close(self) -> None:
+        """End the reply on a new line."""
+        if not self._open:
+            return
+        self._open = False
+        if self.text and not self.text.endswith("\n"):
+            self.file.write("\n")
+        self.file.flush()
