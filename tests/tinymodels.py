@@ -1,1 +1,125 @@
-"""Tiny random models written in the test: a real config.json plus safetensors, and a real tokenizer."""
+"""Tiny random models written in the test: a real config.json, safetensors weights, and a BPE tokenizer trained here."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+CHATML = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+CORPUS = [
+    "The quick brown fox jumps over the lazy dog. Hello world! Paris is the capital of France.",
+    "def add(a, b):\n    return a + b\n\nprint(add(2, 3))  # 5",
+    "Emoji 😀🎉 and CJK 你好世界 日本語 and accents café naïve, combining e\u0301.",
+    "    runs   of    spaces\n\n\nand newlines\t\ttabs",
+    "User: What is the capital of France?\nAI Assistant: The capital of France is Paris.",
+]
+
+ARCHS = {
+    "llama": dict(model_type="llama", architectures=["LlamaForCausalLM"]),
+    "llama3_rope": dict(
+        model_type="llama",
+        architectures=["LlamaForCausalLM"],
+        rope_theta=500000.0,
+        rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 32},
+    ),
+    "llama_tied": dict(model_type="llama", architectures=["LlamaForCausalLM"], tie_word_embeddings=True),
+    "mistral": dict(model_type="mistral", architectures=["MistralForCausalLM"], sliding_window=16),
+    "qwen2": dict(model_type="qwen2", architectures=["Qwen2ForCausalLM"], use_sliding_window=False, tie_word_embeddings=True),
+}
+
+
+def train_tokenizer(folder: Path) -> int:
+    """Train a byte-level BPE tokenizer.json into FOLDER; return its vocabulary size."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(CORPUS * 4, trainer)
+    folder.mkdir(parents=True, exist_ok=True)
+    tok.save(str(folder / "tokenizer.json"))
+    return tok.get_vocab_size()
+
+
+def make_tiny_model(path: Path, arch: str = "llama", tokenizer_dir: Path | None = None, seed: int = 0, **overrides) -> Path:
+    """Write a tiny random model folder of ARCH at PATH (config overrides as keyword arguments)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from chatcli.engine.config import ModelConfig
+    from chatcli.engine.models import get_model_class
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    if tokenizer_dir is not None:
+        shutil.copy(tokenizer_dir / "tokenizer.json", path / "tokenizer.json")
+        n_vocab = json.loads((tokenizer_dir / "vocab_size").read_text())
+    else:
+        n_vocab = train_tokenizer(path)
+    from tokenizers import Tokenizer
+
+    ids = {s: Tokenizer.from_file(str(path / "tokenizer.json")).token_to_id(s) for s in SPECIALS}
+    config = dict(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        vocab_size=(n_vocab + 63) // 64 * 64, max_position_embeddings=256, rms_norm_eps=1e-6, rope_theta=10000.0,
+        tie_word_embeddings=False, hidden_act="silu", bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"],
+        torch_dtype="float32",
+    )
+    config.update(ARCHS[arch])
+    config.update(overrides)
+    (path / "config.json").write_text(json.dumps(config, indent=2))
+    (path / "tokenizer_config.json").write_text(json.dumps({
+        "bos_token": "<|endoftext|>", "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "chat_template": CHATML,
+        "add_bos_token": False, "model_max_length": config["max_position_embeddings"],
+        "added_tokens_decoder": {str(i): {"content": s, "special": True} for s, i in ids.items()},
+    }, indent=2))
+    (path / "generation_config.json").write_text(json.dumps({"bos_token_id": config["bos_token_id"], "eos_token_id": config["eos_token_id"]}))
+
+    torch.manual_seed(seed)
+    model = get_model_class(config["model_type"])(ModelConfig.from_dict(config))
+    state = {}
+    for name, p in model.state_dict().items():
+        if name.endswith("norm.weight"):
+            state[name] = 1.0 + 0.1 * torch.randn(p.shape)
+        elif name.endswith("embed_tokens.weight"):
+            state[name] = torch.randn(p.shape)
+        else:  # large enough weights that greedy choices are far from ties
+            state[name] = torch.randn(p.shape) * (0.5 / p.shape[-1] ** 0.5 if p.dim() == 2 else 0.1)
+    if config["tie_word_embeddings"]:
+        state.pop("lm_head.weight", None)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path / "model.safetensors"))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer_dir(tmp_path_factory) -> Path:
+    """A trained byte-level BPE tokenizer, shared by the tiny models of one test run."""
+    folder = tmp_path_factory.mktemp("tok")
+    (folder / "vocab_size").write_text(json.dumps(train_tokenizer(folder)))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory, tiny_tokenizer_dir) -> Path:
+    """A tiny random Llama with a ChatML template (read-only: copy it before changing files)."""
+    return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny-llama", "llama", tokenizer_dir=tiny_tokenizer_dir)
+
+
+@pytest.fixture
+def tiny_model_factory(tmp_path, tiny_tokenizer_dir):
+    """make(arch="llama", **config_overrides) -> a fresh tiny model folder under tmp_path."""
+    counter = iter(range(1000))
+
+    def make(arch: str = "llama", **overrides) -> Path:
+        return make_tiny_model(tmp_path / f"{arch}-{next(counter)}", arch, tokenizer_dir=tiny_tokenizer_dir, **overrides)
+
+    return make

@@ -1,0 +1,145 @@
+"""The local backend: our engine, kept loaded for the session, reusing its KV cache across turns."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Iterator
+
+from chatcli.backends.base import Chunk, Message, SamplingParams, Stats
+from chatcli.errors import LoadError, UsageError
+
+
+class LocalBackend:
+    """Runs chatcli's own transformer on the CPU."""
+
+    name = "local"
+
+    def __init__(self, models_dir=None, dtype: str = "auto", quant: str = "none", compile: str = "auto", threads: int = 0, **_ignored):
+        self.models_dir = models_dir
+        self.dtype = dtype
+        self.quant = quant
+        self.compile = compile
+        self.threads = threads
+        self.model = self.tokenizer = None
+        self.model_name: str | None = None
+        self.model_path: Path | None = None
+        self._cache = None
+        # One engine, one cache: concurrent callers (the server) take turns.
+        self.lock = threading.Lock()
+
+    # -- protocol ---------------------------------------------------------------------------------
+    def models(self) -> list[str]:
+        """Models in the store."""
+        from chatcli import settings
+
+        root = settings.models_dir(self.models_dir)
+        return sorted(p.name for p in root.iterdir() if (p / "config.json").is_file()) if root.is_dir() else []
+
+    def load(self, model: str) -> None:
+        """Load MODEL (a store name or a folder) once; later calls with the same model are free."""
+        from chatcli.store.resolve import resolve_model
+
+        path = resolve_model(model, self.models_dir)
+        if self.model is not None and path == self.model_path:
+            return
+        import torch
+
+        from chatcli.engine.cache import PromptCache
+        from chatcli.engine.loader import load_model
+        from chatcli.engine.tokenizer import load_tokenizer
+
+        if self.threads:
+            torch.set_num_threads(int(self.threads))
+        model_obj = load_model(path, self.dtype)
+        tokenizer = load_tokenizer(path, vocab_limit=model_obj.config.vocab_size)
+        if self.quant not in (None, "none"):
+            try:
+                from chatcli.engine.quant import quantize
+            except ImportError:
+                raise UsageError(f"--quant {self.quant} is not available in this build; use --quant none") from None
+            quantize(model_obj, self.quant)
+        self.model, self.tokenizer = model_obj, tokenizer
+        self.model_path, self.model_name = path, model if not Path(model).is_dir() else path.name
+        self._cache = PromptCache()
+
+    def context_length(self) -> int:
+        """The context the cache was sized for."""
+        self._need_model()
+        return self.model.max_seq_len
+
+    def count_tokens(self, messages: list[Message], *, chat_template: str | None = None) -> int:
+        """Tokens of the rendered conversation, with the generation prompt."""
+        return len(self._chat_ids(messages, chat_template)[0])
+
+    def stream_chat(self, messages: list[Message], params: SamplingParams, *, chat_template: str | None = None, cancel=None) -> Iterator[Chunk]:
+        """Render with the model's chat template (or the classic one for base models), then generate."""
+        ids, stops = self._chat_ids(messages, chat_template)
+        params = params if not stops else params.with_(stop=tuple(params.stop) + tuple(s for s in stops if s not in params.stop))
+        yield from self._generate(ids, params, cancel)
+
+    def stream_completion(self, prompt: str, params: SamplingParams, *, cancel=None) -> Iterator[Chunk]:
+        """Complete raw text: no system prompt, no template; BOS as the tokenizer config says."""
+        self._need_model()
+        yield from self._generate(self.tokenizer.encode(prompt, add_special_tokens=True), params, cancel)
+
+    def close(self) -> None:
+        """Drop the model and its cache."""
+        self.model = self.tokenizer = self._cache = None
+        self.model_path = None
+
+    # -- internals --------------------------------------------------------------------------------
+    def _need_model(self) -> None:
+        if self.model is None:
+            raise UsageError("no model loaded; pass --model NAME")
+
+    def _chat_ids(self, messages: list[Message], chat_template: str | None) -> tuple[list[int], tuple[str, ...]]:
+        from chatcli.templates import render_chat
+
+        self._need_model()
+        tok = self.tokenizer
+        rendered = render_chat(chat_template or tok.chat_template, messages, bos_token=tok.bos_token, eos_token=tok.eos_token)
+        ids = tok.encode(rendered.text, add_special_tokens=False)
+        if tok.chat_template is None and not chat_template and tok.add_bos_token and tok.bos_token_id is not None:
+            ids = [tok.bos_token_id, *ids]  # the plain template carries no BOS of its own
+        return ids, tuple(rendered.stop)
+
+    def _generate(self, ids: list[int], params: SamplingParams, cancel) -> Iterator[Chunk]:
+        from chatcli.engine.generate import stream_generate
+        from chatcli.engine.sampling import make_sampler
+
+        self._need_model()
+        params.validated()
+        if not ids:
+            raise UsageError("the prompt is empty")
+        ctx = self.model.max_seq_len
+        if len(ids) >= ctx:
+            raise UsageError(f"the prompt has {len(ids)} tokens but the context holds {ctx}; shorten it")
+        sampler = make_sampler(params.temperature, params.top_p, params.top_k, params.min_p, params.seed)
+        with self.lock:
+            start = self._cache.reuse(ids)
+            history = ids[:start]
+            generated: list[int] = []
+            self._cache.clear()  # until the prefill succeeds the cache contents are unknown
+            try:
+                for piece in stream_generate(
+                    self.model, self.tokenizer, ids[start:], sampler=sampler, max_tokens=params.max_tokens,
+                    repeat_penalty=params.repeat_penalty, stop=tuple(params.stop), start_pos=start, history=history,
+                    cancel=cancel, on_token=generated.append,
+                ):
+                    if piece.finish_reason is None:
+                        if piece.text:
+                            yield Chunk(piece.text)
+                        continue
+                    s = piece.stats
+                    stats = Stats(s.prompt_tokens, s.cached_tokens, s.completion_tokens, s.ttft_s, s.prompt_tps, s.decode_tps, s.total_s)
+                    yield Chunk(piece.text, finish_reason=piece.finish_reason, stats=stats)
+            finally:
+                # A sampled token proves the prefill finished; the last sampled token was never fed back. Without one,
+                # only the reused prefix is known to be intact (an interrupted prefill wrote an unknown part).
+                self._cache.extend(ids + generated[:-1] if generated else ids[:start])
+
+    def _loaded_path(self) -> Path:
+        if self.model_path is None:
+            raise LoadError("no model loaded")
+        return self.model_path

@@ -1,0 +1,163 @@
+"""Generation as layered generators: token steps, then text chunks with stats.
+
+generate_step   prefill + decode loop -> (token id, logits)
+stream_generate token ids -> whole-character text, stop rules, finish reason and timings
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+
+from chatcli.engine.sampling import Sampler, apply_repeat_penalty
+from chatcli.engine.tokenizer import StreamingDetokenizer, Tokenizer
+
+PREFILL_CHUNK = 512  # bounds the attention-score memory of a long prompt
+
+
+@dataclass
+class GenerationStats:
+    """Counts and timings of one generation."""
+
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    completion_tokens: int = 0
+    ttft_s: float = 0.0
+    prompt_tps: float = 0.0
+    decode_tps: float = 0.0
+    total_s: float = 0.0
+
+
+@dataclass
+class GenerationChunk:
+    """New text (maybe empty), the token that produced it, and, on the last chunk, why generation ended."""
+
+    text: str
+    token_id: int | None = None
+    finish_reason: str | None = None
+    stats: GenerationStats | None = None
+
+
+@torch.inference_mode()
+def prefill(model, tokens: list[int], start_pos: int) -> torch.Tensor:
+    """Run TOKENS through the model at start_pos (in chunks); return the logits of the last one [V]."""
+    logits = None
+    for i in range(0, len(tokens), PREFILL_CHUNK):
+        chunk = torch.tensor([tokens[i : i + PREFILL_CHUNK]], dtype=torch.long)
+        logits = model(chunk, start_pos + i)[0, -1]
+    return logits
+
+
+def generate_step(
+    model,
+    prompt_ids: list[int],
+    *,
+    sampler: Sampler,
+    repeat_penalty: float = 1.0,
+    start_pos: int = 0,
+    history: list[int] | None = None,
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """Prefill prompt_ids at start_pos, then yield (token, logits) forever; the caller decides when to stop.
+
+    history: tokens already in the cache before start_pos, for the repetition penalty.
+    """
+    seen = list(history or []) + list(prompt_ids)
+    logits = prefill(model, prompt_ids, start_pos)
+    pos = start_pos + len(prompt_ids)
+    while True:
+        if repeat_penalty != 1.0:
+            logits = apply_repeat_penalty(logits, torch.tensor(sorted(set(seen)), dtype=torch.long), repeat_penalty)
+        token = sampler(logits)
+        yield token, logits
+        seen.append(token)
+        with torch.inference_mode():
+            logits = model(torch.tensor([[token]], dtype=torch.long), pos)[0, -1]
+        pos += 1
+
+
+def _stop_hold(text: str, stops: tuple[str, ...]) -> int:
+    """How many trailing characters of TEXT could begin a stop string (and so must not be shown yet)."""
+    hold = 0
+    for s in stops:
+        for n in range(min(len(s) - 1, len(text)), 0, -1):
+            if text.endswith(s[:n]):
+                hold = max(hold, n)
+                break
+    return hold
+
+
+def stream_generate(
+    model,
+    tokenizer: Tokenizer,
+    prompt_ids: list[int],
+    *,
+    sampler: Sampler,
+    max_tokens: int = 256,
+    repeat_penalty: float = 1.0,
+    stop: tuple[str, ...] = (),
+    stop_token_ids: set[int] | None = None,
+    start_pos: int = 0,
+    history: list[int] | None = None,
+    cancel=None,
+    on_token=None,
+) -> Iterator[GenerationChunk]:
+    """Yield text as whole characters; stop on EOS, stop ids, stop strings (never shown), max_tokens or the end of context.
+
+    cancel: a threading.Event checked every token (finish_reason "interrupted").
+    on_token(token_id): called for every generated token, including the one that stops generation.
+    """
+    t0 = time.perf_counter()
+    stop_ids = set(tokenizer.eos_token_ids) | set(stop_token_ids or ())
+    room = model.max_seq_len - start_pos - len(prompt_ids)
+    limit = min(max_tokens, room)
+    stats = GenerationStats(prompt_tokens=start_pos + len(prompt_ids), cached_tokens=start_pos)
+    detok = StreamingDetokenizer(tokenizer)
+    text, shown = "", 0  # all text so far; how much of it was yielded
+    finish = "length"
+    t_first = None
+    steps = generate_step(model, prompt_ids, sampler=sampler, repeat_penalty=repeat_penalty, start_pos=start_pos, history=history)
+    n = 0
+    try:
+        if limit <= 0:
+            finish = "length"
+        else:
+            for token, _ in steps:
+                if t_first is None:
+                    t_first = time.perf_counter()
+                if on_token is not None:
+                    on_token(token)
+                if token in stop_ids:
+                    finish = "stop"
+                    break
+                n += 1
+                text += detok.add(token)
+                hit = min((i for i in (text.find(s, max(0, shown - len(s))) for s in stop) if i >= 0), default=-1)
+                if hit >= 0:
+                    text, finish = text[:hit], "stop"
+                    break
+                safe = len(text) - _stop_hold(text, stop)
+                if safe > shown:
+                    yield GenerationChunk(text[shown:safe], token)
+                    shown = safe
+                if cancel is not None and cancel.is_set():
+                    finish = "interrupted"
+                    break
+                if n >= limit:
+                    finish = "length"
+                    break
+    finally:
+        steps.close()
+    if finish in ("length", "interrupted"):
+        text += detok.flush()
+    t_end = time.perf_counter()
+    t_first = t_first or t_end
+    new_prompt = len(prompt_ids)
+    stats.completion_tokens = n
+    stats.ttft_s = t_first - t0
+    stats.prompt_tps = new_prompt / stats.ttft_s if stats.ttft_s > 0 else 0.0
+    stats.decode_tps = (n - 1) / (t_end - t_first) if n > 1 and t_end > t_first else 0.0
+    stats.total_s = t_end - t0
+    yield GenerationChunk(text[shown:], None, finish, stats)

@@ -1,0 +1,137 @@
+"""Load a model folder: config.json, then model.safetensors or the shards of its index, memory-mapped."""
+
+from __future__ import annotations
+
+import json
+import mmap
+from pathlib import Path
+
+import torch
+
+from chatcli.engine.config import ModelConfig
+from chatcli.engine.errors import ModelLoadError
+from chatcli.engine.models import get_model_class
+from chatcli.engine.safetensors_check import read_header
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+TORCH_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool,
+}
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU has native bf16 dot products (AVX512-BF16 or AMX), which make bf16 matmuls pay off."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+    """float32 or bfloat16; "auto"/None picks bfloat16 only where the CPU has native bf16 arithmetic,
+    because elsewhere bf16 is emulated and slower than float32 while still losing precision."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
+    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+    if dtype not in table:
+        raise ModelLoadError(f"dtype {dtype!r} is not supported; use float32 or bfloat16")
+    return table[dtype]
+
+
+def weight_files(folder: Path) -> list[Path]:
+    """model.safetensors, or the shards named by model.safetensors.index.json; pickle checkpoints are refused."""
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+            names = sorted(set(weight_map.values()))
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise ModelLoadError(f"{index}: malformed index ({e})") from None
+        files = []
+        for name in names:
+            p = (folder / name).resolve()
+            if not p.is_relative_to(folder.resolve()) or not p.is_file():
+                raise ModelLoadError(f"{index}: shard {name!r} is missing or outside the model folder")
+            files.append(p)
+        return files
+    single = folder / "model.safetensors"
+    if single.is_file():
+        return [single]
+    shards = sorted(folder.glob("*.safetensors"))
+    if shards:
+        return shards
+    pickles = [p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES] if folder.is_dir() else []
+    if pickles:
+        raise ModelLoadError(
+            f"{folder}: only pickle checkpoints ({', '.join(pickles)}); they can run code when loaded, so chatcli refuses them. "
+            "Convert to safetensors first"
+        )
+    raise ModelLoadError(f"{folder}: no model.safetensors; a model folder needs safetensors weights")
+
+
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors of one safetensors file as views of a private (copy-on-write) memory map: no copy until written."""
+    header, data_start = read_header(path)
+    with open(path, "rb") as f:
+        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+    out = {}
+    for name, info in header.items():
+        begin, end = info["data_offsets"]
+        dtype = TORCH_DTYPES.get(info["dtype"])
+        if dtype is None:
+            raise ModelLoadError(f"{path}: tensor {name!r} has dtype {info['dtype']}, which chatcli cannot load")
+        t = torch.frombuffer(mm, dtype=dtype, count=(end - begin) // dtype.itemsize, offset=data_start + begin) if end > begin else torch.empty(0, dtype=dtype)
+        out[name] = t.view(info["shape"])
+    return out
+
+
+def load_state(folder: Path) -> dict[str, torch.Tensor]:
+    """All tensors of the folder's safetensors files; a name in two files is an error."""
+    state: dict[str, torch.Tensor] = {}
+    for file in weight_files(folder):
+        for name, t in read_tensors(file).items():
+            if name in state:
+                raise ModelLoadError(f"{file}: tensor {name!r} appears in more than one shard")
+            state[name] = t
+    return state
+
+
+def load_model(path: str | Path, dtype: str | torch.dtype | None = None, max_seq_len: int | None = None):
+    """Build the architecture named by config.json and load its weights with a strict name and shape check."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise ModelLoadError(f"{folder}: not a model folder")
+    config = ModelConfig.from_folder(folder)
+    Model = get_model_class(config.model_type)
+    dtype = resolve_dtype(dtype)
+    state = load_state(folder)
+    with torch.device("meta"):
+        model = Model(config)
+    expected = {k: v for k, v in model.state_dict().items()}
+    if config.tie_word_embeddings:
+        expected.pop("lm_head.weight", None)
+        state.pop("lm_head.weight", None)  # some exporters write the tied copy anyway; it is the same matrix
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected) - set(getattr(Model, "IGNORED_KEYS", ())))
+    problems = []
+    if missing:
+        problems.append(f"missing tensors: {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
+    if unexpected:
+        problems.append(f"unexpected tensors: {', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}")
+    for name, ref in expected.items():
+        if name in state and tuple(state[name].shape) != tuple(ref.shape):
+            problems.append(f"{name} has shape {list(state[name].shape)}, config.json implies {list(ref.shape)}")
+    if problems:
+        raise ModelLoadError(f"{folder}: weights do not match config.json: " + "; ".join(problems))
+    params = {name: state[name].to(dtype) if state[name].is_floating_point() else state[name] for name in expected}
+    model.load_state_dict(params, strict=False, assign=True)
+    model.tie_weights()
+    model.eval().requires_grad_(False)
+    if hasattr(model, "prepare"):
+        model.prepare()
+    model.setup_cache(max_seq_len)
+    return model

@@ -1,0 +1,108 @@
+"""Sampling: small logit filters composed once per request, then a seeded draw (temperature 0 is greedy)."""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+from chatcli.engine.errors import NumericalError, SamplingError
+
+Filter = Callable[[torch.Tensor], torch.Tensor]
+
+
+def check_params(temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, min_p: float = 0.0, repeat_penalty: float = 1.0) -> None:
+    """Raise SamplingError naming the parameter and its legal range."""
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature >= 0):
+        raise SamplingError(f"temperature must be >= 0 (0 is greedy); got {temperature!r}")
+    if not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
+        raise SamplingError(f"top_p must be in (0, 1]; got {top_p!r}")
+    if not (isinstance(top_k, int) and top_k >= 0):
+        raise SamplingError(f"top_k must be >= 0 (0 disables it); got {top_k!r}")
+    if not (isinstance(min_p, (int, float)) and 0 <= min_p <= 1):
+        raise SamplingError(f"min_p must be in [0, 1]; got {min_p!r}")
+    if not (isinstance(repeat_penalty, (int, float)) and math.isfinite(repeat_penalty) and repeat_penalty > 0):
+        raise SamplingError(f"repeat_penalty must be > 0 (1 disables it); got {repeat_penalty!r}")
+
+
+def top_k_filter(k: int) -> Filter:
+    """Keep the k largest logits."""
+
+    def f(logits: torch.Tensor) -> torch.Tensor:
+        if k >= logits.shape[-1]:
+            return logits
+        kth = torch.topk(logits, k).values[-1]
+        return logits.masked_fill(logits < kth, -math.inf)
+
+    return f
+
+
+def top_p_filter(p: float) -> Filter:
+    """Keep the smallest set of tokens whose probability reaches p (the top token always stays)."""
+
+    def f(logits: torch.Tensor) -> torch.Tensor:
+        sorted_logits, order = torch.sort(logits, descending=True)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        drop = cum - sorted_logits.softmax(-1) >= p  # tokens whose preceding mass already reaches p
+        return logits.masked_fill(drop.scatter(0, order, drop), -math.inf)
+
+    return f
+
+
+def min_p_filter(p: float) -> Filter:
+    """Drop tokens less likely than p times the top token."""
+
+    def f(logits: torch.Tensor) -> torch.Tensor:
+        probs = logits.softmax(-1)
+        return logits.masked_fill(probs < p * probs.max(), -math.inf)
+
+    return f
+
+
+def apply_repeat_penalty(logits: torch.Tensor, previous: torch.Tensor, penalty: float) -> torch.Tensor:
+    """Make tokens seen before less likely: divide positive logits by penalty, multiply negative ones (CTRL/HF rule)."""
+    if penalty == 1.0 or previous.numel() == 0:
+        return logits
+    seen = logits.gather(0, previous)
+    return logits.scatter(0, previous, torch.where(seen > 0, seen / penalty, seen * penalty))
+
+
+class Sampler:
+    """Temperature, then top-k, top-p and min-p filters, then a draw from a seeded generator."""
+
+    def __init__(self, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, min_p: float = 0.0, seed: int | None = None):
+        check_params(temperature, top_p, top_k, min_p)
+        self.temperature = float(temperature)
+        self.filters: list[Filter] = []
+        if top_k > 0:
+            self.filters.append(top_k_filter(top_k))
+        if top_p < 1.0:
+            self.filters.append(top_p_filter(top_p))
+        if min_p > 0.0:
+            self.filters.append(min_p_filter(min_p))
+        self.generator = torch.Generator()
+        if seed is None:
+            self.generator.seed()
+        else:
+            self.generator.manual_seed(int(seed))
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """The distribution a draw is made from, after temperature and filters (float32 [V])."""
+        logits = logits / self.temperature
+        for f in self.filters:
+            logits = f(logits)
+        return logits.softmax(-1)
+
+    def __call__(self, logits: torch.Tensor) -> int:
+        """One token id from float32 logits [V]."""
+        if not torch.isfinite(logits).all():
+            raise NumericalError("the model produced NaN or Inf logits; try --dtype float32, or check the weights")
+        if self.temperature == 0:
+            return int(logits.argmax())
+        return int(torch.multinomial(self.probabilities(logits), 1, generator=self.generator))
+
+
+def make_sampler(temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, min_p: float = 0.0, seed: int | None = None) -> Sampler:
+    """A Sampler with its filters composed once."""
+    return Sampler(temperature, top_p, top_k, min_p, seed)
