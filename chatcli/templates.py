@@ -23,11 +23,10 @@ from jinja2.utils import Namespace
 
 from chatcli.errors import LoadError
 
-# The plain conversation format for base models. Starts with bos_token when one is given (pass None or "" when the
-# tokenizer's config does not add BOS); the system message, if any, replaces the preamble.
+# The plain conversation format for base models. It carries no BOS: the caller adds one as the tokenizer's config says
+# (RenderedPrompt.plain tells it this template was used). The system message, if any, replaces the preamble.
 PREAMBLE = "What follows is a conversation between a user and a helpful AI assistant:"
 CLASSIC = (
-    "{{- bos_token or '' -}}"
     "{%- set ns = namespace(system='" + PREAMBLE + "') -%}"
     "{%- for m in messages if m.role == 'system' -%}{%- set ns.system = m.content -%}{%- endfor -%}"
     "{{- ns.system -}}{{- '\\n' -}}"
@@ -56,6 +55,7 @@ class RenderedPrompt:
     text: str
     stop: tuple[str, ...] = ()
     folded_system: bool = False
+    plain: bool = False  # rendered with CLASSIC, which has no BOS of its own
 
 
 class TemplateBudgetError(SecurityError):
@@ -317,16 +317,17 @@ def render_chat(
     """
     msgs = [m if isinstance(m, dict) else {"role": m.role, "content": m.content} for m in messages]
     source = TEMPLATE_ALIASES.get(template, template) if template else CLASSIC
-    stop = CLASSIC_STOP if source == CLASSIC else ()
+    plain = source == CLASSIC
+    stop = CLASSIC_STOP if plain else ()
     # A whole conversation can be long; the cap only has to stop runaway growth.
     cap = 1_000_000 + 4 * sum(len(m["content"]) for m in msgs)
     context = {"bos_token": bos_token or "", "eos_token": eos_token or "", "add_generation_prompt": add_generation_prompt}
     try:
-        return RenderedPrompt(_render(source, {**context, "messages": msgs}, cap), stop, False)
+        return RenderedPrompt(_render(source, {**context, "messages": msgs}, cap), stop, False, plain)
     except TemplateRaised as first:
         if not any(m["role"] == "system" for m in msgs):
             raise LoadError(f"the chat template refused the conversation: {first}") from None
     try:
-        return RenderedPrompt(_render(source, {**context, "messages": fold_system(msgs)}, cap), stop, True)
+        return RenderedPrompt(_render(source, {**context, "messages": fold_system(msgs)}, cap), stop, True, plain)
     except TemplateRaised as e:
         raise LoadError(f"the chat template refused the conversation: {e}") from None

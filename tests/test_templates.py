@@ -53,12 +53,13 @@ def test_same_text_as_transformers(template):
 
 def test_classic_template_for_base_models():
     r = render_chat(None, CONVO, bos_token="<s>")
-    assert r.text == "<s>Be brief.\n\nUser: hi\nAI Assistant: hello\nUser: what is 2+2?\nAI Assistant:"
+    assert r.plain and r.text == "Be brief.\n\nUser: hi\nAI Assistant: hello\nUser: what is 2+2?\nAI Assistant:"
     assert r.stop == CLASSIC_STOP == ("\nUser:",)
     plain = render_chat(None, CONVO[1:], bos_token=None)
     assert plain.text.startswith(PREAMBLE + "\n\nUser: hi\n")
     # A prompt file may name it, and gets the same stop strings.
-    assert render_chat("classic", CONVO).stop == CLASSIC_STOP
+    assert render_chat("classic", CONVO).stop == CLASSIC_STOP and render_chat("classic", CONVO).plain
+    assert not render_chat(CHATML, CONVO).plain
     assert render_chat(CLASSIC, CONVO, add_generation_prompt=False).text.endswith("AI Assistant: hello\nUser: what is 2+2?")
 
 
