@@ -41,3 +41,72 @@ def backend_class(name: str):
     close = difflib.get_close_matches(name, names, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     raise UsageError(f"unknown backend {name!r}{hint} (available: {', '.join(names) or 'none'}; see `chatcli backends`)")
+
+
+# Settings keys each backend may take from the resolved settings; flags and profile keys are checked, these are offered.
+_SETTING_KWARGS = ("dtype", "quant", "compile", "threads")
+# Profile keys that steer construction instead of being passed to the class.
+_PROFILE_META = ("type", "model")
+
+
+def _accepted(cls) -> tuple[set[str], bool]:
+    """Keyword names the constructor takes, and whether it takes **kwargs."""
+    import inspect
+
+    try:
+        params = inspect.signature(cls).parameters.values()
+    except (TypeError, ValueError):
+        return set(), True
+    names = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return names, any(p.kind == p.VAR_KEYWORD for p in params)
+
+
+def make_backend(name: str | None, settings, **flags):
+    """Construct backend NAME (default: settings' backend) from flags > [backends.NAME] profile > settings.
+
+    NAME is an entry point, or a `[backends.NAME]` table in the config that names a server speaking the
+    OpenAI API (`type = "openai"` by default), so `--backend vllm` works with just a base_url in the config.
+    When the profile sets `model` and no flag, env or config chose one, settings' model becomes the profile's.
+    """
+    name = name or settings.get("backend") or "local"
+    profile = settings.backend_profile(name)
+    if name in available():
+        kind = name
+    elif profile:
+        kind = str(profile.get("type", "openai"))
+    else:
+        backend_class(name)  # raises UsageError with a suggestion
+    cls = backend_class(kind)
+    if profile.get("model") and settings.sources.get("model", "default") == "default":
+        settings.values["model"] = str(profile["model"])
+        settings.sources["model"] = f"config [backends.{name}]"
+    names, var_kw = _accepted(cls)
+    kwargs: dict = {}
+    for key in _SETTING_KWARGS:
+        value = settings.get(key)
+        if key in names and value is not None:
+            kwargs[key] = value
+    for key, value in profile.items():
+        if key in _PROFILE_META:
+            continue
+        if key not in names and not var_kw:
+            raise UsageError(f"config [backends.{name}]: unknown key {key!r} for backend {kind!r} "
+                             f"(it takes: {', '.join(sorted(names)) or 'nothing'}); remove it")
+        kwargs[key] = value
+    for key, value in flags.items():
+        if value is None:
+            continue
+        if key not in names and not var_kw:
+            raise UsageError(f"--{key.replace('_', '-')} does not apply to backend {kind!r}; "
+                             f"use --backend openai (or a [backends.NAME] profile) with it")
+        kwargs[key] = value
+    try:
+        backend = cls(**kwargs)
+    except TypeError as e:  # a plugin whose constructor disagrees with what it declares
+        raise BackendError(f"backend {name!r} could not be constructed: {e}") from e
+    if name != kind:
+        try:
+            backend.name = name  # the toolbar and stats show the profile's name
+        except AttributeError:
+            pass
+    return backend

@@ -1,0 +1,306 @@
+"""The openai backend: any server that speaks the OpenAI API (vLLM, llama.cpp, Ollama, chatcli serve), via the official SDK."""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import threading
+import time
+from typing import Iterator
+
+import openai
+
+from chatcli.backends.base import Chunk, Message, SamplingParams, Stats
+from chatcli.errors import BackendError, UsageError
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_CONTEXT = 4096  # when neither the config nor the server says
+FINISH = {"stop": "stop", "length": "length"}  # anything else a server sends (tool_calls, content_filter) ends as "stop"
+
+
+def estimate_tokens(text: str) -> int:
+    """A rough token count for servers that cannot tokenize: about four characters per token."""
+    return math.ceil(len(text) / 4)
+
+
+def _number(value, key: str, kind=float):
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"openai backend: {key} must be a number, got {value!r}; fix it in the flag or [backends.NAME]") from None
+    if number < 0:
+        raise UsageError(f"openai backend: {key} must be >= 0, got {value!r}")
+    return number
+
+
+class OpenAIBackend:
+    """Streams chat and completions from an OpenAI-compatible server; stateless, the server keeps its own cache."""
+
+    name = "openai"
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        api_key_env: str | None = None,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 120.0,
+        retries: int = 2,
+        backoff: float = 0.5,
+        context_length: int | None = None,
+    ):
+        self.base_url = (base_url or os.environ.get("CHATCLI_OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+        if not self.base_url.startswith(("http://", "https://")):
+            raise UsageError(f"openai backend: base_url must start with http:// or https://, got {self.base_url!r}")
+        key_env = api_key_env or "OPENAI_API_KEY"
+        # Local servers need no key; the SDK insists on one, and a placeholder is never a secret.
+        self._api_key = api_key or os.environ.get(key_env) or ""
+        self.connect_timeout = _number(connect_timeout, "connect_timeout")
+        self.read_timeout = _number(read_timeout, "read_timeout")
+        self.retries = int(_number(retries, "retries", int))
+        self.backoff = _number(backoff, "backoff")
+        self._context = int(_number(context_length, "context_length", int)) if context_length else None
+        self.model: str | None = None
+        self._client = None
+        self._can_tokenize: bool | None = None  # unknown until the first count_tokens
+        self.tokens_estimated = False  # True once count_tokens had to estimate; /stats says so
+
+    def __repr__(self) -> str:  # never the key
+        return f"OpenAIBackend(base_url={self.base_url!r}, model={self.model!r})"
+
+    # -- plumbing -------------------------------------------------------------------------------------------
+
+    @property
+    def client(self) -> openai.OpenAI:
+        """The SDK client, made on first use; retries are ours (only before a token arrived), so the SDK's are off."""
+        if self._client is None:
+            timeout = openai.Timeout(self.read_timeout, connect=self.connect_timeout)
+            self._client = openai.OpenAI(base_url=self.base_url, api_key=self._api_key or "no-key",
+                                         timeout=timeout, max_retries=0)
+        return self._client
+
+    def _scrub(self, text: str) -> str:
+        """The message with the API key blanked, in case a server echoes it back."""
+        return text.replace(self._api_key, "***") if len(self._api_key) >= 4 else text
+
+    def _error(self, e: Exception, *, partial: str = "", after_retries: int = 0) -> BackendError:
+        """One line naming the server, what went wrong and the fix."""
+        where = self.base_url
+        if isinstance(e, openai.APITimeoutError):
+            cause = e.__cause__ or e.__context__
+            if "Connect" in type(cause).__name__ or "Pool" in type(cause).__name__:
+                msg = f"{where}: no connection within {self.connect_timeout:g}s (connect timeout); is the server up?"
+            else:
+                msg = (f"{where}: the server sent nothing for {self.read_timeout:g}s (read timeout); "
+                       f"raise read_timeout in [backends.NAME] if the model is slow")
+        elif isinstance(e, openai.APIConnectionError):
+            cause = e.__cause__ or e.__context__
+            detail = f" ({cause})" if cause and str(cause) else ""
+            msg = (f"cannot reach {where}{detail}; is the server running? "
+                   f"Check --base-url or CHATCLI_OPENAI_BASE_URL")
+        elif isinstance(e, openai.APIStatusError):
+            body = e.body
+            server = body.get("message") if isinstance(body, dict) and body.get("message") else None
+            if server is None:
+                server = body if isinstance(body, str) else (e.response.text[:300] if e.response is not None else str(e))
+            msg = f"{where} answered HTTP {e.status_code}: {server}"
+            if e.status_code in (401, 403):
+                msg += "; check --api-key or OPENAI_API_KEY"
+            elif e.status_code == 404:
+                msg += "; check --model and that the base URL ends in /v1"
+            if after_retries:
+                msg += f" (gave up after {after_retries} retries)"
+        elif isinstance(e, openai.APIError):  # an error event inside the stream
+            msg = f"{where} reported an error mid-stream: {e.message}"
+        elif isinstance(e, ValueError):  # the SDK's json.loads of a data: line
+            msg = f"{where} sent malformed server-sent events ({e}); is base_url an OpenAI-compatible /v1 endpoint?"
+        else:
+            msg = f"{where}: {type(e).__name__}: {e}"
+        if partial:
+            msg += f"; the partial reply ({len(partial)} characters) is kept, marked incomplete"
+        err = BackendError(self._scrub(" ".join(msg.split())))
+        err.partial_text = partial
+        return err
+
+    def _delay(self, attempt: int, e: openai.APIStatusError) -> float:
+        """Exponential backoff with jitter, or the server's Retry-After when it is sooner than a minute."""
+        retry_after = e.response.headers.get("retry-after") if e.response is not None else None
+        try:
+            if retry_after is not None and 0 <= float(retry_after) <= 60:
+                return float(retry_after)
+        except ValueError:
+            pass
+        return self.backoff * (2**attempt) * (0.75 + random.random() / 2)
+
+    def _open(self, create, cancel: threading.Event | None, **request):
+        """Start a streaming request; retry 429 and 5xx with backoff (nothing has streamed yet, so it is safe)."""
+        for attempt in range(self.retries + 1):
+            try:
+                return create(**request)
+            except openai.APIStatusError as e:
+                retryable = e.status_code == 429 or e.status_code >= 500
+                if not retryable or attempt == self.retries:
+                    raise self._error(e, after_retries=attempt) from e
+                if cancel is not None and cancel.wait(self._delay(attempt, e)):
+                    return None
+                if cancel is None:
+                    time.sleep(self._delay(attempt, e))
+            except openai.APIError as e:
+                raise self._error(e) from e
+        raise AssertionError("unreachable")
+
+    def _require_model(self) -> str:
+        if not self.model:
+            raise UsageError("openai backend: no model chosen; pass --model NAME (see the server's /v1/models)")
+        return self.model
+
+    @staticmethod
+    def _sampling(params: SamplingParams) -> tuple[dict, dict]:
+        """OpenAI's own parameters, and our extras as extra_body (sent only when they differ from off)."""
+        params = params.validated()
+        request = {"temperature": params.temperature, "top_p": params.top_p, "max_tokens": params.max_tokens}
+        if params.stop:
+            request["stop"] = list(params.stop)
+        if params.seed is not None:
+            request["seed"] = params.seed
+        extra: dict = {}
+        if params.top_k:
+            extra["top_k"] = params.top_k
+        if params.min_p:
+            extra["min_p"] = params.min_p
+        if params.repeat_penalty != 1.0:
+            # llama.cpp and chatcli read repeat_penalty, vLLM reads repetition_penalty; each ignores the other.
+            extra["repeat_penalty"] = extra["repetition_penalty"] = params.repeat_penalty
+        return request, extra
+
+    def _stream(self, create, text_of, prompt_estimate: int, params: SamplingParams,
+                cancel: threading.Event | None, **request) -> Iterator[Chunk]:
+        """Yield text as it arrives; the last chunk has finish_reason and stats. Errors keep the partial reply."""
+        sampling, extra = self._sampling(params)
+        t0 = time.perf_counter()
+        stream = self._open(create, cancel, model=self._require_model(), stream=True,
+                            stream_options={"include_usage": True}, extra_body=extra or None, **sampling, **request)
+        parts: list[str] = []
+        finish = usage = None
+        ttft = 0.0
+        if stream is None:
+            finish = "interrupted"
+        else:
+            try:
+                for event in stream:
+                    if cancel is not None and cancel.is_set():
+                        finish = "interrupted"
+                        break
+                    usage = getattr(event, "usage", None) or usage
+                    for choice in event.choices or ():
+                        text = text_of(choice)
+                        if text:
+                            ttft = ttft or time.perf_counter() - t0
+                            parts.append(text)
+                            yield Chunk(text)
+                        if choice.finish_reason:
+                            finish = FINISH.get(choice.finish_reason, "stop")
+            except (openai.APIError, ValueError) as e:
+                raise self._error(e, partial="".join(parts)) from e
+            finally:
+                stream.close()
+            if finish is None:
+                raise self._error(ConnectionError("the stream ended before the reply was finished (no finish_reason)"),
+                                  partial="".join(parts))
+        total = time.perf_counter() - t0
+        text = "".join(parts)
+        estimated = usage is None
+        prompt_tokens = usage.prompt_tokens if usage else prompt_estimate
+        completion_tokens = usage.completion_tokens if usage else estimate_tokens(text)
+        details = getattr(usage, "prompt_tokens_details", None) if usage else None
+        stats = Stats(
+            prompt_tokens=prompt_tokens,
+            cached_tokens=int(getattr(details, "cached_tokens", 0) or 0),
+            completion_tokens=completion_tokens,
+            ttft_s=ttft,
+            prompt_tps=prompt_tokens / ttft if ttft else 0.0,
+            decode_tps=(completion_tokens - 1) / (total - ttft) if total > ttft and completion_tokens > 1 else 0.0,
+            total_s=total,
+            estimated=estimated,
+        )
+        yield Chunk("", finish_reason=finish, stats=stats)
+
+    # -- the Backend protocol ------------------------------------------------------------------------------
+
+    def models(self) -> list[str]:
+        """Model ids the server offers (/v1/models)."""
+        try:
+            return sorted(m.id for m in self.client.models.list())
+        except openai.APIError as e:
+            raise self._error(e) from e
+
+    def load(self, model: str) -> None:
+        """Choose the server's model; nothing is downloaded and the server is not contacted until the first reply."""
+        self.model = model
+
+    def stream_chat(self, messages: list[Message], params: SamplingParams, *, chat_template=None,
+                    cancel: threading.Event | None = None) -> Iterator[Chunk]:
+        """Stream a chat reply; the server applies its own chat template (chat_template is ignored)."""
+        wire = [{"role": m.role, "content": m.content} for m in messages]
+        yield from self._stream(self.client.chat.completions.create, lambda c: c.delta.content if c.delta else None,
+                                self._estimate(messages), params, cancel, messages=wire)
+
+    def stream_completion(self, prompt: str, params: SamplingParams, *, cancel: threading.Event | None = None) -> Iterator[Chunk]:
+        """Stream raw text after PROMPT through /v1/completions (no template)."""
+        yield from self._stream(self.client.completions.create, lambda c: c.text, estimate_tokens(prompt),
+                                params, cancel, prompt=prompt)
+
+    @staticmethod
+    def _estimate(messages: list[Message]) -> int:
+        return sum(estimate_tokens(m.content) + 4 for m in messages)  # ~4 tokens of role markers per message
+
+    def _tokenize(self, messages: list[Message]) -> dict | None:
+        """POST /tokenize at the server root (vLLM and chatcli serve); None when the server has no such endpoint."""
+        import httpx
+
+        root = self.base_url[: -len("/v1")] if self.base_url.endswith("/v1") else self.base_url
+        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+        body = {"model": self.model, "messages": [{"role": m.role, "content": m.content} for m in messages]}
+        try:
+            r = httpx.post(f"{root}/tokenize", json=body, headers=headers,
+                           timeout=httpx.Timeout(self.read_timeout, connect=self.connect_timeout))
+            data = r.json() if r.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):
+            return None
+        return data if isinstance(data, dict) and isinstance(data.get("count"), int) else None
+
+    def count_tokens(self, messages: list[Message], *, chat_template=None) -> int:
+        """The server's count when it can tokenize (/tokenize), else an estimate (and tokens_estimated becomes True)."""
+        if self._can_tokenize is not False:
+            data = self._tokenize(messages)
+            self._can_tokenize = data is not None
+            if data is not None:
+                if self._context is None and isinstance(data.get("max_model_len"), int):
+                    self._context = data["max_model_len"]
+                return data["count"]
+        self.tokens_estimated = True
+        return self._estimate(messages)
+
+    def context_length(self) -> int:
+        """The config's context_length, else what the server reports (max_model_len), else 4096."""
+        if self._context is None:
+            self._context = DEFAULT_CONTEXT
+            try:
+                for m in self.client.models.list():
+                    if m.id == self.model or self.model is None:
+                        extra = m.model_extra or {}
+                        meta = extra.get("meta") if isinstance(extra.get("meta"), dict) else {}
+                        found = extra.get("max_model_len") or meta.get("n_ctx_train") or extra.get("context_length")
+                        if isinstance(found, int) and found > 0:
+                            self._context = found
+                        break
+            except openai.APIError:
+                pass  # the first reply will report an unreachable server properly
+        return self._context
+
+    def close(self) -> None:
+        """Close the HTTP connection pool."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None

@@ -1,0 +1,270 @@
+"""The FastAPI app: OpenAI-compatible routes over any Backend, behind one fair queue."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import threading
+import time
+from typing import AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.background import BackgroundTask
+
+from chatcli.backends.base import Chunk, Stats
+from chatcli.errors import ChatcliError, UsageError
+from chatcli.server import protocol as wire
+from chatcli.server.protocol import ApiError, GenRequest
+from chatcli.server.queue import EngineQueue, QueueFull
+
+MAX_BODY = 1 << 20  # 1 MiB
+log = logging.getLogger("chatcli.server")
+
+
+def _status_of(e: BaseException) -> ApiError:
+    """A backend failure as an HTTP error: bad parameters are the client's (400), the rest are ours."""
+    if isinstance(e, ApiError):
+        return e
+    if isinstance(e, UsageError) or getattr(e, "exit_code", None) == 2:
+        return ApiError(400, str(e))
+    if isinstance(e, ChatcliError) and e.exit_code == 4:
+        return ApiError(502, str(e), kind="upstream_error")
+    return ApiError(500, f"generation failed: {type(e).__name__}: {e}")
+
+
+async def _body(request: Request) -> dict:
+    """Read at most 1 MiB; a larger body is refused with 413 before it is all read."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY:
+        raise ApiError(413, f"request body is {int(declared)} bytes; the limit is {MAX_BODY} (1 MiB)", code="body_too_large")
+    raw = bytearray()
+    async for part in request.stream():
+        raw += part
+        if len(raw) > MAX_BODY:
+            raise ApiError(413, f"request body is over the {MAX_BODY}-byte (1 MiB) limit", code="body_too_large")
+    return wire.parse_json(bytes(raw))
+
+
+class _Record:
+    """What the access log line reports about one request."""
+
+    def __init__(self, path: str):
+        self.path, self.t0 = path, time.perf_counter()
+        self.status, self.first, self.stats, self.note = 200, None, None, ""
+        self.done = False  # the stream reached [DONE] (or an error event)
+
+    def line(self) -> str:
+        total = time.perf_counter() - self.t0
+        s = self.stats or Stats()
+        ttft = f"{self.first - self.t0:.3f}s" if self.first else "-"
+        gen = total - (self.first - self.t0) if self.first else 0.0
+        tps = f"{(s.completion_tokens - 1) / gen:.1f}" if gen > 0 and s.completion_tokens > 1 else "-"
+        return (f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {self.path} {self.status} prompt={s.prompt_tokens} "
+                f"completion={s.completion_tokens} ttft={ttft} tok/s={tps} time={total:.3f}s{self.note}")
+
+
+def build_app(backend, model_id: str, *, api_key: str | None = None, max_queue: int = 16) -> FastAPI:
+    """An app serving BACKEND (already loaded with MODEL_ID) under the OpenAI API."""
+    queue = EngineQueue(max_queue=max_queue)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        queue.shutdown()
+
+    app = FastAPI(title="chatcli", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app.state.queue, app.state.backend = queue, backend
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, e: ApiError):
+        return JSONResponse(e.body(), status_code=e.status, headers=e.headers)
+
+    @app.exception_handler(404)
+    async def _not_found(request: Request, e):
+        return JSONResponse(ApiError(404, f"no route {request.url.path}; see /v1/models", code="not_found").body(), 404)
+
+    @app.exception_handler(405)
+    async def _bad_method(request: Request, e):
+        return JSONResponse(ApiError(405, f"{request.method} is not allowed on {request.url.path}").body(), 405)
+
+    def _auth(request: Request) -> None:
+        if api_key is None:
+            return
+        given = request.headers.get("authorization", "")
+        token = given[7:] if given.lower().startswith("bearer ") else ""
+        if not hmac.compare_digest(token.encode(), api_key.encode()):
+            raise ApiError(401, "missing or wrong API key; send Authorization: Bearer KEY", kind="authentication_error",
+                           code="invalid_api_key")
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "model": model_id, "queue": queue.depth}
+
+    @app.get("/v1/models")
+    async def models(request: Request):
+        _auth(request)
+        card = {"id": model_id, "object": "model", "created": 0, "owned_by": "chatcli",
+                "max_model_len": backend.context_length()}
+        return {"object": "list", "data": [card]}
+
+    @app.post("/tokenize")
+    async def tokenize(request: Request):
+        """vLLM's /tokenize shape, so chatcli's openai backend can count tokens exactly."""
+        _auth(request)
+        body = await _body(request)
+        messages = wire.parse_request({"messages": body.get("messages")}, chat=True).messages
+        count = await asyncio.to_thread(backend.count_tokens, messages)
+        return {"count": count, "max_model_len": backend.context_length()}
+
+    async def _prepare(request: Request, chat: bool) -> GenRequest:
+        _auth(request)
+        req = wire.parse_request(await _body(request), chat=chat)
+        if chat:
+            context = backend.context_length()
+            size = await asyncio.to_thread(backend.count_tokens, req.messages)
+            if size >= context:
+                raise wire.bad(f"the prompt is {size} tokens but the model's context is {context} tokens; "
+                               f"shorten the messages", "messages")
+            if not req.max_tokens_given or req.params.max_tokens > context - size:
+                req.params = req.params.with_(max_tokens=context - size)
+        return req
+
+    def _generator(req: GenRequest, cancel: threading.Event):
+        if req.messages is not None:
+            return lambda: backend.stream_chat(req.messages, req.params, cancel=cancel)
+        return lambda: backend.stream_completion(req.prompt, req.params, cancel=cancel)
+
+    async def _complete(request: Request, chat: bool):
+        record = _Record(request.url.path)
+        try:
+            req = await _prepare(request, chat)
+            ticket = queue.reserve()
+        except QueueFull as e:
+            record.status = 503
+            log.info(record.line())
+            raise ApiError(503, f"the server is busy ({e.waiting} requests waiting); retry after {e.retry_after}s",
+                           kind="server_busy", headers={"Retry-After": str(e.retry_after)}) from None
+        except ApiError as e:
+            record.status = e.status
+            log.info(record.line())
+            raise
+        cancel = threading.Event()
+        gen = queue.run(ticket, _generator(req, cancel), cancel).__aiter__()
+        rid, model = wire.new_id(chat), req.model or model_id
+        watch = asyncio.ensure_future(_disconnected(request))
+        parts: list[Chunk] = []
+        try:
+            # Wait (in the queue, then for the first chunk) before answering, so that early failures get a
+            # real status code instead of an error event inside a 200 stream.
+            while True:
+                chunk = await _next(gen, watch)
+                if chunk is None:
+                    break
+                parts.append(chunk)
+                if chunk.text:
+                    record.first = record.first or time.perf_counter()
+                if req.stream and (chunk.text or chunk.finish_reason):
+                    break
+        except _Gone:
+            record.status, record.note = 499, " client-disconnected"
+            _finish(record)
+            return JSONResponse({}, status_code=499)
+        except Exception as e:
+            err = _status_of(e)
+            record.status = err.status
+            _finish(record)
+            raise err from None
+        finally:
+            watch.cancel()
+        if req.stream:
+            events = _sse(parts, gen, record, rid, model, chat, req.include_usage)
+            return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"},
+                                     background=BackgroundTask(_after_stream, events, cancel, record))
+        last = parts[-1] if parts else Chunk("", "stop")
+        record.stats = last.stats
+        _finish(record)
+        return wire.full_response(rid, model, chat, "".join(c.text for c in parts), last.finish_reason, last.stats)
+
+    def _finish(record: _Record) -> None:
+        queue.note_duration(time.perf_counter() - record.t0)
+        log.info(record.line())
+
+    async def _sse(head: list[Chunk], gen: AsyncIterator[Chunk], record: _Record, rid, model, chat, include_usage):
+        async def chunks():
+            for chunk in head:
+                yield chunk
+            async for chunk in gen:
+                yield chunk
+
+        sent_any = False
+        try:
+            if chat:
+                yield wire.stream_event(rid, model, chat, None, role=True)
+            async for chunk in chunks():
+                if chunk.text:
+                    record.first = record.first or time.perf_counter()
+                    sent_any = True
+                    yield wire.stream_event(rid, model, chat, chunk.text)
+                if chunk.finish_reason:
+                    record.stats = chunk.stats
+                    yield wire.stream_event(rid, model, chat, None, chunk.finish_reason)
+            if include_usage:
+                yield wire.stream_event(rid, model, chat, None, stats=record.stats, usage_only=True)
+            record.done = True
+            yield "data: [DONE]\n\n"
+        except Exception as e:  # headers are gone; an error event tells the client the reply is incomplete
+            err = _status_of(e)
+            record.status, record.note = err.status, f" error-after-{'tokens' if sent_any else 'start'}"
+            record.done = True
+            yield wire.error_event(err)
+        finally:
+            _finish(record)
+
+    async def _after_stream(events, cancel: threading.Event, record: _Record) -> None:
+        # Starlette stops iterating when the client disconnects but does not close the iterator: stop the
+        # generation now (not at garbage collection) and log the request.
+        if not record.done:
+            record.status, record.note = 499, " client-disconnected"
+        cancel.set()
+        await events.aclose()
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request):
+        return await _complete(request, chat=True)
+
+    @app.post("/v1/completions")
+    async def completions(request: Request):
+        return await _complete(request, chat=False)
+
+    return app
+
+
+class _Gone(Exception):
+    """The client disconnected before the answer started."""
+
+
+async def _next(gen: AsyncIterator[Chunk], watch: asyncio.Future) -> Chunk | None:
+    """The next chunk, None at the end, or _Gone (after closing GEN, which cancels generation) if WATCH fired."""
+    step = asyncio.ensure_future(gen.__anext__())
+    await asyncio.wait({step, watch}, return_when=asyncio.FIRST_COMPLETED)
+    if not step.done():
+        step.cancel()
+        try:
+            await step
+        except (asyncio.CancelledError, StopAsyncIteration):
+            pass
+        await gen.aclose()
+        raise _Gone()
+    try:
+        return step.result()
+    except StopAsyncIteration:
+        return None
+
+
+async def _disconnected(request: Request) -> None:
+    """Return when the client has gone away."""
+    while not await request.is_disconnected():
+        await asyncio.sleep(0.1)

@@ -1,0 +1,229 @@
+"""OpenAI wire format: parse and validate request bodies, build responses and errors. No HTTP here."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import uuid
+from dataclasses import dataclass
+
+from chatcli.backends.base import RANGES, ROLES, Message, SamplingParams, Stats
+from chatcli.errors import UsageError
+
+MAX_STOP = 4  # as OpenAI
+
+
+class ApiError(Exception):
+    """An HTTP error in OpenAI's format: {"error": {"message", "type", "param", "code"}}."""
+
+    def __init__(self, status: int, message: str, *, param: str | None = None, kind: str | None = None,
+                 code: str | None = None, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.param, self.code = status, message, param, code
+        self.kind = kind or ("invalid_request_error" if status < 500 else "server_error")
+        self.headers = headers or {}
+
+    def body(self) -> dict:
+        """The JSON body OpenAI clients parse."""
+        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
+
+
+def bad(message: str, param: str | None = None) -> ApiError:
+    """A 400 invalid_request_error."""
+    return ApiError(400, message, param=param)
+
+
+@dataclass
+class GenRequest:
+    """A validated request: chat messages or a raw prompt, sampling, and streaming options."""
+
+    model: str | None
+    messages: list[Message] | None
+    prompt: str | None
+    params: SamplingParams
+    max_tokens_given: bool
+    stream: bool
+    include_usage: bool
+
+
+def parse_json(raw: bytes) -> dict:
+    """The body as a JSON object, or a 400 naming what is wrong."""
+    try:
+        body = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise bad(f"request body is not UTF-8 (byte {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise bad(f"request body is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    if not isinstance(body, dict):
+        raise bad("request body must be a JSON object")
+    return body
+
+
+def _number(body: dict, key: str, kind, default):
+    value = body.get(key)
+    if value is None:
+        return default
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        ok = ok and float(value).is_integer()
+    if not ok or not math.isfinite(value):
+        raise bad(f"'{key}' must be {'an integer' if kind is int else 'a number'}, got {value!r}", key)
+    return kind(value)
+
+
+def _text(content, where: str) -> str:
+    """Message content: a string, or a list of text parts (images are not supported)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = []
+        for part in content:
+            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+                raise bad(f"{where}: only text content parts are supported", where)
+            texts.append(part["text"])
+        return "".join(texts)
+    raise bad(f"{where} must be a string or a list of text parts", where)
+
+
+def _messages(body: dict) -> list[Message]:
+    raw = body.get("messages")
+    if not isinstance(raw, list) or not raw:
+        raise bad("'messages' must be a non-empty list of {role, content}", "messages")
+    out = []
+    for i, m in enumerate(raw):
+        where = f"messages[{i}]"
+        if not isinstance(m, dict):
+            raise bad(f"{where} must be an object with role and content", where)
+        role = m.get("role")
+        if role == "developer":  # OpenAI's newer name for system
+            role = "system"
+        if role not in ROLES:
+            raise bad(f"{where}.role must be one of {', '.join(ROLES)}; got {role!r}", f"{where}.role")
+        out.append(Message(role, _text(m.get("content"), f"{where}.content")))
+    return out
+
+
+def _prompt(body: dict) -> str:
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+        prompt = prompt[0]  # a batch of one
+    if not isinstance(prompt, str):
+        raise bad("'prompt' must be a string (batches and token lists are not supported)", "prompt")
+    return prompt
+
+
+def parse_request(body: dict, *, chat: bool) -> GenRequest:
+    """Validate a /v1/chat/completions (chat=True) or /v1/completions body; unknown keys are ignored."""
+    n = _number(body, "n", int, 1)
+    if n != 1:
+        raise bad(f"only n=1 is supported; got n={n}", "n")
+    for key in ("presence_penalty", "frequency_penalty"):
+        if _number(body, key, float, 0.0) != 0.0:
+            raise bad(f"'{key}' is not supported; use repeat_penalty (> 0, 1 disables it)", key)
+    if body.get("logprobs") not in (None, False, 0) or body.get("tools") or body.get("echo"):
+        key = next(k for k in ("logprobs", "tools", "echo") if body.get(k) not in (None, False, 0, []))
+        raise bad(f"'{key}' is not supported by this server", key)
+    fmt = body.get("response_format")
+    if fmt is not None and (not isinstance(fmt, dict) or fmt.get("type") != "text"):
+        raise bad("only response_format {\"type\": \"text\"} is supported", "response_format")
+    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    stop = body.get("stop")
+    if stop is None:
+        stop = ()
+    elif isinstance(stop, str):
+        stop = (stop,)
+    elif isinstance(stop, list) and all(isinstance(s, str) for s in stop) and len(stop) <= MAX_STOP:
+        stop = tuple(stop)
+    else:
+        raise bad(f"'stop' must be a string or a list of up to {MAX_STOP} strings", "stop")
+    if any(s == "" for s in stop):
+        raise bad("'stop' strings must not be empty", "stop")
+    values = {
+        "temperature": _number(body, "temperature", float, 1.0),
+        "top_p": _number(body, "top_p", float, 1.0),
+        "top_k": _number(body, "top_k", int, 0),
+        "min_p": _number(body, "min_p", float, 0.0),
+        "repeat_penalty": _number(body, "repeat_penalty", float, _number(body, "repetition_penalty", float, 1.0)),
+        "seed": _number(body, "seed", int, None),
+        "max_tokens": _number({"max_tokens": max_tokens}, "max_tokens", int, 1 << 30),
+        "stop": stop,
+    }
+    for key in ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "seed", "max_tokens"):
+        try:
+            SamplingParams(**{key: values[key]}).validated()
+        except UsageError:
+            raise bad(f"{RANGES[key]}; got {values[key]!r}", key) from None
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise bad("'stream' must be true or false", "stream")
+    options = body.get("stream_options") or {}
+    if not isinstance(options, dict) or not isinstance(options.get("include_usage", False), bool):
+        raise bad("'stream_options' must be an object like {\"include_usage\": true}", "stream_options")
+    model = body.get("model")
+    if model is not None and not isinstance(model, str):
+        raise bad("'model' must be a string", "model")
+    return GenRequest(
+        model=model,
+        messages=_messages(body) if chat else None,
+        prompt=None if chat else _prompt(body),
+        params=SamplingParams(**values),
+        max_tokens_given=max_tokens is not None,
+        stream=stream,
+        include_usage=bool(options.get("include_usage", False)),
+    )
+
+
+# -- responses -----------------------------------------------------------------------------------------------
+
+def new_id(chat: bool) -> str:
+    """A fresh response id."""
+    return ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
+
+
+def usage(stats: Stats | None) -> dict:
+    """OpenAI's usage object from our Stats."""
+    p = stats.prompt_tokens if stats else 0
+    c = stats.completion_tokens if stats else 0
+    out = {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+    if stats and stats.cached_tokens:
+        out["prompt_tokens_details"] = {"cached_tokens": stats.cached_tokens}
+    return out
+
+
+def finish(reason: str | None) -> str:
+    """Our finish_reason in OpenAI's vocabulary (an interrupted reply reached nobody; call it stop)."""
+    return "length" if reason == "length" else "stop"
+
+
+def full_response(req_id: str, model: str, chat: bool, text: str, reason: str | None, stats: Stats | None) -> dict:
+    """A non-streamed chat.completion or text_completion."""
+    if chat:
+        choice = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
+                  "finish_reason": finish(reason)}
+    else:
+        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish(reason)}
+    return {"id": req_id, "object": "chat.completion" if chat else "text_completion", "created": int(time.time()),
+            "model": model, "choices": [choice], "usage": usage(stats)}
+
+
+def stream_event(req_id: str, model: str, chat: bool, text: str | None, reason: str | None = None,
+                 *, role: bool = False, stats: Stats | None = None, usage_only: bool = False) -> str:
+    """One SSE `data:` event of a chat.completion.chunk or text_completion stream."""
+    if usage_only:
+        choices = []
+    elif chat:
+        delta = {"role": "assistant", "content": ""} if role else ({"content": text} if text else {})
+        choices = [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish(reason) if reason else None}]
+    else:
+        choices = [{"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish(reason) if reason else None}]
+    event = {"id": req_id, "object": "chat.completion.chunk" if chat else "text_completion",
+             "created": int(time.time()), "model": model, "choices": choices}
+    if usage_only:
+        event["usage"] = usage(stats)
+    return f"data: {json.dumps(event, ensure_ascii=False)}\n\n"
+
+
+def error_event(err: ApiError) -> str:
+    """An error inside a started stream; OpenAI's SDK raises APIError when it reads one."""
+    return f"data: {json.dumps(err.body())}\n\n"

@@ -1,0 +1,81 @@
+"""Run the app with uvicorn: in the foreground for `chatcli serve`, or in a thread for tests and benchmarks."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+import threading
+
+import uvicorn
+
+from chatcli.errors import UsageError
+from chatcli.server.app import build_app
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket, or a UsageError naming the address and the fix (port 0 picks a free port)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise UsageError(f"cannot listen on {host}:{port} ({e.strerror}); choose another --port or --host") from None
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _log_to_stderr() -> None:
+    log = logging.getLogger("chatcli.server")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+
+def _server(app, log_level: str) -> uvicorn.Server:
+    # uvicorn's own access log is off: ours has tokens and timings on the same line.
+    config = uvicorn.Config(app, log_level=log_level, access_log=False, timeout_graceful_shutdown=3, lifespan="on")
+    return uvicorn.Server(config)
+
+
+def serve(backend, model_id: str, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
+          max_queue: int = 16, on_ready=None) -> None:
+    """Serve until Ctrl-C or SIGTERM; ON_READY(url) is called once the socket listens."""
+    sock = bind(host, port)
+    _log_to_stderr()
+    app = build_app(backend, model_id, api_key=api_key, max_queue=max_queue)
+    if on_ready is not None:
+        name = f"[{host}]" if ":" in host else host
+        on_ready(f"http://{name}:{sock.getsockname()[1]}/v1")
+    _server(app, "warning").run(sockets=[sock])
+
+
+class ServerThread:
+    """The server in a background thread on 127.0.0.1 and a free port; a context manager (tests, bench)."""
+
+    def __init__(self, backend, model_id: str = "model", *, api_key: str | None = None, max_queue: int = 16):
+        self.sock = bind("127.0.0.1", 0)
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.app = build_app(backend, model_id, api_key=api_key, max_queue=max_queue)
+        self.server = _server(self.app, "warning")
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    def __enter__(self) -> "ServerThread":
+        self.thread.start()
+        while not self.server.started:
+            if not self.thread.is_alive():
+                raise RuntimeError("the server thread died while starting")
+            self.thread.join(0.02)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.sock.close()
