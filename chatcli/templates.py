@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterable, Sequence
 
-from jinja2 import TemplateError, TemplateSyntaxError, nodes
+from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 from jinja2.utils import Namespace
 
@@ -169,9 +169,9 @@ class GuardedEnvironment(ImmutableSandboxedEnvironment):
 
     intercepted_binops = frozenset(["*", "**", "+", "%"])
 
-    def __init__(self) -> None:
+    def __init__(self, **options: Any) -> None:
         # trim_blocks/lstrip_blocks and loopcontrols match how transformers renders chat templates, token for token.
-        super().__init__(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
+        super().__init__(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"], **options)
         self.filters["tojson"] = _tojson
         self.filters = {name: _guarded_filter(name, f) for name, f in self.filters.items()}
         self.globals.update(
@@ -227,7 +227,8 @@ class GuardedEnvironment(ImmutableSandboxedEnvironment):
         return _check_size(super().call_binop(context, operator, left, right))
 
 
-_env = GuardedEnvironment()
+# Chat templates get lenient undefined values, as in transformers; prompt bodies get strict ones (an error names it).
+_ENVS = {False: GuardedEnvironment(), True: GuardedEnvironment(undefined=StrictUndefined)}
 
 
 def _guard_ast(ast: nodes.Template) -> nodes.Template:
@@ -238,7 +239,7 @@ def _guard_ast(ast: nodes.Template) -> nodes.Template:
     for loop in ast.find_all(nodes.For):
         loop.iter = nodes.Call(nodes.Name(_GUARD, "load"), [loop.iter], [], None, None, lineno=loop.lineno)
     # Concat nodes sit inside arbitrary expressions; rewrite them in place through their parents.
-    for parent in list(ast.find_all(nodes.Node)):
+    for parent in [ast, *ast.find_all(nodes.Node)]:
         for field, value in parent.iter_fields():
             if isinstance(value, nodes.Concat):
                 setattr(parent, field, _concat_call(value))
@@ -251,11 +252,17 @@ def _concat_call(node: nodes.Concat) -> nodes.Call:
     return nodes.Call(nodes.Name(_CONCAT, "load"), [nodes.List(node.nodes)], [], None, None, lineno=node.lineno)
 
 
-@functools.lru_cache(maxsize=32)
+@functools.lru_cache(maxsize=64)
+def compile_sandboxed(source: str, strict: bool = False):
+    """Parse and compile SOURCE once in the guarded sandbox; raises jinja2's TemplateSyntaxError or SecurityError."""
+    env = _ENVS[strict]
+    return env.from_string(_guard_ast(env.parse(source)))
+
+
 def compile_template(source: str):
-    """Parse and compile a chat template once; LoadError names the line of a syntax error."""
+    """Compile a chat template; LoadError names the line of a syntax error."""
     try:
-        return _env.from_string(_guard_ast(_env.parse(source)))
+        return compile_sandboxed(source)
     except TemplateSyntaxError as e:
         raise LoadError(f"chat template line {e.lineno}: {e.message}; fix the template (tokenizer_config.json's "
                         "chat_template, or the prompt file's `template`)") from None
@@ -263,8 +270,9 @@ def compile_template(source: str):
         raise LoadError(f"unsafe chat template: {e}; refusing to render it") from None
 
 
-def _render(source: str, context: dict[str, Any], output_cap: int) -> str:
-    template = compile_template(source)
+def run_sandboxed(template, context: dict[str, Any], output_cap: int, what: str = "chat template") -> str:
+    """Render a compiled template within the budget. Budget and sandbox violations become LoadError("unsafe WHAT");
+    the template's own errors (raise_exception, undefined names, TypeError...) propagate for the caller to word."""
     _state.budget = [0, time.monotonic() + MAX_SECONDS]
     out: list[str] = []
     size = 0
@@ -274,20 +282,25 @@ def _render(source: str, context: dict[str, Any], output_cap: int) -> str:
             if size > output_cap:
                 raise TemplateBudgetError(f"its output passed {output_cap:,} characters")
             out.append(piece)
-    except TemplateRaised:
-        raise
     except SecurityError as e:  # includes TemplateBudgetError
-        raise LoadError(f"unsafe chat template: {e}; refusing to render it") from None
+        raise LoadError(f"unsafe {what}: {e}; refusing to render it") from None
     except (RecursionError, MemoryError) as e:
-        raise LoadError(f"unsafe chat template: it ran out of {'stack' if isinstance(e, RecursionError) else 'memory'}"
+        raise LoadError(f"unsafe {what}: it ran out of {'stack' if isinstance(e, RecursionError) else 'memory'}"
                         "; refusing to render it") from None
+    finally:
+        _state.budget = None
+    return "".join(out)
+
+
+def _render(source: str, context: dict[str, Any], output_cap: int) -> str:
+    try:
+        return run_sandboxed(compile_template(source), context, output_cap)
+    except (TemplateRaised, LoadError):
+        raise
     except TemplateError as e:
         raise LoadError(f"chat template failed: {e}") from None
     except Exception as e:  # a template can raise TypeError etc. from inside the sandbox
         raise LoadError(f"chat template failed: {type(e).__name__}: {e}") from None
-    finally:
-        _state.budget = None
-    return "".join(out)
 
 
 def fold_system(messages: Sequence[dict]) -> list[dict]:
