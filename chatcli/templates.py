@@ -252,6 +252,11 @@ def _concat_call(node: nodes.Concat) -> nodes.Call:
     return nodes.Call(nodes.Name(_CONCAT, "load"), [nodes.List(node.nodes)], [], None, None, lineno=node.lineno)
 
 
+def sandbox_env(strict: bool = False) -> GuardedEnvironment:
+    """The shared guarded environment (strict: undefined names raise)."""
+    return _ENVS[strict]
+
+
 @functools.lru_cache(maxsize=64)
 def compile_sandboxed(source: str, strict: bool = False):
     """Parse and compile SOURCE once in the guarded sandbox; raises jinja2's TemplateSyntaxError or SecurityError."""
