@@ -18,14 +18,16 @@ class BackendInfo:
     name: str
     target: str  # "module:attr"
     dist: str
+    version: str = ""
 
 
 def available() -> dict[str, BackendInfo]:
     """All backends registered in the environment, by name."""
     found: dict[str, BackendInfo] = {}
     for ep in entry_points(group=GROUP):
-        dist = ep.dist.name if getattr(ep, "dist", None) is not None else "?"
-        found.setdefault(ep.name, BackendInfo(ep.name, ep.value, dist))
+        dist = getattr(ep, "dist", None)
+        name, version = (dist.name, dist.version) if dist is not None else ("?", "")
+        found.setdefault(ep.name, BackendInfo(ep.name, ep.value, name, version))
     return found
 
 

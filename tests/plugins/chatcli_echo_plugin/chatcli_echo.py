@@ -27,6 +27,7 @@ class EchoBackend:
         self.context = int(context)
         self.model = None
         self.started: list[str] = []  # first word of each generation, in the order they ran (fairness tests)
+        self.finished: list[str] = []  # finish_reason of each generation (disconnect tests)
 
     def models(self) -> list[str]:
         return ["echo-1"]
@@ -72,6 +73,7 @@ class EchoBackend:
             n += 1
             yield Chunk(word)
         total = time.perf_counter() - t0
+        self.finished.append(reason)
         yield Chunk("", finish_reason=reason, stats=Stats(prompt_tokens=prompt_tokens, completion_tokens=n,
                                                           total_s=total, decode_tps=n / total if total else 0.0))
 

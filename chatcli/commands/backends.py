@@ -1,0 +1,90 @@
+"""`chatcli backends` (what can produce tokens, and where each came from) and `chatcli serve` (the OpenAI API)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def backends(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per backend, a line each.")] = False,
+) -> None:
+    """List the backends: registered plugins (entry points) and [backends.NAME] profiles from the config."""
+    from chatcli.backends.registry import available
+    from chatcli.settings import config_path, load_settings
+
+    rows = []
+    for info in sorted(available().values(), key=lambda i: i.name):
+        rows.append({"name": info.name, "target": info.target,
+                     "source": f"{info.dist} {info.version}".strip(), "kind": "plugin"})
+    settings = load_settings()
+    profiles = settings.raw.get("backends", {})
+    for name, profile in sorted(profiles.items() if isinstance(profiles, dict) else []):
+        if not isinstance(profile, dict):
+            continue
+        kind = str(profile.get("type", "openai"))
+        target = f"{kind} -> {profile.get('base_url', '(default base_url)')}"
+        if profile.get("model"):
+            target += f" (model {profile['model']})"
+        # The api_key is never shown: only whether one is set.
+        if profile.get("api_key") or profile.get("api_key_env"):
+            target += " [api key set]"
+        rows.append({"name": name, "target": target, "source": f"config ({config_path()})", "kind": "profile"})
+    if as_json:
+        for row in rows:
+            typer.echo(json.dumps(row))
+        return
+    header = {"name": "NAME", "target": "TARGET", "source": "SOURCE"}
+    widths = {k: max(len(r[k]) for r in [header, *rows]) for k in ("name", "target")}
+    for row in [header, *rows]:
+        typer.echo(f"{row['name']:<{widths['name']}}  {row['target']:<{widths['target']}}  {row['source']}".rstrip())
+
+
+def serve(
+    host: Annotated[str, typer.Option("--host", help="Address to bind; anything but loopback exposes the model to the network.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="TCP port (0 picks a free one and prints it).")] = 8000,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="A store name or a model folder (default: the config's model).")] = None,
+    backend: Annotated[Optional[str], typer.Option("--backend", "-b", help="local (default), openai, a plugin, or a [backends.NAME] profile.")] = None,
+    base_url: Annotated[Optional[str], typer.Option("--base-url", help="Upstream server when serving through the openai backend.")] = None,
+    api_key: Annotated[Optional[str], typer.Option("--api-key", envvar="CHATCLI_SERVE_API_KEY", show_envvar=True,
+                                                   help="Require this bearer token from clients.")] = None,
+    max_queue: Annotated[int, typer.Option("--max-queue", min=0, help="Requests that may wait for the engine; more get 503 with Retry-After.")] = 16,
+    dtype: Annotated[Optional[str], typer.Option("--dtype", help="Weights dtype for the local backend: auto, float32 or bfloat16.")] = None,
+    quant: Annotated[Optional[str], typer.Option("--quant", help="Weight quantisation for the local backend (none, int8, int4).")] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", help="Torch threads for the local backend (0: all cores).")] = None,
+) -> None:
+    """Serve a model over the OpenAI API (/v1/chat/completions, /v1/completions, /v1/models, /health)."""
+    from chatcli.backends.registry import make_backend
+    from chatcli.server import serve as run_server
+    from chatcli.settings import load_settings
+
+    settings = load_settings().apply_flags(model=model, backend=backend, dtype=dtype, quant=quant, threads=threads)
+    engine = make_backend(settings["backend"], settings, base_url=base_url)
+    model_name = str(settings["model"])
+    engine.load(model_name)
+    model_id = os.path.basename(model_name.rstrip("/\\")) if os.sep in model_name else model_name
+    if host not in LOOPBACK and not api_key:
+        sys.stderr.write(f"chatcli serve: warning: listening on {host} without --api-key; anyone who can reach "
+                         f"this port can use the model\n")
+
+    def ready(url: str) -> None:
+        sys.stderr.write(f"chatcli serve: {model_id} ({getattr(engine, 'name', settings['backend'])} backend) "
+                         f"at {url}; Ctrl-C stops\n")
+        sys.stderr.flush()
+
+    try:
+        run_server(engine, model_id, host=host, port=port, api_key=api_key, max_queue=max_queue, on_ready=ready)
+    finally:
+        engine.close()
+
+
+def register(app: typer.Typer) -> None:
+    """Add `backends` and `serve`."""
+    app.command("backends")(backends)
+    app.command("serve")(serve)
