@@ -51,7 +51,7 @@ class EchoBackend:
 
     def _generate(self, words, prompt_tokens, params, cancel):
         t0 = time.perf_counter()
-        self.started.append(words[1] if len(words) > 1 else "")
+        self.started.append(words[1].strip() if len(words) > 1 else "")
         budget = min(params.max_tokens, self.context - prompt_tokens)
         text, reason, n = "", "stop", 0
         for word in words:
