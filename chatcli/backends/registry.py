@@ -98,7 +98,7 @@ def make_backend(name: str | None, settings, **flags):
     for key, value in flags.items():
         if value is None:
             continue
-        if key not in names and not var_kw:
+        if key not in names:  # a flag is explicit intent: only a named parameter takes it, never **kwargs
             raise UsageError(f"--{key.replace('_', '-')} does not apply to backend {kind!r}; "
                              f"use --backend openai (or a [backends.NAME] profile) with it")
         kwargs[key] = value
