@@ -1,0 +1,169 @@
+"""`chatcli ask`: one question (plus piped stdin and attached files), one streamed answer, or one JSON object."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from chatcli.errors import BackendError, ChatcliError, UsageError
+from chatcli.repl.boot import Options, cancel_on_sigint, load_settings, model_label, open_backend, sampling
+from chatcli.ui import UI
+
+
+def read_stdin() -> str:
+    """Piped stdin as text (invalid UTF-8 replaced); nothing when stdin is a terminal."""
+    stdin = sys.stdin
+    if stdin is None or stdin.closed or stdin.isatty():
+        return ""
+    data = stdin.buffer.read() if hasattr(stdin, "buffer") else stdin.read().encode("utf-8", "surrogateescape")
+    return data.decode("utf-8", errors="replace")
+
+
+def read_file(name: str) -> str:
+    """An attached file, fenced and named, so the model can tell it from the question."""
+    path = Path(name).expanduser()
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"-f {name}: no such file; check the path") from None
+    except IsADirectoryError:
+        raise UsageError(f"-f {name}: is a folder; attach files one by one") from None
+    except OSError as e:
+        raise UsageError(f"-f {name}: cannot read it ({e.strerror})") from None
+    text = data.decode("utf-8", errors="replace").rstrip("\n")
+    fence = "````" if "```" in text else "```"
+    return f"{path.name}:\n{fence}\n{text}\n{fence}"
+
+
+def build_question(question: str, files: list[str], stdin_text: str | None = None) -> str:
+    """The question, then piped stdin, then attached files; UsageError (exit 2) if all are empty."""
+    stdin_text = read_stdin() if stdin_text is None else stdin_text
+    parts = [p for p in (question.strip(), stdin_text.strip("\n")) if p.strip()]
+    parts += [read_file(f) for f in files]
+    if not parts:
+        raise UsageError('empty question; give one as an argument (chatcli ask "...") or pipe text on stdin')
+    return "\n\n".join(parts)
+
+
+@dataclass
+class Answer:
+    """What came back: the raw text (unsanitised, for --json and the store) and the last chunk's facts."""
+
+    text: str = ""
+    finish_reason: str | None = None
+    stats: object = None
+    error: ChatcliError | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def consume(chunks, view, cancel: threading.Event) -> Answer:
+    """Stream CHUNKS into VIEW; a backend error mid-stream keeps the partial text and is returned, not raised."""
+    answer = Answer()
+    with cancel_on_sigint(cancel):
+        try:
+            with view:
+                for chunk in chunks:
+                    answer.text += chunk.text
+                    view.feed(chunk.text)
+                    if chunk.finish_reason is not None:
+                        answer.finish_reason, answer.stats = chunk.finish_reason, chunk.stats
+                        answer.extra = dict(chunk.extra or {})
+        except KeyboardInterrupt:  # a second Ctrl-C while the backend did not stop
+            answer.finish_reason = "interrupted"
+        except BackendError as e:
+            answer.finish_reason, answer.error = "error", e
+        finally:
+            # Close the stream now (a broken pipe leaves it suspended), so its cleanup runs while the backend is open.
+            getattr(chunks, "close", lambda: None)()
+    if answer.finish_reason is None:
+        answer.finish_reason = "interrupted" if cancel.is_set() else "stop"
+    return answer
+
+
+def to_json(answer: Answer, *, model: str, prompt: str | None, params, backend: str) -> dict:
+    """The --json object (schema in the README)."""
+    s = answer.stats
+    out = {
+        "text": answer.text,
+        "model": model,
+        "backend": backend,
+        "prompt": prompt,
+        "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(params).items()},
+        "usage": {
+            "prompt_tokens": getattr(s, "prompt_tokens", 0),
+            "cached_tokens": getattr(s, "cached_tokens", 0),
+            "completion_tokens": getattr(s, "completion_tokens", 0),
+        },
+        "timings": {k: round(getattr(s, k, 0.0), 6) for k in ("ttft_s", "prompt_tps", "decode_tps", "total_s")},
+        "finish_reason": answer.finish_reason,
+    }
+    if getattr(s, "estimated", False):
+        out["usage"]["estimated"] = True
+    if answer.error is not None:
+        out["error"] = str(answer.error)
+    return out
+
+
+def run_ask(opts: Options, *, question: str, files: list[str], as_json: bool, raw: bool) -> int:
+    """Answer one question; return the exit code (a backend failure after partial output is 4)."""
+    try:
+        return _ask(opts, question=question, files=files, as_json=as_json, raw=raw)
+    except BrokenPipeError:
+        # The reader left (`| head -c 20`). Typer would turn this into exit 1; a closed pipe is not a failure.
+        # Point stdout at /dev/null so the interpreter's last flush stays silent too.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 0
+
+
+def _ask(opts: Options, *, question: str, files: list[str], as_json: bool, raw: bool) -> int:
+    text = build_question(question, files)
+    s = load_settings(opts)
+    ui = UI(plain=opts.plain or as_json)
+    params = sampling(s, opts)
+    backend = open_backend(s, opts)
+    cancel = threading.Event()
+    prompt_name = None
+    try:
+        if raw:
+            if opts.system or opts.prompt:
+                raise UsageError("--raw sends the text as given; drop --system/--prompt, or drop --raw")
+            chunks = backend.stream_completion(text, params, cancel=cancel)
+        else:
+            from chatcli.repl.conversation import open_conversation
+
+            conv = open_conversation(s, opts, backend, ui)
+            prompt_name, params = conv.prompt_name, conv.params
+            chunks = conv.send(text, cancel=cancel)
+        view = _NullView() if as_json else ui.reply()
+        answer = consume(chunks, view, cancel)
+    finally:
+        backend.close()
+    if as_json:
+        sys.stdout.write(json.dumps(to_json(answer, model=model_label(s), prompt=prompt_name, params=params,
+                                            backend=getattr(backend, "name", s.get("backend"))), ensure_ascii=False) + "\n")
+        sys.stdout.flush()
+    elif not ui.plain:
+        ui.stats(answer.stats)
+    if answer.error is not None:
+        raise answer.error
+    return 130 if answer.finish_reason == "interrupted" else 0
+
+
+class _NullView:
+    """--json prints nothing until the end."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+    def feed(self, text: str) -> None:
+        pass

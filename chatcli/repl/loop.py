@@ -1,0 +1,164 @@
+"""The chat loop: read a message or a /command, stream the reply, keep going until Ctrl-D or /exit."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from dataclasses import dataclass, field
+
+from chatcli.errors import USER_ERRORS
+from chatcli.repl.ask import Answer, consume
+from chatcli.repl.boot import Options, load_settings, model_label, open_backend
+from chatcli.ui import UI
+
+
+@dataclass
+class SessionStats:
+    """Totals for /stats."""
+
+    replies: int = 0
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    completion_tokens: int = 0
+    ttft_s: list[float] = field(default_factory=list)
+    decode_s: float = 0.0
+    total_s: float = 0.0
+    interrupted: int = 0
+    estimated: bool = False
+
+    def add(self, answer: Answer) -> None:
+        """Count one reply."""
+        s = answer.stats
+        self.replies += 1
+        self.interrupted += answer.finish_reason == "interrupted"
+        if s is None:
+            return
+        self.prompt_tokens += s.prompt_tokens
+        self.cached_tokens += s.cached_tokens
+        self.completion_tokens += s.completion_tokens
+        self.ttft_s.append(s.ttft_s)
+        if s.decode_tps > 0:
+            self.decode_s += max(s.completion_tokens - 1, 0) / s.decode_tps
+        self.total_s += s.total_s
+        self.estimated = self.estimated or s.estimated
+
+
+class Repl:
+    """One chat session on a terminal (or on piped lines, in plain mode)."""
+
+    def __init__(self, conv, backend, ui: UI, settings, opts: Options, reader=None) -> None:
+        self.conv = conv
+        self.backend = backend
+        self.ui = ui
+        self.settings = settings
+        self.opts = opts
+        self.model = model_label(settings)
+        self.stats = SessionStats()
+        self.cancel = threading.Event()
+        self.tokens_used = 0  # cached for the toolbar, which is redrawn on every key
+        self.reader = reader or self._make_reader()
+
+    # -- input ----------------------------------------------------------------------------------------
+    def _make_reader(self):
+        from chatcli import settings as paths
+        from chatcli.repl import slash
+        from chatcli.repl.input import LineReader, TerminalReader
+
+        if self.ui.plain or not sys.stdin.isatty():
+            return LineReader()
+        return TerminalReader(paths.data_dir() / "input_history", self.toolbar, slash.HELP,
+                              lambda name: slash.choices(self, name), vi=bool(self.settings.get("vi")))
+
+    def toolbar(self) -> list[tuple[str, str]]:
+        """model · backend · prompt · sampling · tokens used of the context."""
+        p = self.conv.params
+        ctx = self._context_length()
+        seed = "-" if p.seed is None else str(p.seed)
+        used = f"{self.tokens_used}/{ctx}" if ctx else str(self.tokens_used)
+        text = (f" {self.model} · {getattr(self.backend, 'name', '?')} · prompt {self.conv.prompt_name or '-'} · "
+                f"temp {p.temperature:g} · top_p {p.top_p:g} · seed {seed} · {used} tokens · /help ")
+        return [("class:bottom-toolbar", text)]
+
+    def _context_length(self) -> int:
+        try:
+            return int(self.backend.context_length())
+        except USER_ERRORS:
+            return 0
+
+    def _count(self) -> None:
+        try:
+            self.tokens_used = self.conv.tokens_used()
+        except USER_ERRORS:
+            pass
+
+    # -- the loop -------------------------------------------------------------------------------------
+    def run(self) -> int:
+        """Chat until Ctrl-D or /exit; return the exit code."""
+        from chatcli.repl import slash
+
+        self.banner()
+        self._count()
+        while True:
+            try:
+                line = self.reader.read()
+            except KeyboardInterrupt:
+                continue  # Ctrl-C at the prompt: a fresh line
+            except EOFError:
+                break
+            text = line.strip()
+            if not text:
+                continue
+            try:
+                if text.startswith("/") and not text.startswith("//"):
+                    if slash.dispatch(self, text) is slash.EXIT:
+                        break
+                    continue
+                self.reply(self.conv.send(line[1:] if text.startswith("//") else line, cancel=self.cancel))
+            except USER_ERRORS as e:
+                self.ui.error(str(e))
+        self.finish()
+        return 0
+
+    def banner(self) -> None:
+        """Say what is running and how to get help."""
+        if self.ui.plain and not sys.stdin.isatty():
+            return  # a script piping lines in wants the replies alone
+        self.ui.note(f"chatcli · {self.model} on {getattr(self.backend, 'name', '?')} · prompt "
+                     f"{self.conv.prompt_name or '-'} · /help for commands · Ctrl-C stops a reply · Ctrl-D quits")
+
+    def reply(self, chunks) -> Answer:
+        """Stream one reply, then its notes and the stats line."""
+        for notice in self.conv.take_notices():
+            self.ui.note(notice)
+        answer = consume(chunks, self.ui.reply(), self.cancel)
+        for notice in self.conv.take_notices():
+            self.ui.note(notice)
+        self.stats.add(answer)
+        if answer.finish_reason == "interrupted":
+            self.ui.note("[interrupted: the partial reply is kept; /retry to regenerate]")
+        elif answer.finish_reason == "length":
+            self.ui.note(f"[stopped at max_tokens={self.conv.params.max_tokens} or the end of the context]")
+        if answer.error is not None:
+            self.ui.error(str(answer.error))
+        self.ui.stats(answer.stats)
+        self._count()
+        return answer
+
+    def finish(self) -> None:
+        """Ctrl-D and /exit: the store already holds every turn; say where, and let go of the model."""
+        saved = self.conv.saved_id()
+        if saved is not None and not (self.ui.plain and not sys.stdin.isatty()):
+            self.ui.note(f"saved as conversation {saved} (chatcli chat --resume {saved})")
+        self.conv.close()
+        self.backend.close()
+
+
+def run_chat(opts: Options) -> int:
+    """`chatcli chat`: settings, backend, conversation, then the loop."""
+    from chatcli.repl.conversation import open_conversation
+
+    s = load_settings(opts)
+    ui = UI(plain=opts.plain)
+    backend = open_backend(s, opts)
+    conv = open_conversation(s, opts, backend, ui)
+    return Repl(conv, backend, ui, s, opts).run()
