@@ -156,9 +156,12 @@ class History:
                 yield self.db
                 self.db.execute("COMMIT")
             except BaseException as e:
-                if self.db.in_transaction:
-                    self.db.execute("ROLLBACK")
-                if isinstance(e, sqlite3.DatabaseError):
+                try:
+                    if self.db.in_transaction:
+                        self.db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # the original error is the one to report
+                if isinstance(e, sqlite3.Error):
                     raise self._fail("the conversation store failed", e) from None
                 raise
 
