@@ -60,13 +60,20 @@ class Answer:
     extra: dict = field(default_factory=dict)
 
 
-def consume(chunks, view, cancel: threading.Event) -> Answer:
-    """Stream CHUNKS into VIEW; a backend error mid-stream keeps the partial text and is returned, not raised."""
+def consume(chunks, view, cancel: threading.Event, before=None) -> Answer:
+    """Stream CHUNKS into VIEW; a backend error mid-stream keeps the partial text and is returned, not raised.
+
+    BEFORE, if given, runs once when the first chunk arrives, ahead of its text (notices the conversation makes
+    while it prepares the turn, such as dropped exchanges).
+    """
     answer = Answer()
     with cancel_on_sigint(cancel):
         try:
             with view:
                 for chunk in chunks:
+                    if before is not None:
+                        before()
+                        before = None
                     answer.text += chunk.text
                     view.feed(chunk.text)
                     if chunk.finish_reason is not None:
@@ -129,21 +136,27 @@ def _ask(opts: Options, *, question: str, files: list[str], as_json: bool, raw: 
     params = sampling(s, opts)
     backend = open_backend(s, opts)
     cancel = threading.Event()
-    prompt_name = None
+    prompt_name, conv = None, None
     try:
         if raw:
             if opts.system or opts.prompt:
                 raise UsageError("--raw sends the text as given; drop --system/--prompt, or drop --raw")
             chunks = backend.stream_completion(text, params, cancel=cancel)
         else:
-            from chatcli.repl.conversation import open_conversation
+            from chatcli.repl.conversation import open_conversation, take_notices
 
             conv = open_conversation(s, opts, backend, ui)
-            prompt_name, params = conv.prompt_name, conv.params
-            chunks = conv.send(text, cancel=cancel)
+            prompt_name, params, cancel = conv.prompt.name, conv.params, conv.cancel
+            chunks = conv.send(text)
+
+            def notices() -> None:  # to stderr: stdout carries only the answer
+                for notice in take_notices(conv):
+                    sys.stderr.write(f"chatcli: {notice}\n")
         view = _NullView() if as_json else ui.reply()
-        answer = consume(chunks, view, cancel)
+        answer = consume(chunks, view, cancel, before=None if raw else notices)
     finally:
+        if conv is not None and conv.history is not None:
+            conv.history.close()
         backend.close()
     if as_json:
         sys.stdout.write(json.dumps(to_json(answer, model=model_label(s), prompt=prompt_name, params=params,

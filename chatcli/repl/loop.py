@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import sys
-import threading
 from dataclasses import dataclass, field
 
 from chatcli.errors import USER_ERRORS
 from chatcli.repl.ask import Answer, consume
 from chatcli.repl.boot import Options, load_settings, model_label, open_backend
+from chatcli.repl.conversation import open_conversation, take_notices
 from chatcli.ui import UI
 
 
@@ -54,8 +54,7 @@ class Repl:
         self.opts = opts
         self.model = model_label(settings)
         self.stats = SessionStats()
-        self.cancel = threading.Event()
-        self.tokens_used = 0  # cached for the toolbar, which is redrawn on every key
+        self.tokens_used = self.context_length = 0  # cached for the toolbar, which is redrawn on every key
         self.reader = reader or self._make_reader()
 
     # -- input ----------------------------------------------------------------------------------------
@@ -72,22 +71,17 @@ class Repl:
     def toolbar(self) -> list[tuple[str, str]]:
         """model · backend · prompt · sampling · tokens used of the context."""
         p = self.conv.params
-        ctx = self._context_length()
+        ctx = self.context_length
         seed = "-" if p.seed is None else str(p.seed)
         used = f"{self.tokens_used}/{ctx}" if ctx else str(self.tokens_used)
-        text = (f" {self.model} · {getattr(self.backend, 'name', '?')} · prompt {self.conv.prompt_name or '-'} · "
+        text = (f" {self.model} · {getattr(self.backend, 'name', '?')} · prompt {self.conv.prompt.name} · "
                 f"temp {p.temperature:g} · top_p {p.top_p:g} · seed {seed} · {used} tokens · /help ")
         return [("class:bottom-toolbar", text)]
 
-    def _context_length(self) -> int:
-        try:
-            return int(self.backend.context_length())
-        except USER_ERRORS:
-            return 0
-
     def _count(self) -> None:
+        """Refresh the toolbar's token count (after a turn or a change, not on every key)."""
         try:
-            self.tokens_used = self.conv.tokens_used()
+            self.tokens_used, self.context_length = self.conv.token_usage()
         except USER_ERRORS:
             pass
 
@@ -97,6 +91,7 @@ class Repl:
         from chatcli.repl import slash
 
         self.banner()
+        self.notices()  # a read-only store, a resumed conversation's changes
         self._count()
         while True:
             try:
@@ -113,9 +108,12 @@ class Repl:
                     if slash.dispatch(self, text) is slash.EXIT:
                         break
                     continue
-                self.reply(self.conv.send(line[1:] if text.startswith("//") else line, cancel=self.cancel))
+                # "//text" sends "/text": the way to start a message with a slash.
+                self.reply(self.conv.send(line.lstrip()[1:] if text.startswith("//") else line))
             except USER_ERRORS as e:
                 self.ui.error(str(e))
+            except KeyboardInterrupt:  # Ctrl-C in a slow command (/model loading a model)
+                self.ui.note("[interrupted]")
         self.finish()
         return 0
 
@@ -124,15 +122,12 @@ class Repl:
         if self.ui.plain and not sys.stdin.isatty():
             return  # a script piping lines in wants the replies alone
         self.ui.note(f"chatcli · {self.model} on {getattr(self.backend, 'name', '?')} · prompt "
-                     f"{self.conv.prompt_name or '-'} · /help for commands · Ctrl-C stops a reply · Ctrl-D quits")
+                     f"{self.conv.prompt.name} · /help for commands · Ctrl-C stops a reply · Ctrl-D quits")
 
     def reply(self, chunks) -> Answer:
         """Stream one reply, then its notes and the stats line."""
-        for notice in self.conv.take_notices():
-            self.ui.note(notice)
-        answer = consume(chunks, self.ui.reply(), self.cancel)
-        for notice in self.conv.take_notices():
-            self.ui.note(notice)
+        answer = consume(chunks, self.ui.reply(), self.conv.cancel, before=self.notices)
+        self.notices()
         self.stats.add(answer)
         if answer.finish_reason == "interrupted":
             self.ui.note("[interrupted: the partial reply is kept; /retry to regenerate]")
@@ -146,19 +141,24 @@ class Repl:
 
     def finish(self) -> None:
         """Ctrl-D and /exit: the store already holds every turn; say where, and let go of the model."""
-        saved = self.conv.saved_id()
+        saved = self.conv.conv_id if self.conv.save_enabled else None
         if saved is not None and not (self.ui.plain and not sys.stdin.isatty()):
             self.ui.note(f"saved as conversation {saved} (chatcli chat --resume {saved})")
-        self.conv.close()
+        if self.conv.history is not None:
+            self.conv.history.close()
         self.backend.close()
+
+    def notices(self) -> None:
+        """Show what the conversation wants the user to know (context trimmed, store warnings)."""
+        for notice in take_notices(self.conv):
+            self.ui.note(notice)
 
 
 def run_chat(opts: Options) -> int:
     """`chatcli chat`: settings, backend, conversation, then the loop."""
-    from chatcli.repl.conversation import open_conversation
-
     s = load_settings(opts)
     ui = UI(plain=opts.plain)
-    backend = open_backend(s, opts)
+    with ui.status(f"loading {model_label(s)} …"):
+        backend = open_backend(s, opts)
     conv = open_conversation(s, opts, backend, ui)
     return Repl(conv, backend, ui, s, opts).run()

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import base64
 import difflib
-import shlex
 import sys
 from typing import Callable
 
 from chatcli.errors import UsageError
+from chatcli.repl.conversation import last_reply, param_source, parse_id
 
 EXIT = object()  # returned by /exit
 PARAMS = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "seed", "max_tokens", "stop")
-_INT = ("top_k", "max_tokens", "seed")
 
 HELP: dict[str, str] = {
     "/help": "this list",
-    "/set": "/set NAME VALUE (temperature, top_p, top_k, min_p, repeat_penalty, seed, max_tokens, stop); /set alone shows them",
+    "/set": "/set NAME VALUE (temperature, top_p, top_k, min_p, repeat_penalty, seed, max_tokens, stop; "
+            "VALUE default undoes it); /set alone shows them",
     "/system": "/system TEXT replaces the system prompt; /system alone shows it",
     "/prompt": "/prompt NAME switches prompt files (keeps the conversation); /prompt reload re-reads them",
     "/prompts": "list the prompt files",
@@ -63,24 +63,6 @@ def choices(repl, name: str) -> list[str]:
     return []
 
 
-def parse_value(name: str, value: str):
-    """A /set value typed as the parameter needs it; 'none' clears the seed and stop."""
-    if name not in PARAMS:
-        close = difflib.get_close_matches(name, PARAMS, n=1)
-        hint = f"; did you mean {close[0]}?" if close else ""
-        raise UsageError(f"unknown setting {name!r}{hint} (settable: {', '.join(PARAMS)})")
-    if name == "stop":
-        words = shlex.split(value) if value else []
-        return () if words in ([], ["none"]) else tuple(w.encode().decode("unicode_escape") for w in words)
-    if name == "seed" and value.lower() in ("none", "random", "-"):
-        return None
-    try:
-        return int(value) if name in _INT else float(value)
-    except ValueError:
-        kind = "an integer" if name in _INT else "a number"
-        raise UsageError(f"/set {name}: {value!r} is not {kind}") from None
-
-
 def _help(repl, arg: str):
     repl.ui.table(["command", "what it does"], HELP.items())
     repl.ui.note("Enter sends · Alt-Enter (Esc Enter) adds a line · Ctrl-X Ctrl-E opens $EDITOR · Ctrl-R searches history")
@@ -89,14 +71,15 @@ def _help(repl, arg: str):
 def _set(repl, arg: str):
     if not arg:
         p = repl.conv.params
-        rows = [[k, _show(getattr(p, k)), repl.conv.param_source(k)] for k in PARAMS]
+        rows = [[k, _show(getattr(p, k)), param_source(repl.conv, k)] for k in PARAMS]
         repl.ui.table(["setting", "value", "from"], rows)
         return
     name, _, value = arg.partition(" ")
     if not value.strip() and name != "stop":
         raise UsageError(f"/set {name}: give a value, for example /set {name} 0.2")
-    repl.conv.set_params(**{name: parse_value(name, value.strip())})
-    repl.ui.note(f"{name} = {_show(getattr(repl.conv.params, name))}")
+    value = repl.conv.set_param(name, value.strip())
+    getattr(repl.conv, "flag_params", set()).discard(name)
+    repl.ui.note(f"{name} = {_show(value)}")
 
 
 def _show(value) -> str:
@@ -107,7 +90,7 @@ def _show(value) -> str:
 
 def _system(repl, arg: str):
     if not arg:
-        repl.ui.message("system", repl.conv.system_text() or "(no system prompt)")
+        repl.ui.message("system", repl.conv.system or "(no system prompt)")
         return
     repl.conv.set_system(arg)
     repl.ui.note("system prompt replaced")
@@ -116,14 +99,14 @@ def _system(repl, arg: str):
 
 def _prompt(repl, arg: str):
     if not arg:
-        repl.ui.note(f"prompt: {repl.conv.prompt_name or '-'} (/prompts lists them)")
+        repl.ui.note(f"prompt: {repl.conv.prompt.name} (/prompts lists them)")
         return
     if arg == "reload":
-        repl.conv.reload_prompt()
-        repl.ui.note(f"reloaded prompt {repl.conv.prompt_name}")
+        prompt = repl.conv.reload_prompt()
+        repl.ui.note(f"reloaded prompt {prompt.name} from {prompt.path}")
     else:
-        repl.conv.use_prompt(arg)
-        repl.ui.note(f"prompt: {repl.conv.prompt_name}")
+        prompt = repl.conv.switch_prompt(arg)
+        repl.ui.note(f"prompt: {prompt.name}" + (f" ({prompt.description})" if prompt.description else ""))
     repl._count()
 
 
@@ -131,7 +114,7 @@ def _prompts(repl, arg: str):
     from chatcli.prompts import list_prompts
 
     errors: list = []
-    rows = [[("* " if p.name == repl.conv.prompt_name else "  ") + p.name, p.description,
+    rows = [[("* " if p.name == repl.conv.prompt.name else "  ") + p.name, p.description,
              " ".join(f"{k}={_show(v)}" for k, v in p.params.items())] for p in list_prompts(errors=errors)]
     repl.ui.table(["prompt", "description", "sets"], rows)
     for e in errors:
@@ -145,21 +128,19 @@ def _reset(repl, arg: str):
 
 
 def _undo(repl, arg: str):
-    if not repl.conv.undo():
-        raise UsageError("nothing to undo")
-    repl.ui.note("dropped the last exchange")
+    removed = repl.conv.undo()
+    repl.ui.note(f"dropped the last exchange ({_clip(removed)})")
     repl._count()
 
 
 def _retry(repl, arg: str):
-    repl.reply(repl.conv.retry(cancel=repl.cancel))
+    repl.reply(repl.conv.retry())
 
 
 def _transcript(repl, arg: str):
-    system = repl.conv.system_text()
-    if system:
-        repl.ui.message("system", system)
-    turns = repl.conv.transcript()
+    if repl.conv.system:
+        repl.ui.message("system", repl.conv.system)
+    turns = repl.conv.turns
     for t in turns:
         note = {"interrupted": "interrupted", "error": "incomplete", "length": "cut at max tokens"}.get(t.finish_reason or "", "")
         repl.ui.message(t.role, t.content, note)
@@ -175,23 +156,22 @@ def _save(repl, arg: str):
 def _history(repl, arg: str):
     import datetime
 
-    rows = [[i.id, i.title or "", i.model or "", i.turns, datetime.datetime.fromtimestamp(i.updated).strftime("%Y-%m-%d %H:%M")]
-            for i in repl.conv.list_saved(limit=20)]
+    rows = [[i.id, i.title or "", i.model or "", getattr(i, "turn_count", getattr(i, "turns", "")), datetime.datetime.fromtimestamp(i.updated).strftime("%Y-%m-%d %H:%M")]
+            for i in _store(repl).list(limit=20)]
     repl.ui.table(["id", "title", "model", "turns", "updated"], rows)
 
 
 def _load(repl, arg: str):
     if not arg:
         raise UsageError("/load ID: give a conversation id (/history lists them)")
-    repl.conv.load(arg)
-    repl.ui.note(f"loaded conversation {arg}")
+    info = repl.conv.load(parse_id(arg))
+    repl.notices()
+    repl.ui.note(f"loaded conversation {info.id}: {info.title or ''}")
     _transcript(repl, "")
     repl._count()
 
 
 def _stats(repl, arg: str):
-    from chatcli.ui import format_stats
-
     st = repl.stats
     if not st.replies:
         repl.ui.note("no replies yet")
@@ -203,9 +183,8 @@ def _stats(repl, arg: str):
             ["prompt tokens", f"{approx}{st.prompt_tokens} ({st.cached_tokens} from cache)"],
             ["completion tokens", f"{approx}{st.completion_tokens}"], ["mean TTFT", f"{ttft:.2f} s"],
             ["decode speed", f"{tps:.1f} tok/s"], ["generation time", f"{st.total_s:.1f} s"],
-            ["context", f"{repl.tokens_used} of {repl._context_length() or '?'} tokens"]]
+            ["context", f"{repl.tokens_used} of {repl.context_length or '?'} tokens"]]
     repl.ui.table(["session", ""], rows)
-    del format_stats
 
 
 def _model(repl, arg: str):
@@ -213,14 +192,16 @@ def _model(repl, arg: str):
         repl.ui.note(f"model: {repl.model} on {getattr(repl.backend, 'name', '?')}")
         return
     repl.backend.load(arg)
-    repl.conv.set_model(arg)
     repl.model = arg.rstrip("/").rsplit("/", 1)[-1]
+    repl.conv.model = repl.model
+    if not repl.conv.custom_system:  # the system prompt may name the model ({{ model }})
+        repl.conv.reload_prompt()
     repl.ui.note(f"model: {repl.model}")
     repl._count()
 
 
 def _copy(repl, arg: str):
-    text = repl.conv.last_reply()
+    text = last_reply(repl.conv)
     if text is None:
         raise UsageError("no reply to copy yet")
     if not sys.stdout.isatty():
@@ -229,6 +210,19 @@ def _copy(repl, arg: str):
     sys.stdout.write("\x1b]52;c;" + base64.b64encode(text.encode("utf-8")).decode("ascii") + "\x07")
     sys.stdout.flush()
     repl.ui.note(f"copied {len(text)} characters (if your terminal allows OSC 52 clipboard access)")
+
+
+def _clip(text: str, width: int = 40) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def _store(repl):
+    from chatcli.history import History
+
+    if repl.conv.history is None:
+        repl.conv.history = History()  # StoreError says why it cannot be opened
+    return repl.conv.history
 
 
 def _exit(repl, arg: str):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from typing import IO, Iterable
@@ -58,6 +59,12 @@ class UI:
     def reply(self):
         """A context manager that shows one streamed reply."""
         return PlainStream(self.file) if self.plain else MarkdownStream(self.console)
+
+    def status(self, text: str):
+        """A transient spinner while something slow happens (loading a model); nothing in plain mode."""
+        if self.plain:
+            return contextlib.nullcontext()
+        return self.console.status(Text(text, style="dim"), spinner="dots")
 
     def line(self, text: str = "", style: str | None = None) -> None:
         """Print one line of our own text (never parsed as markup)."""
