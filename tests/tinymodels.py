@@ -32,6 +32,12 @@ ARCHS = {
     "llama_tied": dict(model_type="llama", architectures=["LlamaForCausalLM"], tie_word_embeddings=True),
     "mistral": dict(model_type="mistral", architectures=["MistralForCausalLM"], sliding_window=16),
     "qwen2": dict(model_type="qwen2", architectures=["Qwen2ForCausalLM"], use_sliding_window=False, tie_word_embeddings=True),
+    # A window of 8 so that short test prompts already slide; head_dim is not hidden_size / heads, as in the real ones.
+    "gemma3": dict(
+        model_type="gemma3_text", architectures=["Gemma3ForCausalLM"], tie_word_embeddings=True, num_hidden_layers=3,
+        layer_types=["sliding_attention", "full_attention", "sliding_attention"], sliding_window=8, head_dim=32,
+        query_pre_attn_scalar=24, rope_theta=1000000.0, rope_local_base_freq=10000.0, hidden_activation="gelu_pytorch_tanh",
+    ),
 }
 
 

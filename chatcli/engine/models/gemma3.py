@@ -1,0 +1,263 @@
+"""Gemma 3 (text): sandwich-normed blocks whose sliding-window local attention interleaves with global attention.
+
+Differences from the Llama family: the embedding is scaled by sqrt(hidden_size); RMSNorm scales by (1 + weight) in
+float32; four norms per block; q and k are RMS-normed per head; the attention scale is query_pre_attn_scalar**-0.5;
+the MLP is GeGLU (tanh GELU); local and global layers use different RoPE bases; the embeddings are tied.
+
+Local layers keep their keys and values in a ring buffer of window + rewind slots written at position % size, so a
+long chat costs them constant memory. The ring can be rewound only so far: see Model.max_reusable_prefix.
+
+attn_logit_softcapping is ignored, as transformers' Gemma 3 ignores it (q/k norms replaced Gemma 2's soft-capping);
+final_logit_softcapping is applied.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from chatcli.engine.config import ModelConfig
+from chatcli.engine.errors import EngineError, ModelLoadError
+from chatcli.engine.layers import KVCache, causal_mask
+from chatcli.engine.rope import apply_rope, inv_frequencies
+
+LOCAL, GLOBAL = "sliding_attention", "full_attention"
+GELU_APPROXIMATION = {"gelu_pytorch_tanh": "tanh", "gelu_new": "tanh", "gelu": "none"}
+FAR_PAST = -(2**62)  # the position given to an empty or stale ring slot: outside every window
+
+
+def layer_types(c: ModelConfig) -> list[str]:
+    """The per-layer attention kind from layer_types, or from the older sliding_window_pattern (every Nth is global)."""
+    if c.layer_types is not None:
+        kinds = list(c.layer_types)
+        if len(kinds) != c.num_hidden_layers or any(k not in (LOCAL, GLOBAL) for k in kinds):
+            raise ModelLoadError(
+                f"config.json: layer_types must list {c.num_hidden_layers} entries of {LOCAL!r} or {GLOBAL!r}, got {kinds!r}"
+            )
+        return kinds
+    pattern = c.sliding_window_pattern or c.extra.get("_sliding_window_pattern") or 6
+    return [LOCAL if (i + 1) % pattern else GLOBAL for i in range(c.num_hidden_layers)]
+
+
+class GemmaRMSNorm(nn.Module):
+    """RMS norm scaled by (1 + weight), multiplied in float32 before the cast back (unlike Llama's norm)."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (h * (1.0 + self.weight.float())).to(x.dtype)
+
+
+class RingKVCache(nn.Module):
+    """Keys and values of the last `size` positions, [B, n_kv_heads, size, head_dim]; position p lives in slot p % size."""
+
+    def __init__(self, batch: int, n_kv_heads: int, size: int, head_dim: int, dtype: torch.dtype):
+        super().__init__()
+        self.size = size
+        shape = (batch, n_kv_heads, size, head_dim)
+        self.register_buffer("k", torch.zeros(shape, dtype=dtype), persistent=False)
+        self.register_buffer("v", torch.zeros(shape, dtype=dtype), persistent=False)
+
+    def write(self, start_pos: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Store k, v [B, KV, T, D] of positions start_pos.. ; only the last `size` of them can stay."""
+        T = k.shape[2]
+        keep = min(T, self.size)
+        slots = torch.arange(start_pos + T - keep, start_pos + T) % self.size
+        self.k.index_copy_(2, slots, k[:, :, T - keep :])
+        self.v.index_copy_(2, slots, v[:, :, T - keep :])
+
+
+class Attention(nn.Module):
+    """Grouped-query attention with per-head q/k norms; global layers cache every position, local ones a ring."""
+
+    def __init__(self, config: ModelConfig, kind: str):
+        super().__init__()
+        c = config
+        self.n_heads, self.n_kv_heads, self.head_dim = c.num_attention_heads, c.num_key_value_heads, c.head_dim
+        self.q_proj = nn.Linear(c.hidden_size, self.n_heads * self.head_dim, bias=c.attention_bias)
+        self.k_proj = nn.Linear(c.hidden_size, self.n_kv_heads * self.head_dim, bias=c.attention_bias)
+        self.v_proj = nn.Linear(c.hidden_size, self.n_kv_heads * self.head_dim, bias=c.attention_bias)
+        self.o_proj = nn.Linear(self.n_heads * self.head_dim, c.hidden_size, bias=c.attention_bias)
+        self.q_norm = GemmaRMSNorm(self.head_dim, c.rms_norm_eps)
+        self.k_norm = GemmaRMSNorm(self.head_dim, c.rms_norm_eps)
+        self.is_local = kind == LOCAL
+        self.scale = (c.query_pre_attn_scalar or 256) ** -0.5
+        self.cache: KVCache | RingKVCache | None = None
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, start_pos: int, mask: torch.Tensor | None) -> torch.Tensor:
+        B, T, _ = x.shape
+        q = self.q_norm(self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2))  # [B, H, T, D]
+        k = self.k_norm(self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2))  # [B, KV, T, D]
+        v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if not self.is_local:
+            k, v = self.cache.update(start_pos, k, v)  # [B, KV, start_pos+T, D]
+        elif T == 1:
+            # The slot a decode step overwrites held position start_pos - size, outside the window already.
+            self.cache.write(start_pos, k, v)
+            k, v = self.cache.k, self.cache.v  # [B, KV, size, D]
+        else:
+            # A chunk attends over the ring as it was plus its own keys, so a chunk longer than the ring still sees
+            # every key of its window; the concatenation is a copy, so the ring can be overwritten right after.
+            k_all, v_all = torch.cat((self.cache.k, k), 2), torch.cat((self.cache.v, v), 2)  # [B, KV, size+T, D]
+            self.cache.write(start_pos, k, v)
+            k, v = k_all, v_all
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale, enable_gqa=self.n_kv_heads != self.n_heads)  # [B, H, T, D]
+        return self.o_proj(out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))  # [B, T, hidden]
+
+
+class MLP(nn.Module):
+    """GeGLU: down(gelu_tanh(gate(x)) * up(x))."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        act = config.hidden_activation or "gelu_pytorch_tanh"
+        if act not in GELU_APPROXIMATION:
+            raise ModelLoadError(f"config.json: hidden_activation {act!r} is not supported (supported: {', '.join(GELU_APPROXIMATION)})")
+        self.approximate = GELU_APPROXIMATION[act]
+        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.gelu(self.gate_proj(x), approximate=self.approximate) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    """h = x + norm(attn(norm(x))); out = h + norm(mlp(norm(h))): every sublayer is normed before and after."""
+
+    def __init__(self, config: ModelConfig, kind: str):
+        super().__init__()
+        dim, eps = config.hidden_size, config.rms_norm_eps
+        self.input_layernorm = GemmaRMSNorm(dim, eps)
+        self.self_attn = Attention(config, kind)
+        self.post_attention_layernorm = GemmaRMSNorm(dim, eps)
+        self.pre_feedforward_layernorm = GemmaRMSNorm(dim, eps)
+        self.mlp = MLP(config)
+        self.post_feedforward_layernorm = GemmaRMSNorm(dim, eps)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, start_pos: int, mask: torch.Tensor | None) -> torch.Tensor:
+        h = x + self.post_attention_layernorm(self.self_attn(self.input_layernorm(x), cos, sin, start_pos, mask))
+        return h + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(h)))
+
+
+class Backbone(nn.Module):
+    """Embedding, blocks and the final norm: the `model.` prefix of the checkpoint."""
+
+    def __init__(self, config: ModelConfig, kinds: list[str]):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(Block(config, kind) for kind in kinds)
+        self.norm = GemmaRMSNorm(config.hidden_size, config.rms_norm_eps)
+
+
+class Model(nn.Module):
+    """tokens -> scaled embedding -> local/global blocks -> norm -> tied unembedding -> logits."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        if config.extra.get("use_bidirectional_attention"):
+            raise ModelLoadError("config.json: use_bidirectional_attention is true (an embedding model); chatcli runs causal language models only")
+        self.config = config
+        self.kinds = layer_types(config)
+        self.window = config.sliding_window or 4096  # transformers' Gemma3TextConfig default
+        if self.window <= 0:
+            raise ModelLoadError(f"config.json: sliding_window must be positive, got {self.window}")
+        self.model = Backbone(config, self.kinds)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.max_seq_len = 0
+        self.ring_size = 0  # slots of each local layer's ring; 0 when there are no local layers
+        self._ring = (0, 0)  # [lo, hi): the positions every local ring holds for the current token sequence
+
+    def tie_weights(self) -> None:
+        """Share the unembedding with the embedding (Gemma 3 checkpoints always tie them)."""
+        if self.config.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+
+    def setup_cache(self, max_seq_len: int | None = None, batch: int = 1, rewind: int | None = None) -> None:
+        """Allocate the caches for up to max_seq_len positions (default: the model's context).
+
+        Global layers get a cache of every position; local layers a ring of window + REWIND slots (default: one more
+        window), so a later prompt may diverge from the cached tokens up to REWIND positions back and still reuse it.
+        """
+        c = self.config
+        self.max_seq_len = max_seq_len or c.max_position_embeddings
+        dtype = self.model.embed_tokens.weight.dtype
+        rewind = self.window if rewind is None else rewind
+        self.ring_size = min(self.max_seq_len, self.window + rewind) if LOCAL in self.kinds else 0
+        self._ring = (0, 0)
+        for layer in self.model.layers:
+            attn = layer.self_attn
+            if attn.is_local:
+                attn.cache = RingKVCache(batch, c.num_key_value_heads, self.ring_size, c.head_dim, dtype)
+            else:
+                attn.cache = KVCache(batch, c.num_key_value_heads, self.max_seq_len, c.head_dim, dtype)
+        # cos/sin are computed per forward from these (as transformers does): two full tables would cost as much
+        # memory as the global KV cache.
+        self.inv_freq = {
+            GLOBAL: inv_frequencies(c.head_dim, c.rope_theta, c.rope_scaling),
+            LOCAL: inv_frequencies(c.head_dim, c.rope_local_base_freq or 10000.0, None),
+        }
+        # transformers multiplies by sqrt(hidden_size) rounded to the weights' dtype (55.4256 becomes 55.5 in bf16).
+        self.embed_scale = float(torch.tensor(c.hidden_size**0.5, dtype=torch.float32, device="cpu").to(dtype))
+
+    def max_reusable_prefix(self, cached_len: int, want: int) -> int:
+        """How many of the cached positions a new prompt sharing WANT tokens with them may keep: WANT, or 0 when the
+        local rings no longer hold the window before position WANT (the prompt must then be prefilled whole)."""
+        if not self.ring_size:
+            return want
+        lo, hi = self._ring
+        s = min(want, cached_len, hi)
+        return s if max(0, s - self.window + 1) >= min(lo, s) else 0
+
+    def forward(self, tokens: torch.Tensor, start_pos: int = 0) -> torch.Tensor:
+        """Logits (float32) [B, T, vocab] for tokens [B, T] placed at positions start_pos..start_pos+T-1."""
+        T, s = tokens.shape[1], start_pos
+        if s + T > self.max_seq_len:
+            raise EngineError(f"positions {s}..{s + T - 1} do not fit the cache of {self.max_seq_len}; call setup_cache with a larger max_seq_len")
+        local_mask = self._claim_ring(s, T) if self.ring_size else None
+        global_mask = causal_mask(s, T)
+        positions = torch.arange(s, s + T, dtype=torch.float32)
+        rope = {kind: _cos_sin(positions, *self.inv_freq[kind], self.model.embed_tokens.weight.dtype) for kind in (LOCAL, GLOBAL)}
+        x = self.model.embed_tokens(tokens) * self.embed_scale  # [B, T, hidden]
+        for layer, kind in zip(self.model.layers, self.kinds):
+            x = layer(x, *rope[kind], s, local_mask if kind == LOCAL else global_mask)
+        if self.ring_size:
+            self._ring = (max(self._ring[0], s + T - self.ring_size), s + T)
+        logits = self.lm_head(self.model.norm(x)).float()
+        cap = self.config.final_logit_softcapping
+        return logits if cap is None else torch.tanh(logits / cap) * cap
+
+    def _claim_ring(self, s: int, T: int) -> torch.Tensor:
+        """Check that the rings hold the window before position s, mark what this forward overwrites, and return the
+        local-layer mask: [T, size + T] over (ring as it was, the chunk) for a chunk, [1, size] for a decode step."""
+        C, W = self.ring_size, self.window
+        lo, hi = self._ring
+        if s > hi or max(0, s - W + 1) < min(lo, s):
+            raise EngineError(
+                f"the sliding-window cache holds positions {lo}..{hi - 1} and cannot resume at position {s}; "
+                f"prefill from model.max_reusable_prefix() (0 means from the start)"
+            )
+        lo = min(lo, s)  # positions >= s are stale from here on; if the forward is interrupted, so is the overwritten tail
+        self._ring = (max(lo, s + T - C), s)
+        last = s if T == 1 else s - 1  # the newest position in the ring when attention reads it
+        slot_pos = last - torch.remainder(last - torch.arange(C), C)  # the position each slot holds [C]
+        slot_pos = torch.where(slot_pos >= lo, slot_pos, FAR_PAST)
+        if T == 1:
+            return (slot_pos > s - W).unsqueeze(0)  # [1, C]
+        keys = torch.cat((slot_pos, torch.arange(s, s + T)))  # [C + T]
+        q = torch.arange(s, s + T).unsqueeze(1)  # [T, 1]
+        return (keys <= q) & (keys > q - W)
+
+
+def _cos_sin(positions: torch.Tensor, inv_freq: torch.Tensor, scaling: float, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin rows [T, head_dim] of the given positions, computed in float32 and cast to the model dtype."""
+    freqs = torch.outer(positions, inv_freq)  # [T, head_dim/2]
+    emb = torch.cat((freqs, freqs), dim=-1)  # [T, head_dim]
+    return (emb.cos() * scaling).to(dtype), (emb.sin() * scaling).to(dtype)
