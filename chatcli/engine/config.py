@@ -9,6 +9,16 @@ from typing import Any
 
 from chatcli.engine.errors import ModelLoadError
 
+# Where config.json omits a key, transformers' config class for the family supplies its own default; Hub configs
+# rely on that (Gemma 3 leaves out tie_word_embeddings and sometimes head_dim, which is not hidden_size / heads).
+FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
+    "gemma3_text": dict(
+        tie_word_embeddings=True, head_dim=256, rope_theta=1_000_000.0, rope_local_base_freq=10_000.0,
+        query_pre_attn_scalar=256, sliding_window=4096, max_position_embeddings=131_072, hidden_activation="gelu_pytorch_tanh",
+    ),
+}
+FAMILY_DEFAULTS["gemma3"] = FAMILY_DEFAULTS["gemma3_text"]
+
 REQUIRED = ("model_type", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
 
 
@@ -79,6 +89,8 @@ class ModelConfig:
         if "text_config" in d and "hidden_size" not in d:  # multimodal wrappers keep the LM config nested
             d = {**d["text_config"], "model_type": d["text_config"].get("model_type", d.get("model_type"))}
         _flatten_rope_parameters(d)
+        for key, value in FAMILY_DEFAULTS.get(d.get("model_type"), {}).items():
+            d.setdefault(key, value)
         for key in REQUIRED:
             if key not in d or d[key] is None:
                 raise ModelLoadError(f"{source}: missing key {key!r}")
