@@ -1,0 +1,92 @@
+"""Shared by the inspect commands: the options they all take, the local-only rule, and opening the model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from chatcli.errors import UsageError
+
+DTYPES = ("auto", "float32", "bfloat16")
+
+
+@dataclass
+class Common:
+    """Options every inspect command takes."""
+
+    model: str | None = None
+    backend: str | None = None
+    dtype: str = "float32"
+    plain: bool = False
+
+
+def _check_local(s) -> None:
+    """inspect needs the weights in this process: only the local backend (or a profile of type local) has them."""
+    name = s.get("backend") or "local"
+    kind = name if name in ("local",) else str(s.backend_profile(name).get("type", name))
+    if kind != "local":
+        where = s.sources.get("backend", "default")
+        raise UsageError(f"inspect runs on the local backend only; the backend in effect is {name!r} (from {where}); "
+                         "pass --backend local")
+
+
+def open_model(c: Common, max_seq_len: int = 64):
+    """(model, tokenizer, label) for the model in effect, with a cache of MAX_SEQ_LEN positions (inspect needs few)."""
+    from chatcli import settings
+    from chatcli.store.resolve import resolve_model
+
+    if c.dtype not in DTYPES:
+        raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}; got {c.dtype!r}")
+    s = settings.load_settings().apply_flags(model=c.model, backend=c.backend)
+    _check_local(s)
+    path = resolve_model(s.get("model"))
+    from chatcli.engine.loader import load_model
+    from chatcli.engine.tokenizer import load_tokenizer
+
+    context = None
+    import json
+
+    try:
+        context = int(json.loads((path / "config.json").read_text(encoding="utf-8")).get("max_position_embeddings", 0)) or None
+    except (OSError, ValueError, TypeError, AttributeError):
+        pass  # the loader reports a bad config.json properly
+    model = load_model(path, c.dtype, min(max_seq_len, context) if context else max_seq_len)
+    tokenizer = load_tokenizer(path, vocab_limit=model.config.vocab_size)
+    return model, tokenizer, path.name
+
+
+def open_tokenizer(c: Common):
+    """(tokenizer, label) without loading weights: `inspect tokens` needs only the tokenizer."""
+    from chatcli import settings
+    from chatcli.engine.config import ModelConfig
+    from chatcli.engine.tokenizer import load_tokenizer
+    from chatcli.store.resolve import resolve_model
+
+    s = settings.load_settings().apply_flags(model=c.model, backend=c.backend)
+    _check_local(s)
+    path = resolve_model(s.get("model"))
+    return load_tokenizer(path, vocab_limit=ModelConfig.from_folder(path).vocab_size), path.name
+
+
+def console(c: Common):
+    from chatcli.inspectui.common import make_console
+
+    return make_console(c.plain)
+
+
+def need_text(text: str) -> str:
+    if not text:
+        raise UsageError("the text is empty; give the text to inspect, e.g. chatcli inspect tokens \"Hello world\"")
+    return text
+
+
+def prompt_ids(model, tokenizer, text: str, room: int = 0) -> list[int]:
+    ids = tokenizer.encode(need_text(text), add_special_tokens=True)
+    if len(ids) + room > model.max_seq_len:
+        raise UsageError(f"the text is {len(ids)} tokens; with {room} more it needs {len(ids) + room} positions but the "
+                         f"model's context is {model.config.max_position_embeddings}; shorten it")
+    return ids
+
+
+def context_for(c: Common, text: str, extra: int = 0) -> int:
+    # a generous bound from the text's length (a token has at least one byte) so the cache stays small
+    return len(text.encode("utf-8")) + extra + 8
