@@ -102,3 +102,17 @@ def test_scripted_chat_through_serve(served_tiny):
     assert r.returncode == 0, r.stderr
     assert r.stdout.count("tokens · TTFT") == 2 and "replies\t2" in r.stdout
     assert "\x1b" not in r.stdout
+
+
+def test_a_template_that_refuses_the_messages_is_a_400(tiny_llama_dir, tmp_path):
+    import shutil
+
+    folder = shutil.copytree(tiny_llama_dir, tmp_path / "refusing")
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config["chat_template"] = "{{ raise_exception('Conversation roles must alternate user/assistant') }}"
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    backend = LocalBackend()
+    backend.load(str(folder))
+    with ServerThread(backend, "refusing") as server:
+        r = httpx.post(server.url + "/v1/chat/completions", json={"messages": MESSAGES}, timeout=30)
+    assert r.status_code == 400 and "roles must alternate" in r.json()["error"]["message"]

@@ -26,8 +26,13 @@ log = logging.getLogger("chatcli.server")
 
 def _status_of(e: BaseException) -> ApiError:
     """A backend failure as an HTTP error: bad parameters are the client's (400), the rest are ours."""
+    from chatcli.templates import TemplateRaised
+
     if isinstance(e, ApiError):
         return e
+    if isinstance(e.__context__, TemplateRaised) or isinstance(e, TemplateRaised):
+        # the model's template refused these messages (say, roles that do not alternate): the client's to fix
+        return ApiError(400, str(e), param="messages")
     if isinstance(e, UsageError) or getattr(e, "exit_code", None) == 2:
         return ApiError(400, str(e))
     if isinstance(e, ChatcliError) and e.exit_code == 4:
@@ -107,7 +112,7 @@ def build_app(backend, model_id: str, *, api_key: str | None = None, max_queue: 
     async def models(request: Request):
         _auth(request)
         card = {"id": model_id, "object": "model", "created": 0, "owned_by": "chatcli",
-                "max_model_len": backend.context_length()}
+                "max_model_len": await asyncio.to_thread(backend.context_length)}
         return {"object": "list", "data": [card]}
 
     @app.post("/tokenize")
@@ -117,13 +122,14 @@ def build_app(backend, model_id: str, *, api_key: str | None = None, max_queue: 
         body = await _body(request)
         messages = wire.parse_request({"messages": body.get("messages")}, chat=True).messages
         count = await asyncio.to_thread(backend.count_tokens, messages)
-        return {"count": count, "max_model_len": backend.context_length()}
+        return {"count": count, "max_model_len": await asyncio.to_thread(backend.context_length)}
 
     async def _prepare(request: Request, chat: bool) -> GenRequest:
         _auth(request)
         req = wire.parse_request(await _body(request), chat=chat)
         if chat:
-            context = backend.context_length()
+            # both may do I/O (a proxied server) or tokenize: off the event loop
+            context = await asyncio.to_thread(backend.context_length)
             size = await asyncio.to_thread(backend.count_tokens, req.messages)
             if size >= context:
                 raise wire.bad(f"the prompt is {size} tokens but the model's context is {context} tokens; "
@@ -147,10 +153,11 @@ def build_app(backend, model_id: str, *, api_key: str | None = None, max_queue: 
             log.info(record.line())
             raise ApiError(503, f"the server is busy ({e.waiting} requests waiting); retry after {e.retry_after}s",
                            kind="server_busy", headers={"Retry-After": str(e.retry_after)}) from None
-        except ApiError as e:
-            record.status = e.status
+        except Exception as e:
+            err = _status_of(e)
+            record.status = err.status
             log.info(record.line())
-            raise
+            raise err from None
         cancel = threading.Event()
         gen = queue.run(ticket, _generator(req, cancel), cancel).__aiter__()
         rid, model = wire.new_id(chat), req.model or model_id
