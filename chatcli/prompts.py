@@ -136,7 +136,8 @@ def _front_matter(front: str, path: Path) -> dict[str, Any]:
 
 def parse_prompt(data: bytes | str, path: Path, name: str | None = None, packaged: bool = False) -> Prompt:
     """Parse the text of a prompt file; the body's and template's Jinja syntax is checked here."""
-    from chatcli.templates import TEMPLATE_ALIASES, compile_sandboxed
+    from chatcli.sandbox import compile_sandboxed
+    from chatcli.templates import TEMPLATE_ALIASES
 
     path = Path(path)
     text = _decode(data, path) if isinstance(data, bytes) else data
@@ -245,7 +246,7 @@ def _undefined_line(prompt: Prompt, source_ast: nodes.Template, name: str) -> in
 
 def render_system(prompt: Prompt, variables: dict[str, Any] | None = None, model: str = "") -> str:
     """The system prompt text: the body rendered with built-ins < the file's defaults < VARIABLES."""
-    from chatcli.templates import compile_sandboxed, run_sandboxed, sandbox_env
+    from chatcli.sandbox import compile_sandboxed, run_sandboxed, sandbox_env
 
     context = {**builtin_variables(model), **prompt.variables, **(variables or {})}
     if "{" not in prompt.body:

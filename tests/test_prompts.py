@@ -52,7 +52,7 @@ def test_wheel_contains_the_prompts(tmp_path):
     files = subprocess.run(["git", "ls-files", "chatcli", "pyproject.toml"], cwd=REPO, capture_output=True,
                            text=True, check=True).stdout.split()
     shipped = [str(p.relative_to(REPO)) for p in (REPO / "prompts").glob("*.md")]
-    for rel in files + shipped + ["chatcli/data/prompts"]:
+    for rel in dict.fromkeys(files + shipped + ["chatcli/data/prompts"]):
         target, origin = src / rel, REPO / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         if origin.is_symlink():
