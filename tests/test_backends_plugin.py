@@ -40,3 +40,16 @@ def test_ask_uses_the_plugin(site):
     r = run_cli("ask", "--backend", "echo", "--model", "echo-1", "hello", "plugin", env={"PYTHONPATH": str(site)})
     assert r.returncode == 0, r.stderr
     assert r.stdout == "echo: hello plugin \n"
+
+
+def test_serve_runs_over_a_plugin_backend_and_warns_off_loopback(site):
+    import openai
+
+    from tests.plugins import ServeProcess
+
+    with ServeProcess("--backend", "echo", "--model", "echo-1", "--host", "0.0.0.0", env={"PYTHONPATH": str(site)}) as server:
+        url = server.url.replace("0.0.0.0", "127.0.0.1")
+        reply = openai.OpenAI(base_url=url, api_key="none").chat.completions.create(
+            model="echo-1", messages=[{"role": "user", "content": "over http"}])
+        assert reply.choices[0].message.content == "echo: over http "
+    assert any("without --api-key" in line for line in server.log)

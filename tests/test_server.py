@@ -224,3 +224,16 @@ def test_access_log_line_per_request(served, caplog):
     assert len(lines) == 2
     assert "/v1/chat/completions 200 prompt=6 completion=4 ttft=" in lines[0] and "tok/s=" in lines[0]
     assert " 400 " in lines[1]
+
+
+def test_serve_on_a_busy_port_fails_before_loading_anything():
+    from tests.plugins import run_cli
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        r = run_cli("serve", "--port", str(port), "--model", "no-such-model")
+    assert r.returncode == 2
+    assert r.stderr.startswith(f"chatcli: error: cannot listen on 127.0.0.1:{port}")
+    assert "--port" in r.stderr

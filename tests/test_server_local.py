@@ -116,3 +116,9 @@ def test_a_template_that_refuses_the_messages_is_a_400(tiny_llama_dir, tmp_path)
     with ServerThread(backend, "refusing") as server:
         r = httpx.post(server.url + "/v1/chat/completions", json={"messages": MESSAGES}, timeout=30)
     assert r.status_code == 400 and "roles must alternate" in r.json()["error"]["message"]
+
+
+def test_serve_stops_cleanly_on_ctrl_c(served_tiny):
+    assert httpx.get(served_tiny.url[: -len("/v1")] + "/health").json()["status"] == "ok"
+    assert served_tiny.stop() == 0
+    assert not any("Traceback" in line for line in served_tiny.log)

@@ -62,8 +62,10 @@ def serve(
     """Serve a model over the OpenAI API (/v1/chat/completions, /v1/completions, /v1/models, /health)."""
     from chatcli.backends.registry import make_backend
     from chatcli.server import serve as run_server
+    from chatcli.server.run import bind
     from chatcli.settings import load_settings
 
+    sock = bind(host, port)  # a busy port fails now, not after loading the model
     settings = load_settings().apply_flags(model=model, backend=backend, dtype=dtype, quant=quant, threads=threads)
     engine = make_backend(settings["backend"], settings, base_url=base_url)
     model_name = str(settings["model"])
@@ -79,7 +81,8 @@ def serve(
         sys.stderr.flush()
 
     try:
-        run_server(engine, model_id, host=host, port=port, api_key=api_key, max_queue=max_queue, on_ready=ready)
+        run_server(engine, model_id, host=host, port=port, api_key=api_key, max_queue=max_queue, on_ready=ready,
+                   sock=sock)
     finally:
         engine.close()
 

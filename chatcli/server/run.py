@@ -45,15 +45,18 @@ def _server(app, log_level: str) -> uvicorn.Server:
 
 
 def serve(backend, model_id: str, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
-          max_queue: int = 16, on_ready=None) -> None:
-    """Serve until Ctrl-C or SIGTERM; ON_READY(url) is called once the socket listens."""
-    sock = bind(host, port)
+          max_queue: int = 16, on_ready=None, sock: socket.socket | None = None) -> None:
+    """Serve until Ctrl-C or SIGTERM on SOCK (else a new one on HOST:PORT); ON_READY(url) once it listens."""
+    sock = sock or bind(host, port)
     _log_to_stderr()
     app = build_app(backend, model_id, api_key=api_key, max_queue=max_queue)
     if on_ready is not None:
         name = f"[{host}]" if ":" in host else host
         on_ready(f"http://{name}:{sock.getsockname()[1]}/v1")
-    _server(app, "warning").run(sockets=[sock])
+    try:
+        _server(app, "warning").run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its graceful shutdown; it is how a server stops
+        pass
 
 
 class ServerThread:
