@@ -192,3 +192,21 @@ def test_profile_settings_override_defaults(monkeypatch):
         OpenAIBackend(read_timeout="soon")
     with pytest.raises(Exception, match="must start with http"):
         OpenAIBackend(base_url="localhost:8000")
+
+
+def test_cancel_while_the_server_is_silent_returns_at_once():
+    import threading
+
+    def handler(conn, i, line, body):
+        start_sse(conn)
+        conn.sendall(delta("Hi"))
+        stall(5)
+
+    cancel = threading.Event()
+    with FaultServer(handler) as server:
+        b = backend(server.url)
+        threading.Timer(0.3, cancel.set).start()  # Ctrl-C, as the REPL's handler sets it
+        t0 = time.monotonic()
+        chunks = list(b.stream_chat(HELLO, GREEDY, cancel=cancel))
+    assert time.monotonic() - t0 < 1.5
+    assert [c.text for c in chunks] == ["Hi", ""] and chunks[-1].finish_reason == "interrupted"

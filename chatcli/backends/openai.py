@@ -34,6 +34,23 @@ def _number(value, key: str, kind=float):
     return number
 
 
+def _cut_on_cancel(stream, cancel: threading.Event, done: threading.Event) -> None:
+    """When CANCEL is set, shut the stream's socket so a read blocked on a silent server returns at once.
+
+    Closing the response from another thread does not wake a blocked recv(); shutdown() does.
+    """
+    import socket
+
+    while not done.wait(0.05):
+        if cancel.is_set():
+            try:
+                sock = stream.response.extensions["network_stream"].get_extra_info("socket")
+                sock.shutdown(socket.SHUT_RDWR)
+            except (AttributeError, KeyError, OSError):
+                pass  # no socket to cut: the loop notices the cancel at the next event
+            return
+
+
 class OpenAIBackend:
     """Streams chat and completions from an OpenAI-compatible server; stateless, the server keeps its own cache."""
 
@@ -184,9 +201,12 @@ class OpenAIBackend:
         parts: list[str] = []
         finish = usage = None
         ttft = 0.0
+        done = threading.Event()
         if stream is None:
             finish = "interrupted"
         else:
+            if cancel is not None:
+                threading.Thread(target=_cut_on_cancel, args=(stream, cancel, done), daemon=True).start()
             try:
                 for event in stream:
                     if cancel is not None and cancel.is_set():
@@ -202,9 +222,14 @@ class OpenAIBackend:
                         if choice.finish_reason:
                             finish = FINISH.get(choice.finish_reason, "stop")
             except (openai.APIError, ValueError) as e:
-                raise self._error(e, partial="".join(parts)) from e
+                if cancel is None or not cancel.is_set():
+                    raise self._error(e, partial="".join(parts)) from e
+                finish = "interrupted"  # our own cut (see _cut_on_cancel), not the server's fault
             finally:
+                done.set()
                 stream.close()
+            if finish is None and cancel is not None and cancel.is_set():
+                finish = "interrupted"
             if finish is None:
                 raise self._error(ConnectionError("the stream ended before the reply was finished (no finish_reason)"),
                                   partial="".join(parts))
