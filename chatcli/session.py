@@ -89,6 +89,7 @@ class Conversation:
         self.save_enabled = save
         self._folded_told = False
         self._usage: int | None = None
+        self._dropped: str | None = None  # this turn's drop notice, withdrawn if the turn fails
         self.prompt = load_prompt(prompt) if isinstance(prompt, str) else prompt
         self._prompt_ref = prompt if isinstance(prompt, str) else str(self.prompt.path)
         self.system = render_system(self.prompt, self.variables, model)
@@ -175,18 +176,20 @@ class Conversation:
         yield from self._reply(None, replaced)
 
     def _reply(self, user: Turn | None, replaced: list[Turn]) -> Iterator[Chunk]:
+        first_before, self._dropped = self.first, None
         try:
             messages, params = self._prepare()
         except BaseException:
-            self._rollback(user, replaced)
+            self._rollback(user, replaced, first_before)
             raise
         if user is not None:
             self._store(user)
         self.cancel.clear()
-        stream = self.backend.stream_chat(messages, params, chat_template=self.chat_template, cancel=self.cancel)
         pieces: list[str] = []
-        finish, stats, keep = "interrupted", None, True
+        stream = None
+        finish, stats, keep = None, None, True
         try:
+            stream = self.backend.stream_chat(messages, params, chat_template=self.chat_template, cancel=self.cancel)
             for chunk in stream:
                 if chunk.extra.get("folded_system") and not self._folded_told:
                     self._folded_told = True
@@ -196,22 +199,24 @@ class Conversation:
                 if chunk.finish_reason:
                     finish, stats = chunk.finish_reason, chunk.stats
                 yield chunk
-        except BackendError:
+            finish = finish or "stop"
+        except BackendError:  # an HTTP fault mid-stream: keep what arrived, marked incomplete
             finish, keep = "error", bool("".join(pieces))
             raise
-        except (GeneratorExit, KeyboardInterrupt):
+        except (GeneratorExit, KeyboardInterrupt):  # the caller stopped reading, or Ctrl-C
             finish = "interrupted"
             raise
-        except BaseException:
+        except BaseException:  # a template, numerical or usage error: the turn never happened
             keep = False
             raise
         finally:
-            stream.close()  # stops generation when the caller walked away
+            if stream is not None and hasattr(stream, "close"):
+                stream.close()  # stops generation when the caller walked away
             if keep:
-                self._finish_reply(Turn("assistant", clean_text("".join(pieces)), finish, stats, params, self.model,
-                                        self.prompt.name), replaced)
+                self._finish_reply(Turn("assistant", clean_text("".join(pieces)), finish or "interrupted", stats, params,
+                                        self.model, self.prompt.name), replaced)
             else:
-                self._rollback(user, replaced, stored=True)
+                self._rollback(user, replaced, first_before, stored=True)
 
     def _prepare(self) -> tuple[list[Message], SamplingParams]:
         """Fit the window to the context; cap max_tokens at what is left."""
@@ -225,7 +230,8 @@ class Conversation:
         if got.dropped:
             # Dropping is sticky: later turns do not bring old exchanges back, so the window only moves forward.
             self.first = pairs[got.dropped][0] if got.dropped < len(pairs) else len(self.turns) - 1
-            self.notices.append(drop_notice(got.dropped, ctx))
+            self._dropped = drop_notice(got.dropped, ctx)
+            self.notices.append(self._dropped)
         self._usage = got.used
         if got.left < params.max_tokens:
             params = params.with_(max_tokens=max(1, got.left))
@@ -237,13 +243,15 @@ class Conversation:
         self._store(reply)
         self._forget(replaced)
 
-    def _rollback(self, user: Turn | None, replaced: list[Turn], stored: bool = False) -> None:
+    def _rollback(self, user: Turn | None, replaced: list[Turn], first: int, stored: bool = False) -> None:
         if user is not None and self.turns and self.turns[-1] is user:
             self.turns.pop()
             if stored:
                 self._forget([user])
         self.turns.extend(replaced)
-        self.first = min(self.first, len(self.turns))
+        self.first, self._usage = min(first, len(self.turns)), None
+        if self._dropped in self.notices:  # nothing was dropped after all
+            self.notices.remove(self._dropped)
 
     def undo(self) -> str:
         """Drop the last exchange; returns the user message that was removed."""

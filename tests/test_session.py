@@ -213,6 +213,35 @@ def test_error_before_any_text_leaves_history_as_before(conv):
     assert [t.content for t in History().get(conv.conv_id)[1]] == [t.content for t in before]
 
 
+def test_stream_without_finish_chunk_counts_as_stop_and_sync_errors_roll_back(conv):
+    class Plain(WordBackend):
+        def stream_chat(self, messages, params, *, chat_template=None, cancel=None):
+            if self.reply == "boom":
+                raise BackendError("refused before streaming")  # not a generator: raises at the call
+            return iter([Chunk("just text")])
+
+    c = Conversation(Plain(), "w", "default")
+    reply_of(c, "hi")
+    assert c.turns[-1].finish_reason == "stop" and c.turns[-1].content == "just text"
+    c.backend.reply = "boom"
+    with pytest.raises(BackendError):
+        reply_of(c, "again")
+    assert len(c.turns) == 2 and len(History().get(c.conv_id)[1]) == 2
+
+
+def test_failed_turn_does_not_move_the_window():
+    backend = WordBackend(reply="r " * 10, context=90)
+    c = Conversation(backend, "w", "concise", defaults=SamplingParams(max_tokens=10), save=False)
+    for i in range(3):
+        reply_of(c, f"message number {i} " + "pad " * 10)
+    first, c.notices[:] = c.first, []
+    backend.fail_after, backend.fail = 0, BackendError("down")
+    with pytest.raises(BackendError):
+        reply_of(c, "one more " + "pad " * 30)
+    assert len(backend.sent[-1]) == 2  # this turn had to drop exchanges...
+    assert c.first == first and len(c.turns) == 6 and c.notices == []  # ...but it failed, so nothing moved
+
+
 def test_template_raise_exception_leaves_history_unchanged():
     refuse = "{{ raise_exception('I only talk about cheese') }}"
     c = Conversation(WordBackend(template=refuse), "w", "default")
