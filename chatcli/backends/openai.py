@@ -12,6 +12,7 @@ from typing import Iterator
 import openai
 
 from chatcli.backends.base import Chunk, Message, SamplingParams, Stats
+from chatcli.backends.openai_errors import describe
 from chatcli.errors import BackendError, UsageError
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -102,38 +103,8 @@ class OpenAIBackend:
         return text.replace(self._api_key, "***") if len(self._api_key) >= 4 else text
 
     def _error(self, e: Exception, *, partial: str = "", after_retries: int = 0) -> BackendError:
-        """One line naming the server, what went wrong and the fix."""
-        where = self.base_url
-        if isinstance(e, openai.APITimeoutError):
-            cause = e.__cause__ or e.__context__
-            if "Connect" in type(cause).__name__ or "Pool" in type(cause).__name__:
-                msg = f"{where}: no connection within {self.connect_timeout:g}s (connect timeout); is the server up?"
-            else:
-                msg = (f"{where}: the server sent nothing for {self.read_timeout:g}s (read timeout); "
-                       f"raise read_timeout in [backends.NAME] if the model is slow")
-        elif isinstance(e, openai.APIConnectionError):
-            cause = e.__cause__ or e.__context__
-            detail = f" ({cause})" if cause and str(cause) else ""
-            msg = (f"cannot reach {where}{detail}; is the server running? "
-                   f"Check --base-url or CHATCLI_OPENAI_BASE_URL")
-        elif isinstance(e, openai.APIStatusError):
-            body = e.body
-            server = body.get("message") if isinstance(body, dict) and body.get("message") else None
-            if server is None:
-                server = body if isinstance(body, str) else (e.response.text[:300] if e.response is not None else str(e))
-            msg = f"{where} answered HTTP {e.status_code}: {server}"
-            if e.status_code in (401, 403):
-                msg += "; check --api-key or OPENAI_API_KEY"
-            elif e.status_code == 404:
-                msg += "; check --model and that the base URL ends in /v1"
-            if after_retries:
-                msg += f" (gave up after {after_retries} retries)"
-        elif isinstance(e, openai.APIError):  # an error event inside the stream
-            msg = f"{where} reported an error mid-stream: {e.message}"
-        elif isinstance(e, ValueError):  # the SDK's json.loads of a data: line
-            msg = f"{where} sent malformed server-sent events ({e}); is base_url an OpenAI-compatible /v1 endpoint?"
-        else:
-            msg = f"{where}: {type(e).__name__}: {e}"
+        """A BackendError naming the server, what went wrong and the fix; never the key; the partial text attached."""
+        msg = describe(e, self.base_url, self.connect_timeout, self.read_timeout, after_retries)
         if partial:
             msg += f"; the partial reply ({len(partial)} characters) is kept, marked incomplete"
         err = BackendError(self._scrub(" ".join(msg.split())))
