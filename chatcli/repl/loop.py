@@ -122,7 +122,7 @@ class Repl:
         if self.ui.plain and not sys.stdin.isatty():
             return  # a script piping lines in wants the replies alone
         self.ui.note(f"chatcli · {self.model} on {getattr(self.backend, 'name', '?')} · prompt "
-                     f"{self.conv.prompt.name} · /help for commands · Ctrl-C stops a reply · Ctrl-D quits")
+                     f"{self.conv.prompt.name} · /help · Ctrl-C stops a reply · Ctrl-D quits")
 
     def reply(self, chunks) -> Answer:
         """Stream one reply, then its notes and the stats line."""
