@@ -74,9 +74,15 @@ class LocalBackend:
 
     def stream_chat(self, messages: list[Message], params: SamplingParams, *, chat_template: str | None = None, cancel=None) -> Iterator[Chunk]:
         """Render with the model's chat template (or the classic one for base models), then generate."""
-        ids, stops = self._chat_ids(messages, chat_template)
-        params = params if not stops else params.with_(stop=tuple(params.stop) + tuple(s for s in stops if s not in params.stop))
-        yield from self._generate(ids, params, cancel)
+        ids, rendered = self._chat_ids(messages, chat_template)
+        stops = tuple(s for s in rendered.stop if s not in params.stop)
+        params = params.with_(stop=tuple(params.stop) + stops) if stops else params
+        first = True
+        for chunk in self._generate(ids, params, cancel):
+            if first and rendered.folded_system:  # the session tells the user once
+                chunk = Chunk(chunk.text, chunk.finish_reason, chunk.stats, {**chunk.extra, "folded_system": True})
+            first = False
+            yield chunk
 
     def stream_completion(self, prompt: str, params: SamplingParams, *, cancel=None) -> Iterator[Chunk]:
         """Complete raw text: no system prompt, no template; BOS as the tokenizer config says."""
@@ -93,16 +99,16 @@ class LocalBackend:
         if self.model is None:
             raise UsageError("no model loaded; pass --model NAME")
 
-    def _chat_ids(self, messages: list[Message], chat_template: str | None) -> tuple[list[int], tuple[str, ...]]:
+    def _chat_ids(self, messages: list[Message], chat_template: str | None):
         from chatcli.templates import render_chat
 
         self._need_model()
         tok = self.tokenizer
         rendered = render_chat(chat_template or tok.chat_template, messages, bos_token=tok.bos_token, eos_token=tok.eos_token)
         ids = tok.encode(rendered.text, add_special_tokens=False)
-        if tok.chat_template is None and not chat_template and tok.add_bos_token and tok.bos_token_id is not None:
+        if rendered.plain and tok.add_bos_token and tok.bos_token_id is not None:
             ids = [tok.bos_token_id, *ids]  # the plain template carries no BOS of its own
-        return ids, tuple(rendered.stop)
+        return ids, rendered
 
     def _generate(self, ids: list[int], params: SamplingParams, cancel) -> Iterator[Chunk]:
         from chatcli.engine.generate import stream_generate
