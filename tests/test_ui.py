@@ -168,3 +168,54 @@ def test_live_area_stays_on_screen(width):
             rendered = console.render_lines(view._live_view(), console.options, pad=False)
             assert len(rendered) <= 10
     assert "row 59" in console.file.getvalue()
+
+
+class Screen:
+    """Just enough of a terminal to replay Rich's Live output: CR, LF, cursor up, erase line; SGR ignored."""
+
+    CONTROL = re.compile(r"\x1b\[(\d*)([A-Za-z])|\x1b\[\?\d+[hl]|\r|\n|[^\x1b\r\n]")
+
+    def __init__(self, width: int) -> None:
+        self.width, self.rows, self.row, self.col = width, [[]], 0, 0
+
+    def feed(self, data: str) -> "Screen":
+        for m in self.CONTROL.finditer(data):
+            token = m.group(0)
+            if token == "\r":
+                self.col = 0
+            elif token == "\n":
+                self.row, self.col = self.row + 1, 0
+            elif m.group(2) == "A":
+                self.row = max(0, self.row - int(m.group(1) or 1))
+            elif m.group(2) == "K":
+                self._line().clear()
+            elif m.group(2) == "m" or token.startswith("\x1b[?"):
+                pass
+            elif len(token) == 1:
+                if self.col >= self.width:
+                    self.row, self.col = self.row + 1, 0
+                line = self._line()
+                line.extend(" " * (self.col - len(line) + 1) if len(line) <= self.col else "")
+                line[self.col] = token
+                self.col += 1
+            else:
+                raise AssertionError(f"unexpected control {token!r}")
+        return self
+
+    def _line(self) -> list:
+        while len(self.rows) <= self.row:
+            self.rows.append([])
+        return self.rows[self.row]
+
+    def text(self) -> str:
+        return "\n".join("".join(r).rstrip() for r in self.rows).rstrip("\n")
+
+
+def test_terminal_screen_after_streaming_equals_one_shot():
+    """Replaying the live redraws on a screen leaves exactly what printing the whole reply at once would."""
+    long = REPLY + "\n\n" + "\n".join(f"{i}. item {i}" for i in range(1, 40)) + "\n\nDone.\n"
+    streamed = Screen(72).feed(stream(long, terminal(color=False, height=20), size=5)).text()
+    once = terminal(color=False, height=20)
+    once.print(SafeMarkdown(long))
+    assert streamed == Screen(72).feed(once.file.getvalue()).text()
+    assert "item 39" in streamed and "def quicksort(xs):" in streamed

@@ -72,6 +72,7 @@ def consume(chunks, view, cancel: threading.Event, before=None) -> Answer:
             with view:
                 for chunk in chunks:
                     if before is not None:
+                        view.settle()  # stop the spinner before printing anything else
                         before()
                         before = None
                     answer.text += chunk.text
@@ -179,4 +180,7 @@ class _NullView:
         return None
 
     def feed(self, text: str) -> None:
+        pass
+
+    def settle(self) -> None:
         pass

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import IO
 
 from rich.console import Console, ConsoleOptions, RenderResult
@@ -31,6 +33,11 @@ class MarkdownStream:
 
     Only the open block is redrawn, and the Live area is kept shorter than the screen (its top is folded while it
     grows), so nothing flickers, nothing is cropped in the scrollback, and long answers scroll normally.
+
+    Redraws happen on the caller's thread as text arrives (at most REFRESH_PER_SECOND times a second). Rich's
+    auto-refresh thread would race with the blocks printed from this thread, and a redraw that moves the cursor by a
+    stale height erases lines above it. The only other thread animates the spinner before the first token and is
+    stopped (settle()) before anything else is printed.
     """
 
     def __init__(self, console: Console, *, code_theme: str = "monokai", refresh_per_second: float = 12) -> None:
@@ -40,11 +47,14 @@ class MarkdownStream:
         self._tail = ""  # the open block(s), not yet printed for good
         self._prev = ""  # the last block printed, rendered again as context so spacing matches a one-shot render
         self._spinner = Spinner("dots", style="dim")  # shown until the first token (prompt processing)
+        self._interval = 1.0 / refresh_per_second
+        self._last_refresh = 0.0
+        self._settled = threading.Event()
+        self._spin_thread = threading.Thread(target=self._spin, daemon=True)
         self._live = Live(
             console=console,
             get_renderable=self._live_view,
-            auto_refresh=True,
-            refresh_per_second=refresh_per_second,
+            auto_refresh=False,
             transient=True,
             redirect_stdout=False,
             redirect_stderr=False,
@@ -53,9 +63,21 @@ class MarkdownStream:
         self._open = False
 
     def __enter__(self) -> "MarkdownStream":
-        self._live.start()
+        self._live.start(refresh=True)
         self._open = True
+        self._spin_thread.start()
         return self
+
+    def _spin(self) -> None:
+        while not self._settled.wait(0.1):
+            self._live.refresh()
+
+    def settle(self) -> None:
+        """Stop the spinner thread; from now on only the caller's thread draws."""
+        if not self._settled.is_set():
+            self._settled.set()
+            if self._spin_thread.is_alive():
+                self._spin_thread.join()
 
     def __exit__(self, *exc) -> None:
         self.close()
@@ -65,19 +87,30 @@ class MarkdownStream:
         text = sanitize(text)
         if not text:
             return
+        self.settle()
         self.text += text
         finished, self._tail = split_finished(self._tail + text)
+        now = time.monotonic()
         if finished:
-            self._print_block(finished)
+            # One buffered write: the block above and the redrawn live area land together (no flash of either).
+            with self.console:
+                self._print_block(finished)
+                self._live.refresh()
+            self._last_refresh = now
+        elif now - self._last_refresh >= self._interval:
+            self._live.refresh()
+            self._last_refresh = now
 
     def close(self) -> None:
         """Stop the live area and print what is left, exactly once."""
         if not self._open:
             return
         self._open = False
-        self._live.stop()  # transient: the live copy of the open block is erased before it is printed for good
-        if self._tail.strip():
-            self._print_block(self._tail)
+        self.settle()
+        with self.console:  # one write: erase the live copy of the open block and print it for good
+            self._live.stop()
+            if self._tail.strip():
+                self._print_block(self._tail)
         self._tail = ""
 
     def _render(self, markup: str) -> list[list[Segment]]:
@@ -98,7 +131,6 @@ class MarkdownStream:
         self.console.print(_Lines(lines))
 
     def _live_view(self):
-        # Called from Live's refresh thread; it only reads self._tail, which feed() replaces in one assignment.
         tail = self._tail
         if not tail.strip():
             return self._spinner if not self.text else Text("")
@@ -129,6 +161,9 @@ class PlainStream:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    def settle(self) -> None:
+        """Nothing animates in plain mode."""
 
     def feed(self, text: str) -> None:
         """Write sanitised text and flush, so `| head -c N` sees it (and breaks the pipe) at once."""
