@@ -10,7 +10,7 @@ from rich.text import Text
 
 from chatcli.inspectui.common import is_plain, visible
 
-SHADES = " .:-=+*#%@"  # plain mode: darker to brighter
+SHADES = "·.:-=+*#%@"  # plain mode: little to much attention (never blank: blank is the masked future)
 # An inferno-like ramp: dark for little attention, bright for much.
 RAMP = [(0, 0, 4), (40, 11, 84), (101, 21, 110), (159, 42, 99), (212, 72, 66), (245, 125, 21), (250, 193, 39), (252, 255, 164)]
 LABEL = 10  # most characters of a row label

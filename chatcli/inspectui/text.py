@@ -18,15 +18,17 @@ def tokens(c: Common, text: str) -> int:
 
 def next_token(c: Common, text: str, temperature: float, top: int, steps: int, seed: int | None) -> int:
     """The next-token distribution at T=1 and T, for STEPS generated tokens."""
-    from chatcli.engine.introspect import walk
-    from chatcli.engine.sampling import check_params
-    from chatcli.inspectui.nextview import render_step
+    from chatcli.backends.base import SamplingParams
 
-    check_params(temperature=temperature)
+    need_text(text)
+    SamplingParams(temperature=temperature).validated()  # the same range and message as chat and ask
     if top < 1:
         raise UsageError(f"--top must be >= 1; got {top}")
     if steps < 1:
         raise UsageError(f"--steps must be >= 1; got {steps}")
+    from chatcli.engine.introspect import walk
+    from chatcli.inspectui.nextview import render_step
+
     model, tokenizer, _ = open_model(c, context_for(c, text, steps))
     ids = prompt_ids(model, tokenizer, text, steps)
     out = console(c)
