@@ -53,9 +53,13 @@ def load_settings(opts: Options):
         raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}; got {opts.dtype!r}")
     if opts.context_policy is not None and opts.context_policy not in POLICIES:
         raise UsageError(f"--context-policy must be one of {', '.join(POLICIES)}; got {opts.context_policy!r}")
+    if opts.resume and opts.continue_:
+        raise UsageError("--continue and --resume ID both pick a conversation; give one")
     flags = {f.name: getattr(opts, f.name) for f in fields(opts) if f.name in settings.TYPES}
     flags["save"] = False if opts.no_save else None
-    return settings.load_settings().apply_flags(**flags)
+    s = settings.load_settings().apply_flags(**flags)
+    sampling(s, opts)  # a bad value fails here, before a model is loaded
+    return s
 
 
 def flag_sampling(opts: Options) -> dict[str, Any]:

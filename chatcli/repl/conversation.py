@@ -12,16 +12,19 @@ def open_conversation(s, opts: Options, backend, ui=None):
     from chatcli.prompts import parse_variables
     from chatcli.session import Conversation
 
-    # Settings that did not come from a flag are defaults the prompt file may override; flags override both.
+    # Packaged defaults < the prompt file < config file < CHATCLI_* < flags < /set. A value the user wrote down
+    # (config, env, flag) beats the prompt file's; otherwise `temperature = 0.3` in config.toml would be silently
+    # overridden by the shipped default prompt's 0.7, while `config show` says 0.3.
+    chosen = {k: s.get(k) for k in SAMPLING_KEYS if s.sources.get(k, "default") != "default"}
+    chosen.update(flag_sampling(opts))
     defaults = SamplingParams(**{k: s.get(k) for k in SAMPLING_KEYS}).validated()
     conv = Conversation(
         backend, model_label(s), s.get("prompt") or "default",
-        variables=parse_variables(opts.var), defaults=defaults, overrides=flag_sampling(opts),
+        variables=parse_variables(opts.var), defaults=defaults, overrides=chosen,
         system=opts.system, context_policy=s.get("context_policy"), save=bool(s.get("save")),
     )
-    conv.flag_params = set(flag_sampling(opts))  # for /set's "from" column
-    if opts.resume and opts.continue_:
-        raise UsageError("--continue and --resume ID both pick a conversation; give one")
+    # Where each override came from, for /set's "from" column; /set removes the entry.
+    conv.param_origin = {k: "flag" if k in flag_sampling(opts) else s.sources[k] for k in chosen}
     if opts.resume:
         conv.load(parse_id(opts.resume))
     elif opts.continue_:
@@ -46,10 +49,10 @@ def parse_id(value: str) -> int:
 
 
 def param_source(conv, name: str) -> str:
-    """default, prompt NAME, flag or /set."""
+    """default, prompt NAME, config (PATH), env (VAR), flag or /set."""
     source = conv.param_sources().get(name, "default")
     if source == "set":
-        return "flag" if name in getattr(conv, "flag_params", ()) else "/set"
+        return getattr(conv, "param_origin", {}).get(name, "/set")
     return source
 
 

@@ -78,7 +78,7 @@ def _set(repl, arg: str):
     if not value.strip() and name != "stop":
         raise UsageError(f"/set {name}: give a value, for example /set {name} 0.2")
     value = repl.conv.set_param(name, value.strip())
-    getattr(repl.conv, "flag_params", set()).discard(name)
+    getattr(repl.conv, "param_origin", {}).pop(name, None)
     repl.ui.note(f"{name} = {_show(value)}")
 
 

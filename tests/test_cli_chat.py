@@ -1,0 +1,79 @@
+"""chat/ask/config at the command line: help, option names shared with the config file, settings precedence."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from chatcli import settings
+
+CHATCLI = str(Path(sys.executable).with_name("chatcli"))
+SAMPLING_FLAGS = ["--temperature", "--top-p", "--top-k", "--min-p", "--repeat-penalty", "--seed", "--max-tokens", "--stop"]
+
+
+def run(*args: str, stdin: bytes = b"", env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([CHATCLI, *args], input=stdin, capture_output=True, env={**os.environ, **(env or {})},
+                          timeout=120)
+
+
+def test_help_is_fast_and_names_match_the_config():
+    """Sampling flags are the config keys with dashes, the same in chat and ask; help imports no torch."""
+    for command in ("chat", "ask"):
+        r = subprocess.run([sys.executable, "-X", "importtime", "-m", "chatcli", command, "--help"],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert not re.search(r"\|\s+torch$", r.stderr, re.M), "help imported torch"
+        for flag in SAMPLING_FLAGS:
+            assert flag in r.stdout
+            key = flag[2:].replace("-", "_")
+            assert key in settings.TYPES or key == "stop"
+        assert "-t, --temperature" in r.stdout and "--plain" in r.stdout and "--no-save" in r.stdout
+
+
+def test_config_show_names_each_source(_isolated_home):
+    (_isolated_home / "config.toml").write_text('temperature = 0.3\nmodel = "my-model"\n'
+                                                '[backends.gpu]\nbase_url = "http://x/v1"\napi_key = "sk-SECRET"\n')
+    r = run("config", "show", "--json", env={"CHATCLI_TOP_K": "5"})
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert got["settings"]["temperature"] == {"value": 0.3, "source": f"config ({_isolated_home / 'config.toml'})"}
+    assert got["settings"]["top_k"] == {"value": 5, "source": "env (CHATCLI_TOP_K)"}
+    assert got["settings"]["top_p"]["source"] == "default"
+    assert got["backends"]["gpu"]["api_key"] == "***" and b"SECRET" not in r.stdout
+    assert got["paths"]["home"] == str(_isolated_home)
+    table = run("config", "show")
+    assert table.returncode == 0 and b"\x1b" not in table.stdout
+    assert re.search(rb"temperature\s+0.3\s+config", table.stdout)
+    bad = run("config", "show", env={"CHATCLI_TOP_K": "many"})
+    assert bad.returncode == 2 and bad.stderr.decode().startswith("chatcli: error: CHATCLI_TOP_K: top_k must be int")
+
+
+def test_precedence_in_the_chat(tiny_llama_dir, _isolated_home):
+    """Prompt file < config file < CHATCLI_* < flags < /set, and /set shows where each value came from."""
+    (_isolated_home / "config.toml").write_text("temperature = 0.3\nmin_p = 0.05\n")
+    script = b"/set\n/set min_p 0.1\n/set\n"
+    r = run("chat", "--model", str(tiny_llama_dir), "--seed", "7", "--min-p", "0.2", "--stop", "###", stdin=script,
+            env={"CHATCLI_TOP_K": "5"})
+    assert r.returncode == 0, r.stderr
+    first, second = r.stdout.decode().split("min_p = 0.1\n")
+    rows = dict(line.split("\t", 1) for line in first.splitlines()[1:])
+    assert rows["temperature"] == f"0.3\tconfig ({_isolated_home / 'config.toml'})"
+    assert rows["top_p"] == "0.95\tprompt default"  # the shipped default prompt sets it
+    assert rows["top_k"] == "5\tenv (CHATCLI_TOP_K)"
+    assert rows["min_p"] == "0.2\tflag" and rows["seed"] == "7\tflag" and rows["stop"] == "'###'\tflag"
+    assert rows["max_tokens"] == "1024\tdefault"
+    assert "min_p\t0.1\t/set" in second
+
+
+def test_bad_flag_values_exit_2(tiny_llama_dir):
+    for args, message in [(["--dtype", "float16"], "--dtype must be one of auto, float32, bfloat16"),
+                          (["--context-policy", "yolo"], "--context-policy must be one of"),
+                          (["--repeat-penalty", "0"], "repeat_penalty must be > 0"),
+                          (["--continue", "--resume", "3"], "give one")]:
+        r = run("chat", "--model", str(tiny_llama_dir), *args)
+        assert r.returncode == 2, (args, r.stderr)
+        assert message in r.stderr.decode()
