@@ -12,12 +12,16 @@ from chatcli.ui.sanitize import sanitize
 EIGHTHS = " ▏▎▍▌▋▊▉█"
 
 
-def make_console(plain: bool = False, file=None, width: int | None = None) -> Console:
-    """A console that never parses markup; without colour when plain is wanted (flag, NO_COLOR, a pipe)."""
+def make_console(plain: bool = False, file=None, width: int | None = None, colour: bool = False) -> Console:
+    """A console that never parses markup; without colour when plain is wanted (flag, NO_COLOR, a pipe).
+
+    colour=True forces a colour terminal (for a file that is not a tty, e.g. to record what a terminal would get).
+    """
     file = file or sys.stdout
-    plain = plain_wanted(plain, file)
+    plain = not colour and plain_wanted(plain, file)
     return Console(file=file, markup=False, emoji=False, highlight=False, width=width, soft_wrap=False,
-                   force_terminal=False if plain else None, no_color=plain, color_system=None if plain else "auto")
+                   force_terminal=True if colour else False if plain else None, no_color=plain,
+                   color_system=None if plain else "truecolor" if colour else "auto")
 
 
 def is_plain(console: Console) -> bool:

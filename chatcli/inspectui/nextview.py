@@ -90,7 +90,7 @@ def render_reply_probs(console: Console, tokens: list[TokenProb], low: float = L
     surprising = [(n, tp) for n, tp in enumerate(tokens) if tp.prob < low]
     for n, tp in surprising:
         alts = ", ".join(f"{quoted(a, 16)} {percent(p).strip()}" for a, p in tp.alternatives)
-        console.print(Text(f"  token {n}: {quoted(tp.text, 16)} {percent(tp.prob).strip()}  (instead of {alts})",
+        console.print(Text(f"  token {n}: {quoted(tp.text, 16)} {percent(tp.prob).strip()}  (top: {alts})",
                            style="" if plain else "dim"))
     if tokens:
         mean = sum(tp.prob for tp in tokens) / len(tokens)

@@ -82,3 +82,15 @@ def chosen_probability(probs: torch.Tensor, token: int, alternatives: int = 3) -
     values, ids = torch.topk(probs, min(alternatives + 1, probs.shape[-1]))
     others = [(int(i), float(v)) for i, v in zip(ids, values) if int(i) != token][:alternatives]
     return float(probs[token]), others
+
+
+def probs_record(tokenizer, probs: torch.Tensor, token: int, alternatives: int = 3) -> dict:
+    """A plain-data record of one generated token for a per-token view (/probs): id, text, p and the likeliest others.
+
+    PROBS is the distribution the token was drawn from (Sampler.probabilities(logits), or softmax(logits) for greedy).
+    """
+    p, others = chosen_probability(probs, token, alternatives)
+    return {
+        "id": int(token), "text": tokenizer.decode([int(token)]), "p": p,
+        "alternatives": [{"id": i, "text": tokenizer.decode([i]), "p": q} for i, q in others],
+    }
