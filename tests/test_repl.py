@@ -147,6 +147,10 @@ def test_keys_multiline_paste_clear_and_tab(model):
     shown = t.prompt()
     assert shown.count("user:") == 2 and "this is discarded" not in shown
     assert re.search(r"first line\s+second line", shown) and re.search(r"pasted one\s+pasted two", shown)
+    assert not any("\x1b]52;" in chunk for chunk in t.log)  # the clipboard is touched only on request
+    t.line("/copy")
+    t.expect(r"\x1b\]52;c;[A-Za-z0-9+/=]*\x07")
+    t.prompt()
     assert t.close() == 0
 
 

@@ -14,9 +14,11 @@ class LineReader:
 
     def __init__(self, stdin=None, stdout=None, show_prompt: bool | None = None) -> None:
         self.stdin = stdin or sys.stdin
-        self.stdout = stdout or sys.stdout
-        # Echo a prompt only to a person at a terminal; a script piping lines in wants the replies alone.
+        # Echo a prompt only to a person at a terminal; a script piping lines in wants the replies alone. When the
+        # replies go to a file (`chatcli chat > log`), the prompt goes to stderr, which is still the terminal.
         self.show_prompt = self.stdin.isatty() if show_prompt is None else show_prompt
+        out = stdout or sys.stdout
+        self.stdout = out if out.isatty() or stdout is not None else sys.stderr
 
     def read(self) -> str:
         """The next line without its newline; EOFError at the end of input."""
