@@ -58,6 +58,7 @@ class Answer:
     stats: object = None
     error: ChatcliError | None = None
     extra: dict = field(default_factory=dict)
+    probs: list = field(default_factory=list)  # per-token records when the backend reports them (/probs on)
 
 
 def consume(chunks, view, cancel: threading.Event, before=None) -> Answer:
@@ -77,6 +78,9 @@ def consume(chunks, view, cancel: threading.Event, before=None) -> Answer:
                         before = None
                     answer.text += chunk.text
                     view.feed(chunk.text)
+                    probs = (chunk.extra or {}).get("probs")
+                    if probs:
+                        answer.probs.extend(probs if isinstance(probs, list) else [probs])
                     if chunk.finish_reason is not None:
                         answer.finish_reason, answer.stats = chunk.finish_reason, chunk.stats
                         answer.extra = dict(chunk.extra or {})

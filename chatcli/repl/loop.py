@@ -135,6 +135,10 @@ class Repl:
             self.ui.note(f"[stopped at max_tokens={self.conv.params.max_tokens} or the end of the context]")
         if answer.error is not None:
             self.ui.error(str(answer.error))
+        if answer.probs and getattr(self.backend, "want_probs", False):
+            from chatcli.inspectui.repl_hooks import show_reply_probs
+
+            show_reply_probs(self.ui.console, answer.probs)
         self.ui.stats(answer.stats)
         self._count()
         return answer

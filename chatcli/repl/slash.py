@@ -30,6 +30,8 @@ HELP: dict[str, str] = {
     "/stats": "token counts and speeds for this session",
     "/model": "/model NAME switches models (keeps the conversation)",
     "/copy": "copy the last reply to the clipboard (OSC 52 terminal escape, only when you ask)",
+    "/tokens": "/tokens TEXT shows how the model's tokenizer cuts TEXT",
+    "/probs": "/probs on|off colours each reply's tokens by their probability",
     "/exit": "save and quit (Ctrl-D does the same)",
 }
 ALIASES = {"/quit": "/exit", "/q": "/exit", "/?": "/help", "/clear": "/reset"}
@@ -55,6 +57,8 @@ def choices(repl, name: str) -> list[str]:
         from chatcli.prompts import list_prompts
 
         return ["reload", *(p.name for p in list_prompts(errors=[]))]
+    if name == "/probs":
+        return ["on", "off"]
     if name == "/model":
         try:
             return list(repl.backend.models())
@@ -225,6 +229,19 @@ def _store(repl):
     return repl.conv.history
 
 
+def _tokens(repl, arg: str):
+    from chatcli.inspectui.repl_hooks import slash_tokens
+
+    slash_tokens(repl.ui.console, repl.backend, arg)
+
+
+def _probs(repl, arg: str):
+    from chatcli.inspectui.repl_hooks import slash_probs
+
+    on = slash_probs(repl.backend, arg)
+    repl.ui.note("token probabilities on: shown after each reply" if on else "token probabilities off")
+
+
 def _exit(repl, arg: str):
     return EXIT
 
@@ -232,5 +249,6 @@ def _exit(repl, arg: str):
 COMMANDS: dict[str, Callable] = {
     "/help": _help, "/set": _set, "/system": _system, "/prompt": _prompt, "/prompts": _prompts, "/reset": _reset,
     "/undo": _undo, "/retry": _retry, "/transcript": _transcript, "/save": _save, "/history": _history,
-    "/load": _load, "/stats": _stats, "/model": _model, "/copy": _copy, "/exit": _exit,
+    "/load": _load, "/stats": _stats, "/model": _model, "/copy": _copy, "/tokens": _tokens, "/probs": _probs,
+    "/exit": _exit,
 }
