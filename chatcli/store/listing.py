@@ -1,0 +1,127 @@
+"""What is in the store: one ModelInfo per model folder, read from config.json, chatcli.json and safetensors headers."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from chatcli import settings
+from chatcli.errors import UsageError
+from chatcli.store.fsutil import folder_size
+from chatcli.store.resolve import NAME_RE, check_name
+
+ST_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}
+
+
+@dataclass
+class ModelInfo:
+    """One row of `chatcli models`."""
+
+    name: str
+    path: str
+    architecture: str
+    parameters: int | None
+    dtype: str
+    size_bytes: int
+    context_length: int | None
+    chat_template: bool
+    default: bool
+    problem: str = ""  # set when the folder is not a usable model
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data (for --json)."""
+        return asdict(self)
+
+
+def _json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _weights_summary(folder: Path) -> tuple[int | None, str]:
+    """Parameter count and dtype from the safetensors headers (no tensor data is read)."""
+    params, dtypes = 0, set()
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        return None, "?"
+    for f in files:
+        try:
+            with open(f, "rb") as fh:
+                (n,) = struct.unpack("<Q", fh.read(8))
+                if n > 100 << 20 or n + 8 > os.path.getsize(f):
+                    return None, "?"
+                header = json.loads(fh.read(n))
+        except (OSError, ValueError, struct.error):
+            return None, "?"
+        for key, entry in header.items():
+            if key == "__metadata__" or not isinstance(entry, dict):
+                continue
+            count = 1
+            for d in entry.get("shape", []):
+                count *= int(d)
+            params += count
+            dtypes.add(ST_DTYPES.get(entry.get("dtype"), str(entry.get("dtype"))))
+    return params, "/".join(sorted(dtypes)) or "?"
+
+
+def model_info(folder: Path, default: str | None = None) -> ModelInfo:
+    """Describe one model folder."""
+    cfg = _json(folder / "config.json")
+    tok = _json(folder / "tokenizer_config.json")
+    params, dtype = _weights_summary(folder)
+    arch = (cfg.get("architectures") or [cfg.get("model_type", "?")])[0]
+    template = bool(tok.get("chat_template")) or (folder / "chat_template.jinja").is_file()
+    problem = "" if cfg else "no config.json"
+    if not problem and params is None:
+        problem = "no readable safetensors"
+    return ModelInfo(
+        name=folder.name, path=str(folder), architecture=str(arch), parameters=params, dtype=dtype,
+        size_bytes=folder_size(folder), context_length=cfg.get("max_position_embeddings"),
+        chat_template=template, default=folder.name == (default or settings.DEFAULT_MODEL), problem=problem,
+    )
+
+
+def list_models(models_dir: str | os.PathLike | None = None, default: str | None = None) -> list[ModelInfo]:
+    """Every model folder in the store, by name; hidden folders (.cache, .tmp-*) are skipped."""
+    root = settings.models_dir(models_dir)
+    if not root.is_dir():
+        return []
+    return [
+        model_info(p, default)
+        for p in sorted(root.iterdir())
+        if p.is_dir() and not p.name.startswith(".") and NAME_RE.match(p.name)
+    ]
+
+
+def show(name: str, models_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Everything `chatcli models show` prints: the summary, config.json, generation config, template, origin."""
+    root = settings.models_dir(models_dir)
+    folder = root / check_name(name)
+    if not folder.is_dir():
+        from chatcli.store.catalog import load_catalog, suggest
+
+        names = [p.name for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
+        raise UsageError(
+            f"model {name!r} is not in the store ({root}){suggest(name, names + list(load_catalog(models_dir)))}; "
+            f"`chatcli models` lists what is there"
+        )
+    tok = _json(folder / "tokenizer_config.json")
+    template = tok.get("chat_template")
+    if (folder / "chat_template.jinja").is_file():
+        template = (folder / "chat_template.jinja").read_text(encoding="utf-8", errors="replace")
+    return {
+        "info": model_info(folder).as_dict(),
+        "config": _json(folder / "config.json"),
+        "generation_config": _json(folder / "generation_config.json"),
+        "origin": _json(folder / "chatcli.json"),
+        "special_tokens": {k: tok.get(k) for k in ("bos_token", "eos_token", "pad_token", "unk_token", "add_bos_token")},
+        "chat_template": template,
+        "files": sorted(p.name for p in folder.iterdir()),
+    }

@@ -1,0 +1,170 @@
+"""`chatcli pull`: catalog name -> verified GGUF (cached in models/.cache) -> converted model folder, atomically."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from chatcli import settings
+from chatcli.errors import BackendError, StoreError, UsageError
+from chatcli.store import catalog
+from chatcli.store.fsutil import disk_error, install, store_lock, work_dir
+from chatcli.store.progress import Progress
+from chatcli.store.resolve import check_name
+
+CACHE = ".cache"
+HF_REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+
+
+@dataclass
+class PullResult:
+    """Where the model is and whether this call made it ('pulled') or found it ('present')."""
+
+    name: str
+    path: Path
+    status: str
+
+
+def cached_gguf_path(root: Path, entry: catalog.Entry) -> Path:
+    """models/.cache/NAME-SHA12.gguf: the verified source file, kept so re-conversion needs no download."""
+    return root / CACHE / f"{entry.name}-{entry.sha256[:12]}.gguf"
+
+
+def _license_text(entry: catalog.Entry, from_wheel: str | None) -> str:
+    if from_wheel:
+        return from_wheel
+    return f"{entry.name} is distributed under the {entry.license or 'unknown'} license.\nFull text: {entry.license_url or 'see the model source'}\n"
+
+
+def _source_gguf(entry: catalog.Entry, root: Path, work: Path, progress: Progress) -> tuple[Path, str | None]:
+    """The verified GGUF: from the cache when it still hashes right, else downloaded and then cached."""
+    from chatcli.store.fetch import fetch, sha256_file
+
+    cached = cached_gguf_path(root, entry)
+    license_file = cached.with_suffix(".license.txt")
+    if cached.is_file():
+        if sha256_file(cached, progress, f"verify cached {entry.name}") == entry.sha256:
+            return cached, license_file.read_text(encoding="utf-8") if license_file.is_file() else None
+        progress.note(f"cached {cached.name} does not match its sha256; downloading again")
+        cached.unlink()
+    gguf, license_text = fetch(entry, work, progress)
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(gguf, cached)
+        if license_text:
+            license_file.write_text(license_text, encoding="utf-8")
+    except OSError as e:
+        raise disk_error(e, cached) from None
+    return cached, license_text
+
+
+def pull(
+    name: str,
+    *,
+    models_dir: str | os.PathLike | None = None,
+    force: bool = False,
+    dtype: str = "bfloat16",
+    progress: Progress | None = None,
+) -> PullResult:
+    """Make catalog model NAME present in the store (hf:ORG/REPO goes to the hub); --force converts again."""
+    progress = progress or Progress()
+    if name.startswith("hf:"):
+        return pull_hf(name, models_dir=models_dir, force=force, progress=progress)
+    if "\x00" in name:
+        raise UsageError("invalid model name: it contains a NUL byte")
+    entry = catalog.find(name, models_dir)
+    root = settings.models_dir(models_dir)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise disk_error(e, root) from None
+    target = root / name
+    with store_lock(root, name):
+        if target.is_dir() and not force:
+            return PullResult(name, target, "present")
+        with work_dir(root, name) as work:
+            gguf, license_text = _source_gguf(entry, root, work, progress)
+            from chatcli.store.convert import convert_gguf
+
+            out = work / "model"
+            out.mkdir()
+            convert_gguf(
+                gguf, out, dtype=dtype, license_text=_license_text(entry, license_text), progress=progress,
+                source={"name": name, "source": f"catalog ({entry.source})", "sha256": entry.sha256,
+                        "packages": [f"{p.package}=={p.version}" for p in entry.parts], "prompt": entry.prompt,
+                        "license": entry.license},
+            )
+            install(out, target, work)
+    progress.note(f"pulled {name} into {target}")
+    return PullResult(name, target, "pulled")
+
+
+def ensure_model(name: str, models_dir: str | os.PathLike | None = None, progress: Progress | None = None) -> Path:
+    """The folder of store model NAME, pulling it first (with progress) when it is missing."""
+    path = settings.models_dir(models_dir) / check_name(name)
+    if path.is_dir():
+        return path
+    progress = progress or Progress()
+    progress.note(f"model {name} is not in the store yet; pulling it now (once)")
+    return pull(name, models_dir=models_dir, progress=progress).path
+
+
+def pull_hf(spec: str, *, name: str | None = None, models_dir=None, force: bool = False, progress: Progress | None = None) -> PullResult:
+    """hf:ORG/REPO through huggingface_hub (safetensors, config, tokenizer); a clear exit-4 error when no hub answers."""
+    progress = progress or Progress()
+    repo = spec[3:]
+    if not HF_REPO_RE.match(repo) or ".." in repo:
+        raise UsageError(f"invalid hub id {spec!r}: use hf:ORG/REPO with letters, digits, '.', '_' and '-'")
+    name = check_name(name or repo.split("/", 1)[1].lower())
+    try:
+        import huggingface_hub
+    except ImportError:
+        raise BackendError(
+            f"pulling {spec} needs the huggingface_hub package, which is not installed; install it, or download the "
+            "model folder elsewhere and run `chatcli import PATH`"
+        ) from None
+    root = settings.models_dir(models_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / name
+    with store_lock(root, name):
+        if target.is_dir() and not force:
+            progress.note(f"{name} is already present in {root}")
+            return PullResult(name, target, "present")
+        with work_dir(root, name) as work:
+            try:
+                with progress.step(f"download {spec}"):
+                    folder = huggingface_hub.snapshot_download(
+                        repo_id=repo, local_dir=str(work / "model"),
+                        allow_patterns=["*.json", "*.safetensors", "tokenizer.model", "*.jinja", "LICENSE*"],
+                    )
+            except Exception as e:  # the hub client raises many types (HTTP, offline, connection, timeouts)
+                reason = " ".join(str(e).split())[:200] or type(e).__name__
+                raise BackendError(
+                    f"cannot download {spec} from the Hugging Face hub ({type(e).__name__}: {reason}); no hub is reachable "
+                    "from here, so download the folder elsewhere and run `chatcli import PATH`"
+                ) from None
+            from chatcli.store.importer import validate_hf_folder
+
+            folder = Path(folder)
+            shutil.rmtree(folder / ".cache", ignore_errors=True)  # huggingface_hub's download bookkeeping
+            validate_hf_folder(folder)
+            install(folder, target, work)
+    progress.note(f"pulled {spec} into {target}")
+    return PullResult(name, target, "pulled")
+
+
+def remove(name: str, models_dir: str | os.PathLike | None = None) -> Path:
+    """Delete store model NAME (the cached GGUF stays, so a later pull needs no download)."""
+    root = settings.models_dir(models_dir)
+    path = root / check_name(name)
+    if not path.is_dir():
+        raise UsageError(f"model {name!r} is not in the store ({root})")
+    with store_lock(root, name), work_dir(root, name) as work:
+        try:
+            os.replace(path, work / "removed")  # one rename: the model is gone at once, never half-deleted
+        except OSError as e:
+            raise StoreError(f"cannot remove {path}: {e.strerror or e}") from None
+    return path
