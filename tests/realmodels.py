@@ -1,1 +1,105 @@
-"""Fixtures for the real models of the catalog (pulled once into the checkout's models/, never committed)."""
+"""Fixtures for the real models of the catalog, pulled once into the checkout's models/ (ignored by git) and reused.
+
+smollm2_dir, qwen_dir, gemma_dir: the pulled folders (bfloat16, as `chatcli pull` makes them).
+*_gguf: the verified source GGUF files (models/.cache).  *_f32_dir: float32 conversions for parity tests (models/.cache).
+Pulls take the store's per-model file lock, so parallel test runs never clash: the second waits, then reuses.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+MODELS = Path(__file__).resolve().parent.parent / "models"
+SMOLLM2 = "smollm2-135m-instruct"
+QWEN = "qwen2.5-coder-0.5b-instruct"
+GEMMA = "gemma-3-270m"
+
+
+def pulled(name: str) -> Path:
+    """The checkout's pulled folder of catalog model NAME (pulled now if missing)."""
+    from chatcli.store.progress import Progress
+    from chatcli.store.pull import pull
+
+    return pull(name, models_dir=MODELS, progress=Progress(quiet=True)).path
+
+
+def source_gguf(name: str) -> Path:
+    """The verified GGUF of NAME in models/.cache (downloaded now if missing)."""
+    from chatcli.store.pull import cached_gguf
+
+    return cached_gguf(name, models_dir=MODELS)
+
+
+def converted(name: str, dtype: str = "float32") -> Path:
+    """NAME converted at DTYPE into models/.cache/NAME-SHA12-DTYPE (made once, under the store lock)."""
+    from chatcli.store.convert import convert_gguf
+    from chatcli.store.fsutil import install, store_lock, work_dir
+
+    gguf = source_gguf(name)
+    key = f"{gguf.stem}-{dtype}"
+    target = gguf.parent / key
+    if target.is_dir():
+        return target
+    with store_lock(MODELS, key):
+        if not target.is_dir():
+            with work_dir(gguf.parent, key) as work:
+                (work / "model").mkdir()
+                convert_gguf(gguf, work / "model", dtype=dtype)
+                install(work / "model", target, work)
+    return target
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """The pulled SmolLM2-135M-Instruct folder: models/smollm2-135m-instruct."""
+    return pulled(SMOLLM2)
+
+
+@pytest.fixture(scope="session")
+def qwen_dir() -> Path:
+    """The pulled Qwen2.5-Coder-0.5B-Instruct folder."""
+    return pulled(QWEN)
+
+
+@pytest.fixture(scope="session")
+def gemma_dir() -> Path:
+    """The pulled Gemma 3 270M (base) folder."""
+    return pulled(GEMMA)
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    """SmolLM2's verified source GGUF."""
+    return source_gguf(SMOLLM2)
+
+
+@pytest.fixture(scope="session")
+def qwen_gguf() -> Path:
+    """Qwen2.5-Coder's verified source GGUF (assembled from six wheels)."""
+    return source_gguf(QWEN)
+
+
+@pytest.fixture(scope="session")
+def gemma_gguf() -> Path:
+    """Gemma 3 270M's verified source GGUF (assembled from four wheels)."""
+    return source_gguf(GEMMA)
+
+
+@pytest.fixture(scope="session")
+def smollm2_f32_dir() -> Path:
+    """SmolLM2 converted in float32 (for parity tests)."""
+    return converted(SMOLLM2)
+
+
+@pytest.fixture(scope="session")
+def qwen_f32_dir() -> Path:
+    """Qwen2.5-Coder converted in float32 (for parity tests)."""
+    return converted(QWEN)
+
+
+@pytest.fixture(scope="session")
+def gemma_f32_dir() -> Path:
+    """Gemma 3 270M converted in float32 (for parity tests)."""
+    return converted(GEMMA)

@@ -61,6 +61,18 @@ def _source_gguf(entry: catalog.Entry, root: Path, work: Path, progress: Progres
     return cached, license_text
 
 
+def cached_gguf(name: str, models_dir: str | os.PathLike | None = None, progress: Progress | None = None) -> Path:
+    """The verified source GGUF of catalog model NAME in models/.cache, downloaded first when missing."""
+    entry = catalog.find(name, models_dir)
+    root = settings.models_dir(models_dir)
+    path = cached_gguf_path(root, entry)
+    if path.is_file():
+        return path
+    root.mkdir(parents=True, exist_ok=True)
+    with store_lock(root, name), work_dir(root, name) as work:
+        return _source_gguf(entry, root, work, progress or Progress(quiet=True))[0]
+
+
 def pull(
     name: str,
     *,
