@@ -60,9 +60,8 @@ def _copy_folder(src: Path, dest: Path) -> None:
     dest.mkdir()
     for pattern in COPY_PATTERNS:
         for f in src.glob(pattern):
-            if f.is_symlink() or not f.is_file():
-                continue  # a symlink could point anywhere; only real files are taken
-            shutil.copyfile(f, dest / f.name)
+            if f.is_file():  # symlinks (as in a Hugging Face cache snapshot) are followed: the store gets real files
+                shutil.copyfile(f, dest / f.name)
 
 
 def import_path(
