@@ -87,7 +87,7 @@ def import_path(
                 raise UsageError(f"{src} is neither a GGUF file nor a model folder")
     elif not (src / "config.json").is_file():
         raise UsageError(f"{src} has no config.json; pass a .gguf file or a Hugging Face model folder")
-    name = check_name(name or slug(src.stem if is_gguf else src.resolve().name))
+    name = check_name(slug(src.stem if is_gguf else src.resolve().name) if name is None else name)
     root = settings.models_dir(models_dir)
     try:
         root.mkdir(parents=True, exist_ok=True)
