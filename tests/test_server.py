@@ -237,3 +237,25 @@ def test_serve_on_a_busy_port_fails_before_loading_anything():
     assert r.returncode == 2
     assert r.stderr.startswith(f"chatcli: error: cannot listen on 127.0.0.1:{port}")
     assert "--port" in r.stderr
+
+
+def test_backend_failure_before_and_after_the_first_token(served):
+    from chatcli.backends.base import Message, SamplingParams
+    from chatcli.backends.openai import OpenAIBackend
+    from chatcli.errors import BackendError
+
+    _, server = served
+    # completions have no "echo:" prefix, so EXPLODE first fails before any token: a real status code
+    r = post(server, "/v1/completions", {"prompt": "EXPLODE now", "stream": True})
+    assert r.status_code == 500 and "exploded after 0 words" in r.json()["error"]["message"]
+    # after tokens the headers are gone: an error event, which the client reports with the partial text kept
+    r = post(server, "/v1/chat/completions", {"messages": [{"role": "user", "content": "one two EXPLODE"}], "stream": True})
+    ev = events(r.text)
+    assert r.status_code == 200 and "exploded after 3 words" in ev[-1]["error"]["message"] and "[DONE]" not in ev
+    b = OpenAIBackend(base_url=server.url + "/v1")
+    b.load("echo-1")
+    text = ""
+    with pytest.raises(BackendError, match="exploded after 3 words") as err:
+        for chunk in b.stream_chat([Message("user", "one two EXPLODE")], SamplingParams()):
+            text += chunk.text
+    assert text == "echo: one two " == err.value.partial_text

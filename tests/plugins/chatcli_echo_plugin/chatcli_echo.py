@@ -67,6 +67,8 @@ class EchoBackend:
                 if cut > len(text):
                     yield Chunk((text + word)[len(text):cut])
                 break
+            if word == "EXPLODE ":  # a backend that fails mid-reply (server error-path tests)
+                raise RuntimeError(f"exploded after {n} words")
             if self.delay:
                 time.sleep(self.delay)
             text += word
