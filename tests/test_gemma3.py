@@ -82,6 +82,7 @@ def test_long_prompt_logits_match_reference(gemma):
     ids = prompt(100)
     expected = reference_logits(ref, ids)
     assert (ours(ids, 0) - expected).abs().max().item() < 1e-4
+    assert (ours(ids, 0, last_only=True) - expected[:, -1:]).abs().max().item() < 1e-4
     # Chunks shorter than the window, as long as the ring, longer than it, and single decode steps.
     got = chunked(ours, ids, [1, 5, 16, 17, 1, 1, 30, 29])
     assert (got - expected).abs().max().item() < 1e-4
