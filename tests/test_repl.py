@@ -28,7 +28,7 @@ def model(tmp_path_factory, tiny_tokenizer_dir) -> str:
 class Term:
     """A chatcli chat in a 100x30 pty. It answers prompt-toolkit's cursor-position requests as a terminal would."""
 
-    def __init__(self, *args: str, env: dict | None = None, prompt: str = r"tokens · /help") -> None:
+    def __init__(self, *args: str, env: dict | None = None, prompt: str = r"\d+/4096 tokens") -> None:
         # A fresh prompt is the one moment the bottom toolbar is drawn (keystrokes only redraw what changed);
         # prompt-toolkit also redraws ">>> " when a line is accepted, so that is no marker.
         self.prompt_pattern = prompt
@@ -70,7 +70,7 @@ def test_scripted_session(model, _isolated_home):
     t = Term("--model", model, "--max-tokens", "8", "--system", "Be brief.")
     first = t.prompt()
     assert "chatcli · tiny-repl on local" in first  # the banner
-    assert re.search(r"tiny-repl · local · prompt default · temp 0.7 · top_p 0.95 · seed - · \d+/4096 tokens · /help", first)
+    assert re.search(r"tiny-repl · local · prompt default · temp 0.7 · top_p 0.95 · seed - · \d+/4096 tokens", first)
     for message in ("hello there", "and a second question"):
         t.line(message)
         assert re.search(r"\d+ tokens · TTFT [\d.]+ s · [\d.]+ tok/s", t.expect(r"tok/s[^\n]*\n"))
@@ -166,7 +166,7 @@ def test_no_color_in_a_terminal_is_plain(model):
 
 def test_piped_lines_plain_mode(model):
     """Scripted stdin: plain text only, replies deterministic at temperature 0, errors on stderr, exit 0."""
-    script = "/set temperature 0\nhello\n/retry\n/nonsense\n/set top_p 2\n".encode()
+    script = "/set temperature 0\nhello\n/retry\n/xyzzy\n/set top_p 2\n".encode()
     r = subprocess.run([CHATCLI, "chat", "--model", model, "--max-tokens", "6", "--system", "Be brief.", "--no-save"],
                        input=script, capture_output=True, timeout=120)
     assert r.returncode == 0, r.stderr
@@ -178,5 +178,5 @@ def test_piped_lines_plain_mode(model):
     assert len(stats) == 2
     first, second = lines[1:stats[0]], lines[stats[0] + 1:stats[1]]
     assert first == second and first
-    assert err.splitlines() == ["error: unknown command /nonsense (/help lists them; start with // to send a message "
+    assert err.splitlines() == ["error: unknown command /xyzzy (/help lists them; start with // to send a message "
                                 "that begins with /)", "error: top_p must be in (0, 1]; got 2.0"]

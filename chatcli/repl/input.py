@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 PROMPT = ">>> "
 
@@ -107,3 +108,25 @@ class TerminalReader:
     def read(self) -> str:
         """The next message; EOFError on Ctrl-D at an empty line."""
         return self.session.prompt([("class:prompt", PROMPT)])
+
+
+@contextlib.contextmanager
+def no_echo(stream=None) -> Iterator[None]:
+    """While a reply streams, keys typed ahead are not echoed into it (they stay queued for the next prompt, which
+    shows them). Ctrl-C still signals; ^C is not printed over the reply."""
+    stream = stream or sys.stdin
+    try:
+        import termios
+
+        fd = stream.fileno()
+        saved = termios.tcgetattr(fd)
+    except (ImportError, OSError, ValueError, AttributeError):  # not a terminal, or not POSIX
+        yield
+        return
+    quiet = list(saved)
+    quiet[3] &= ~(termios.ECHO | termios.ECHOCTL)  # lflags
+    try:
+        termios.tcsetattr(fd, termios.TCSANOW, quiet)  # TCSANOW: keep what was typed ahead
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSANOW, saved)

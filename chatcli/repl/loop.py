@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 import sys
 from dataclasses import dataclass, field
 
@@ -9,6 +11,7 @@ from chatcli.errors import USER_ERRORS
 from chatcli.repl.ask import Answer, consume
 from chatcli.repl.boot import Options, load_settings, model_label, open_backend
 from chatcli.repl.conversation import open_conversation, take_notices
+from chatcli.repl.input import TerminalReader, no_echo
 from chatcli.ui import UI
 
 
@@ -75,7 +78,10 @@ class Repl:
         seed = "-" if p.seed is None else str(p.seed)
         used = f"{self.tokens_used}/{ctx}" if ctx else str(self.tokens_used)
         text = (f" {self.model} · {getattr(self.backend, 'name', '?')} · prompt {self.conv.prompt.name} · "
-                f"temp {p.temperature:g} · top_p {p.top_p:g} · seed {seed} · {used} tokens · /help ")
+                f"temp {p.temperature:g} · top_p {p.top_p:g} · seed {seed} · {used} tokens ")
+        width = shutil.get_terminal_size().columns
+        if len(text) > width:  # one line always; a wrapped toolbar pushes the prompt up
+            text = text[: width - 1] + "…"
         return [("class:bottom-toolbar", text)]
 
     def _count(self) -> None:
@@ -126,7 +132,9 @@ class Repl:
 
     def reply(self, chunks) -> Answer:
         """Stream one reply, then its notes and the stats line."""
-        answer = consume(chunks, self.ui.reply(), self.conv.cancel, before=self.notices)
+        quiet = no_echo() if isinstance(self.reader, TerminalReader) else contextlib.nullcontext()
+        with quiet:
+            answer = consume(chunks, self.ui.reply(), self.conv.cancel, before=self.notices)
         self.notices()
         self.stats.add(answer)
         if answer.finish_reason == "interrupted":
