@@ -39,3 +39,7 @@ def render_model(console: Console, label: str, config, report, kv: dict[str, int
     per_token = ", ".join(f"{human_bytes(b / context)} in {name}" for name, b in kv.items())
     console.print(Text(f"context {context:,} tokens · KV cache for one full context: {per_dtype} "
                        f"(per token: {per_token})", style=dim))
+    full = 2 * c.num_hidden_layers * c.num_key_value_heads * c.head_dim * context * 4  # every layer caching everything
+    if kv.get("float32", full) < full:
+        console.print(Text(f"sliding-window layers keep only their window, so this is less than the "
+                           f"{human_bytes(full)} (float32) that full caches on every layer would take", style=dim))
