@@ -42,7 +42,11 @@ class Term:
         """Wait for PATTERN (a regex); return the text up to and including it, ANSI removed."""
         seen = []
         while True:
-            i = self.child.expect([r"\x1b\[6n", pattern], timeout=timeout)
+            try:
+                i = self.child.expect([r"\x1b\[6n", pattern], timeout=timeout)
+            except (pexpect.EOF, pexpect.TIMEOUT) as e:  # show what the terminal got, not pexpect's internals
+                got = ANSI.sub("", "".join(seen) + str(self.child.before))[-3000:]
+                raise AssertionError(f"{type(e).__name__} waiting for {pattern!r}; the screen got:\n{got}") from None
             seen.append(self.child.before)
             if i == 0:
                 self.child.send("\x1b[30;1R")  # the cursor-position report a real terminal sends
