@@ -44,11 +44,11 @@ def test_attention_matches_transformers_on_the_real_weights(smol, smollm2_dir):
     transformers = pytest.importorskip("transformers")
     model, tok = smol
     ids = tok.encode("The cat sat on the mat. The cat sat on the mat.", add_special_tokens=True)
-    ours = I.attention_probs(model, ids, [0, 3, 29])
+    ours = I.attention_probs(model, ids)  # all 30 layers
     ref = transformers.AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32, attn_implementation="eager").eval()
     with torch.no_grad():
         expected = ref(torch.tensor([ids]), output_attentions=True).attentions
     for layer, p in ours.items():
-        assert (p - expected[layer][0]).abs().max().item() < 1e-4, layer
+        assert (p - expected[layer][0]).abs().max().item() < 1e-5, layer
     report = I.parameter_report(model)
     assert report.total == sum(p.numel() for p in ref.parameters()) and report.tied
