@@ -77,3 +77,16 @@ def test_bad_flag_values_exit_2(tiny_llama_dir):
         r = run("chat", "--model", str(tiny_llama_dir), *args)
         assert r.returncode == 2, (args, r.stderr)
         assert message in r.stderr.decode()
+
+
+def test_ask_saves_and_chat_continues_it(tiny_llama_dir):
+    common = ["--model", str(tiny_llama_dir), "-t", "0", "--max-tokens", "3", "--system", "Be brief."]
+    first = run("ask", *common, "remember the word pelican", stdin=b"")
+    assert first.returncode == 0, first.stderr
+    r = run("chat", *common, "--continue", stdin=b"/transcript\n/history\n")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.decode()
+    assert "user:\nremember the word pelican" in out and "assistant" in out
+    assert re.search(r"^1\tremember the word pelican\t", out, re.M)
+    missing = run("chat", *common, "--resume", "99", stdin=b"")
+    assert missing.returncode != 0 and "99" in missing.stderr.decode()
