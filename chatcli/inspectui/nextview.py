@@ -52,11 +52,11 @@ def render_step(console: Console, step, tokenizer, top: int = 15, title: str | N
     rest1 = 1.0 - sum(float(step.probs_t1[i]) for i in shown)
     restt = 1.0 - sum(float(step.probs_t[i]) for i in shown)
     n_rest = step.probs_t1.shape[-1] - len(shown)
-    t.add_row("", Text(f"{n_rest} others", style="" if plain else "dim"), bar(max(rest1, 0.0), width), percent(max(rest1, 0.0)),
-              bar(max(restt, 0.0), width), percent(max(restt, 0.0)), "")
+    dim = "" if plain else "dim"
+    t.add_row("", Text(f"{n_rest} others", style=dim), Text(bar(max(rest1, 0.0), width), style=dim), percent(max(rest1, 0.0)),
+              Text(bar(max(restt, 0.0), width), style=dim), percent(max(restt, 0.0)), "")
     console.print(t)
     tok = token_label(tokenizer, step.token)
-    dim = "" if plain else "dim"
     console.print(Text(f"entropy: {step.entropy_t1:.2f} bits at T=1, {step.entropy_t:.2f} bits at T={T:g}", style=dim))
     console.print(Text(
         f"sampled at T={T:g}: {tok}, rank {step.rank()} of {step.probs_t.shape[-1]}, "
