@@ -61,6 +61,8 @@ class RingKVCache(nn.Module):
         super().__init__()
         self.size = size
         shape = (batch, n_kv_heads, size, head_dim)
+        # zeros, not empty: attention reads every slot and masks the unwritten ones, and a masked NaN would still
+        # poison the output (0 * NaN).
         self.register_buffer("k", torch.zeros(shape, dtype=dtype), persistent=False)
         self.register_buffer("v", torch.zeros(shape, dtype=dtype), persistent=False)
 
