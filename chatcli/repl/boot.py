@@ -82,16 +82,7 @@ def open_backend(s, opts: Options):
     """Construct the backend named in the settings (flags > [backends.NAME] profile > settings) and load the model."""
     from chatcli.backends import registry
 
-    flags = {"base_url": opts.base_url, "api_key": opts.api_key}
-    if hasattr(registry, "make_backend"):
-        backend = registry.make_backend(s.get("backend"), s, **flags)
-    else:  # the registry before profiles existed: local takes the engine settings, others the flags
-        name = s.get("backend")
-        cls = registry.backend_class(name)
-        kwargs = {k: s.get(k) for k in ("dtype", "quant", "compile", "threads")} if name == "local" else {}
-        kwargs.update(s.backend_profile(name))
-        kwargs.update({k: v for k, v in flags.items() if v is not None})
-        backend = cls(**kwargs)
+    backend = registry.make_backend(s.get("backend"), s, base_url=opts.base_url, api_key=opts.api_key)
     backend.load(s.get("model"))
     return backend
 

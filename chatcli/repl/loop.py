@@ -64,7 +64,7 @@ class Repl:
     def _make_reader(self):
         from chatcli import settings as paths
         from chatcli.repl import slash
-        from chatcli.repl.input import LineReader, TerminalReader
+        from chatcli.repl.input import LineReader
 
         if self.ui.plain or not sys.stdin.isatty():
             return LineReader()
