@@ -48,6 +48,7 @@ def convert_gguf(
     license_text: str | None = None,
     source: dict[str, Any] | None = None,
     progress: Progress | None = None,
+    label: str | None = None,
 ) -> dict[str, Any]:
     """Convert the GGUF SRC into the (existing, empty) folder OUT; return a summary of what was written."""
     if dtype not in DTYPES:
@@ -76,7 +77,7 @@ def convert_gguf(
             _json(out / "generation_config.json", gen)
             names = list(plan.names)
             by_hf = {hf: gg for gg, hf in plan.names.items()}
-            with progress.step(f"convert {Path(src).name}", total=len(names)) as step:
+            with progress.step(f"convert {label or Path(src).name}", total=len(names)) as step:
                 write_safetensors(
                     out / "model.safetensors",
                     [(plan.names[n], g.tensors[n].shape) for n in names],

