@@ -174,3 +174,27 @@ def test_full_disk_during_conversion_leaves_nothing(tmp_path, _isolated_home, mo
     store = _isolated_home / "models"
     assert not (store / "m").exists()
     assert not list(store.glob(".tmp-*"))
+
+
+def test_llama3_rope_scaling_is_recovered_from_rope_freqs(tmp_path):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from chatcli.engine.loader import load_model
+    from chatcli.store.archs import _llama3_factors
+
+    freqs = _llama3_factors(10000.0, 16, 8.0, 1.0, 4.0, 8192).astype(np.float32)
+    assert freqs[0] == 1.0 and 1.0 < freqs[6] < 8.0 and freqs[7] == 8.0  # the tiny head has frequencies in all three bands
+    _, out, _ = convert(tmp_path, extra_tensors={"rope_freqs.weight": freqs})
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["rope_scaling"] == {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                   "original_max_position_embeddings": 8192}
+    assert "rope_freqs.weight" not in load_file(out / "model.safetensors")
+    ids = torch.tensor([[5, 70, 80, 90, 100, 7]])
+    ref = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    with torch.no_grad():
+        assert (load_model(out, "float32")(ids, 0) - ref(ids).logits).abs().max().item() < 1e-4
+
+
+def test_unrecognised_rope_freqs_is_refused(tmp_path):
+    with pytest.raises(LoadError, match="rope_freqs does not match"):
+        convert(tmp_path, extra_tensors={"rope_freqs.weight": np.linspace(1, 3, 8).astype(np.float32)})

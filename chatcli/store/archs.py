@@ -121,6 +121,32 @@ def _rope_scaling(g: GGUFFile, p: str) -> dict[str, Any] | None:
     raise GGUFError(f"{g.path}: rope scaling {kind!r} is not supported (linear and yarn are)")
 
 
+def _llama3_factors(theta: float, head_dim: int, factor: float, low: float, high: float, old_ctx: int) -> np.ndarray:
+    """The per-frequency divisors Llama 3.1's rope scaling applies (what llama.cpp stores as rope_freqs)."""
+    freqs = 1.0 / theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+    wavelen = 2 * np.pi / freqs
+    smooth = (old_ctx / wavelen - low) / (high - low)
+    mid = 1 / ((1 - smooth) / factor + smooth)
+    return np.where(wavelen < old_ctx / high, 1.0, np.where(wavelen > old_ctx / low, factor, mid))
+
+
+def _llama3_rope(g: GGUFFile, cfg: dict[str, Any]) -> dict[str, Any]:
+    """Recover Llama 3.1's rope_scaling from the rope_freqs tensor (the GGUF keeps only the resulting divisors)."""
+    from gguf.quants import dequantize
+
+    info = g.tensors["rope_freqs.weight"]
+    stored = dequantize(g.raw(info), info.ggml_type).reshape(-1).astype(np.float64)
+    factor = float(stored.max())
+    # Every Llama 3.x release uses low 1, high 4 and an 8192-token original context; a few others are tried too.
+    for old_ctx in (8192, 4096, 2048, 16384, 32768, 131072):
+        for low, high in ((1.0, 4.0), (1.0, 2.0), (1.0, 8.0), (2.0, 4.0)):
+            expected = _llama3_factors(cfg["rope_theta"], cfg["head_dim"], factor, low, high, old_ctx)
+            if expected.shape == stored.shape and np.allclose(expected, stored, rtol=1e-4, atol=1e-4):
+                return {"rope_type": "llama3", "factor": f32(factor), "low_freq_factor": low, "high_freq_factor": high,
+                        "original_max_position_embeddings": old_ctx}
+    raise GGUFError(f"{g.path}: rope_freqs does not match Llama 3's rope scaling for any known setting; import the HF folder instead")
+
+
 def _map_names(g: GGUFFile, block: dict[str, str], skip: tuple[str, ...] = ()) -> dict[str, str]:
     names: dict[str, str] = {}
     unknown = []
@@ -143,16 +169,13 @@ def llama(g: GGUFFile, arch: str = "llama") -> Plan:
     """Llama, SmolLM2, Mistral (llama.cpp writes them all as 'llama'); q/k rows come back un-permuted."""
     cfg = _common(g, arch)
     if "rope_freqs.weight" in g.tensors:
-        raise GGUFError(
-            f"{g.path}: rope_freqs (Llama 3.1-style rope scaling) is not supported by this converter yet; "
-            "import the Hugging Face folder instead"
-        )
+        cfg["rope_scaling"] = _llama3_rope(g, cfg)
     # Llama's attention_bias puts a bias on q, k, v and o alike.
     cfg.update(
         architectures=["LlamaForCausalLM"], model_type="llama", hidden_act="silu", mlp_bias=False,
         attention_bias=any(n.endswith("attn_output.bias") for n in g.tensors),
     )
-    plan = Plan(cfg, _map_names(g, LLAMA_BLOCK))
+    plan = Plan(cfg, _map_names(g, LLAMA_BLOCK, skip=("rope_freqs.weight",)))
     for name in plan.names:
         if ".attn_q." in name:
             plan.transforms[name] = _unpermute(cfg["num_attention_heads"])
