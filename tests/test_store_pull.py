@@ -299,3 +299,18 @@ def test_progress_bars_only_on_a_terminal(monkeypatch):
     with Progress(stream=out).step("download x", total=100, unit="B") as step:
         step.advance(100)
     assert "download x" in out.getvalue() and "━" in out.getvalue()
+
+
+def test_interrupted_pull_leaves_nothing_half_made(store, monkeypatch):
+    # Ctrl-C arrives while the weights are being written (raised from inside the writer, in this process).
+    from chatcli.store import st_write
+    from chatcli.store.pull import pull
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(st_write, "_write", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        pull("fake-model")
+    assert_clean(store, "fake-model")
+    assert list((store / ".cache").glob("fake-model-*.gguf"))  # the verified download is kept for the next try

@@ -31,13 +31,16 @@ def _values(g: GGUFFile, name: str, transform) -> Iterator[np.ndarray]:
 
     info = g.tensors[name]
     raw = g.raw(info)
-    if transform is not None:  # q/k un-permutation reorders rows, so it needs the whole tensor
-        yield transform(dequantize(raw, info.ggml_type).reshape(info.shape))
-        return
-    rows = raw.reshape(-1, raw.shape[-1])
-    step = max(1, CHUNK_ELEMENTS // info.shape[-1])
-    for start in range(0, rows.shape[0], step):
-        yield dequantize(rows[start:start + step], info.ggml_type)
+    try:
+        if transform is not None:  # q/k un-permutation reorders rows, so it needs the whole tensor
+            yield transform(dequantize(raw, info.ggml_type).reshape(info.shape))
+            return
+        rows = raw.reshape(-1, raw.shape[-1])
+        step = max(1, CHUNK_ELEMENTS // info.shape[-1])
+        for start in range(0, rows.shape[0], step):
+            yield dequantize(rows[start:start + step], info.ggml_type)
+    except (ValueError, NotImplementedError) as e:  # sizes were checked up front; this would be a kernel's own refusal
+        raise GGUFError(f"{g.path}: tensor {name} ({info.type_name}, shape {list(info.shape)}) cannot be dequantized ({e})") from None
 
 
 def convert_gguf(
