@@ -7,6 +7,7 @@ Pulls take the store's per-model file lock, so parallel test runs never clash: t
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -17,12 +18,25 @@ QWEN = "qwen2.5-coder-0.5b-instruct"
 GEMMA = "gemma-3-270m"
 
 
+def current(folder: Path) -> bool:
+    """Whether FOLDER was made by the converter in this checkout (an older one is made again)."""
+    from chatcli.store.convert import CONVERTER_VERSION, INFO_FILE
+
+    try:
+        return json.loads((folder / INFO_FILE).read_text()).get("converter") == CONVERTER_VERSION
+    except (OSError, ValueError):
+        return False
+
+
 def pulled(name: str) -> Path:
-    """The checkout's pulled folder of catalog model NAME (pulled now if missing)."""
+    """The checkout's pulled folder of catalog model NAME (pulled now if missing or made by an older converter)."""
     from chatcli.store.progress import Progress
     from chatcli.store.pull import pull
 
-    return pull(name, models_dir=MODELS, progress=Progress(quiet=True)).path
+    folder = MODELS / name
+    if folder.is_dir() and current(folder):
+        return folder
+    return pull(name, models_dir=MODELS, force=folder.is_dir() and not current(folder), progress=Progress(quiet=True)).path
 
 
 def source_gguf(name: str) -> Path:
@@ -40,10 +54,10 @@ def converted(name: str, dtype: str = "float32") -> Path:
     gguf = source_gguf(name)
     key = f"{gguf.stem}-{dtype}"
     target = gguf.parent / key
-    if target.is_dir():
+    if target.is_dir() and current(target):
         return target
     with store_lock(MODELS, key):
-        if not target.is_dir():
+        if not (target.is_dir() and current(target)):
             with work_dir(gguf.parent, key) as work:
                 (work / "model").mkdir()
                 convert_gguf(gguf, work / "model", dtype=dtype)

@@ -20,6 +20,7 @@ from chatcli.store.tokfiles import write_tokenizer
 SUPPORTED_TYPES = ("F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K")
 CHUNK_ELEMENTS = 1 << 22  # rows are dequantized in chunks of about this many values (16 MB of float32)
 INFO_FILE = "chatcli.json"  # where the store records a folder's origin (source, sha256, dtype)
+CONVERTER_VERSION = 1  # bump when converted folders change, so caches built by an older converter are redone
 
 
 def _json(path: Path, data: Any) -> None:
@@ -101,6 +102,7 @@ def convert_gguf(
                 "tokenizer": tok["kind"],
                 "gguf_name": g.get("general.name"),
                 "gguf_file_type": g.get("general.file_type"),
+                "converter": CONVERTER_VERSION,
                 **(source or {}),
             }
             _json(out / INFO_FILE, info)
