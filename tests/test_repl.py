@@ -163,12 +163,26 @@ def test_keys_multiline_paste_clear_and_tab(model):
     assert t.close() == 0
 
 
-def test_no_color_in_a_terminal_is_plain(model):
-    t = Term("--model", model, "--max-tokens", "3", "--system", "Be brief.", "--no-save", env={"NO_COLOR": "1"}, prompt=">>> ")
+def test_no_color_terminal_is_plain_and_prompt_reload(model, _isolated_home):
+    """NO_COLOR: the same loop with no ANSI at all. A prompt file edited on disk applies after /prompt reload."""
+    prompts = _isolated_home / "prompts"
+    prompts.mkdir()
+    (prompts / "pirate.md").write_text("---\ndescription: arr\ntemperature: 0.5\n---\nYou are a pirate.\n")
+    t = Term("--model", model, "--max-tokens", "3", "--prompt", "pirate", "--no-save", env={"NO_COLOR": "1"},
+             prompt=">>> ")
     t.prompt()
     t.line("hi")
     t.expect("tok/s")
     t.prompt()
+    t.line("/system")
+    assert "You are a pirate." in t.prompt()
+    (prompts / "pirate.md").write_text("---\ndescription: arr\ntemperature: 0.1\n---\nYou are a parrot.\n")
+    t.line("/prompt reload")
+    t.prompt()
+    t.line("/system")
+    assert "You are a parrot." in t.prompt()
+    t.line("/set")
+    assert re.search(r"temperature\s+0.1\s+prompt pirate", t.prompt())
     assert t.close() == 0
     assert not any("\x1b" in chunk for chunk in t.log)
 
