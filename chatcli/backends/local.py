@@ -51,14 +51,14 @@ class LocalBackend:
 
         if self.threads:
             torch.set_num_threads(int(self.threads))
-        model_obj = load_model(path, self.dtype)
+        from chatcli.engine.quant import MODES
+
+        quant = self.quant or "none"
+        if quant not in MODES:
+            raise UsageError(f"--quant {quant!r} is not supported; use one of {', '.join(MODES)}")
+        # quant "none" still prepacks the dense weights for the CPU's GEMV kernels.
+        model_obj = load_model(path, self.dtype, quant=quant)
         tokenizer = load_tokenizer(path, vocab_limit=model_obj.config.vocab_size)
-        if self.quant not in (None, "none"):
-            try:
-                from chatcli.engine.quant import quantize
-            except ImportError:
-                raise UsageError(f"--quant {self.quant} is not available in this build; use --quant none") from None
-            quantize(model_obj, self.quant)
         self.model, self.tokenizer = model_obj, tokenizer
         self.model_path, self.model_name = path, model if not Path(model).is_dir() else path.name
         self._cache = PromptCache()
@@ -123,7 +123,11 @@ class LocalBackend:
             raise UsageError(f"the prompt has {len(ids)} tokens but the context holds {ctx}; shorten it")
         sampler = make_sampler(params.temperature, params.top_p, params.top_k, params.min_p, params.seed)
         with self.lock:
+            cached = len(self._cache.tokens)
             start = self._cache.reuse(ids)
+            limit = getattr(self.model, "max_reusable_prefix", None)
+            if limit is not None:  # a ring-buffer cache (Gemma 3's local layers) can be rewound only so far
+                start = min(start, limit(cached, start))
             history = ids[:start]
             generated: list[int] = []
             self._cache.clear()  # until the prefill succeeds the cache contents are unknown

@@ -47,7 +47,7 @@ def prefill(model, tokens: list[int], start_pos: int) -> torch.Tensor:
     logits = None
     for i in range(0, len(tokens), PREFILL_CHUNK):
         chunk = torch.tensor([tokens[i : i + PREFILL_CHUNK]], dtype=torch.long)
-        logits = model(chunk, start_pos + i)[0, -1]
+        logits = model(chunk, start_pos + i, last_only=True)[0, -1]
     return logits
 
 

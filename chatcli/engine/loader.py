@@ -73,11 +73,15 @@ def weight_files(folder: Path) -> list[Path]:
     raise ModelLoadError(f"{folder}: no model.safetensors; a model folder needs safetensors weights")
 
 
-def read_tensors(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors of one safetensors file as views of a private (copy-on-write) memory map: no copy until written."""
+def read_tensors(path: Path, maps: list | None = None) -> dict[str, torch.Tensor]:
+    """Tensors of one safetensors file as views of a private (copy-on-write) memory map: no copy until written.
+
+    maps: when given, the map is appended to it (see release_file_pages)."""
     header, data_start = read_header(path)
     with open(path, "rb") as f:
         mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+    if maps is not None:
+        maps.append(mm)
     out = {}
     for name, info in header.items():
         begin, end = info["data_offsets"]
@@ -89,26 +93,31 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
     return out
 
 
-def load_state(folder: Path) -> dict[str, torch.Tensor]:
+def load_state(folder: Path, maps: list | None = None) -> dict[str, torch.Tensor]:
     """All tensors of the folder's safetensors files; a name in two files is an error."""
     state: dict[str, torch.Tensor] = {}
     for file in weight_files(folder):
-        for name, t in read_tensors(file).items():
+        for name, t in read_tensors(file, maps).items():
             if name in state:
                 raise ModelLoadError(f"{file}: tensor {name!r} appears in more than one shard")
             state[name] = t
     return state
 
 
-def load_model(path: str | Path, dtype: str | torch.dtype | None = None, max_seq_len: int | None = None):
-    """Build the architecture named by config.json and load its weights with a strict name and shape check."""
+def load_model(path: str | Path, dtype: str | torch.dtype | None = None, max_seq_len: int | None = None, quant: str | None = None):
+    """Build the architecture named by config.json and load its weights with a strict name and shape check.
+
+    quant: when given, engine.quant.quantize(model, quant) is applied block by block as the weights are converted
+    ("none" prepacks the dense weights), which keeps the peak memory near the final size.
+    """
     folder = Path(path)
     if not folder.is_dir():
         raise ModelLoadError(f"{folder}: not a model folder")
     config = ModelConfig.from_folder(folder)
     Model = get_model_class(config.model_type)
     dtype = resolve_dtype(dtype)
-    state = load_state(folder)
+    maps: list[mmap.mmap] = []
+    state = load_state(folder, maps)
     with torch.device("meta"):
         model = Model(config)
     expected = {k: v for k, v in model.state_dict().items()}
@@ -127,11 +136,48 @@ def load_model(path: str | Path, dtype: str | torch.dtype | None = None, max_seq
             problems.append(f"{name} has shape {list(state[name].shape)}, config.json implies {list(ref.shape)}")
     if problems:
         raise ModelLoadError(f"{folder}: weights do not match config.json: " + "; ".join(problems))
-    params = {name: state[name].to(dtype) if state[name].is_floating_point() else state[name] for name in expected}
-    model.load_state_dict(params, strict=False, assign=True)
+    model.load_state_dict({name: state[name] for name in expected}, strict=False, assign=True)  # views of the file
+    del state
     model.tie_weights()
     model.eval().requires_grad_(False)
+    model.weight_maps = maps
+    quantize = None
+    if quant is not None:
+        from chatcli.engine.quant import quantize  # quant imports this module
+    # Convert, prepare (fuse) and quantize one block at a time, letting the file's pages go after each: the process
+    # never holds the file, a converted copy and a packed copy of the whole model at once.
+    for block in getattr(getattr(model, "model", None), "layers", ()):
+        _convert(block, dtype)
+        if hasattr(block, "prepare"):
+            block.prepare()
+        if quantize is not None:
+            quantize(block, quant)
+        release_file_pages(model)
+    _convert(model, dtype)
     if hasattr(model, "prepare"):
         model.prepare()
+    if quantize is not None:
+        quantize(model, quant)
+    release_file_pages(model)
     model.setup_cache(max_seq_len)
     return model
+
+
+def _convert(module: torch.nn.Module, dtype: torch.dtype) -> None:
+    """Cast MODULE's floating-point parameters to DTYPE in place (quantized layers keep their scales in buffers)."""
+    for p in module.parameters():
+        if p.is_floating_point() and p.dtype != dtype:
+            p.data = p.data.to(dtype)
+
+
+def release_file_pages(model) -> None:
+    """Let the kernel reclaim the weight file's pages this process has read (they count in its RSS while mapped).
+
+    Once weights are converted, fused or packed, the copies are what is used; the few tensors still viewing the file
+    (an embedding, norms) fault their pages back in on access. Nothing writes to the private map, so nothing is lost.
+    """
+    for mm in getattr(model, "weight_maps", ()):
+        try:
+            mm.madvise(mmap.MADV_DONTNEED)
+        except (AttributeError, OSError, ValueError):  # no madvise on this platform: the pages stay, nothing breaks
+            pass

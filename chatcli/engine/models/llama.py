@@ -1,6 +1,8 @@
 """The Llama family (llama, mistral, qwen2): pre-norm blocks of grouped-query attention with RoPE and a SwiGLU MLP.
 
 Parameter names are the checkpoint's own (model.layers.N.self_attn.q_proj ...), so weights load without a rename map.
+After loading, prepare() fuses q/k/v into self_attn.qkv_proj and gate/up into mlp.gate_up_proj (one GEMV each per
+token instead of three and two); the old names stay as RowSlice views that read through to the fused weights.
 """
 
 from __future__ import annotations
@@ -10,8 +12,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from chatcli.engine.config import ModelConfig
-from chatcli.engine.layers import KVCache, RMSNorm, causal_mask
-from chatcli.engine.rope import apply_rope, rope_tables
+from chatcli.engine.layers import KVCache, RMSNorm, causal_mask, fuse_projections
+from chatcli.engine.rope import rope_tables
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> torch.Tensor:
+    """RoPE in the rotate_half convention: x*cos + [x2, x1]*[-sin, sin], in three ops and no concatenation."""
+    half = x.shape[-1] // 2
+    out = x * cos
+    out[..., :half].addcmul_(x[..., half:], sin_signed[..., :half])
+    out[..., half:].addcmul_(x[..., :half], sin_signed[..., half:])
+    return out
 
 
 class Attention(nn.Module):
@@ -20,25 +31,45 @@ class Attention(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = config.num_attention_heads, config.num_key_value_heads, config.head_dim
+        self.groups = self.n_heads // self.n_kv_heads
         # qwen2 always has q/k/v biases; llama and mistral have them when attention_bias says so.
         qkv_bias = config.attention_bias or config.model_type == "qwen2"
         self.q_proj = nn.Linear(config.hidden_size, self.n_heads * self.head_dim, bias=qkv_bias)
         self.k_proj = nn.Linear(config.hidden_size, self.n_kv_heads * self.head_dim, bias=qkv_bias)
         self.v_proj = nn.Linear(config.hidden_size, self.n_kv_heads * self.head_dim, bias=qkv_bias)
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, config.hidden_size, bias=config.attention_bias)
+        self.qkv_proj: nn.Module | None = None  # set by fuse()
         self.window = config.sliding_window if config.model_type == "mistral" else None
         self.cache: KVCache | None = None
 
+    def fuse(self) -> None:
+        """One projection for q, k and v (q_proj/k_proj/v_proj become RowSlice views of it)."""
+        if self.qkv_proj is None:
+            fuse_projections(self, ["q_proj", "k_proj", "v_proj"], "qkv_proj")
+
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, start_pos: int) -> torch.Tensor:
         B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # [B, H, T, D]
-        k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # [B, KV, T, D]
-        v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        H, KV, D = self.n_heads, self.n_kv_heads, self.head_dim
+        if self.qkv_proj is not None:
+            qkv = self.qkv_proj(x)
+        else:
+            qkv = torch.cat([self.q_proj(x), self.k_proj(x), self.v_proj(x)], -1)
+        qkv = qkv.view(B, T, H + 2 * KV, D)
+        qk = rotate(qkv[:, :, : H + KV], cos, sin)  # q and k heads rotated together: [B, T, H+KV, D]
+        q = qk[:, :, :H].transpose(1, 2)  # [B, H, T, D]
+        k = qk[:, :, H:].transpose(1, 2)  # [B, KV, T, D]
+        v = qkv[:, :, H + KV :].transpose(1, 2)
         k, v = self.cache.update(start_pos, k, v)  # [B, KV, start_pos+T, D]
+        if T == 1:
+            if self.window is not None:
+                k, v = k[:, :, -self.window :], v[:, :, -self.window :]
+            # One new token sees the whole (windowed) cache, so no mask; the G query heads sharing a kv head act as G
+            # query rows of that head, which is grouped-query attention without repeating k and v.
+            out = F.scaled_dot_product_attention(q.reshape(B, KV, self.groups, D), k, v)  # [B, KV, G, D]
+            return self.o_proj(out.reshape(B, 1, H * D))  # heads in order kv*G + g: [B, 1, hidden]
         mask = causal_mask(start_pos, T, self.window)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=self.n_kv_heads != self.n_heads)
-        return self.o_proj(out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))  # [B, T, hidden]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=KV != H)
+        return self.o_proj(out.transpose(1, 2).reshape(B, T, H * D))  # [B, T, hidden]
 
 
 class MLP(nn.Module):
@@ -50,9 +81,18 @@ class MLP(nn.Module):
         self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=bias)
         self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=bias)
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=bias)
+        self.gate_up_proj: nn.Module | None = None  # set by fuse()
+
+    def fuse(self) -> None:
+        """One projection for gate and up (gate_proj/up_proj become RowSlice views of it)."""
+        if self.gate_up_proj is None:
+            fuse_projections(self, ["gate_proj", "up_proj"], "gate_up_proj")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        if self.gate_up_proj is None:
+            return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        gate, up = self.gate_up_proj(x).chunk(2, -1)  # [B, T, intermediate] each
+        return self.down_proj(F.silu(gate) * up)
 
 
 class Block(nn.Module):
@@ -64,6 +104,11 @@ class Block(nn.Module):
         self.self_attn = Attention(config)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = MLP(config)
+
+    def prepare(self) -> None:
+        """Fuse q/k/v and gate/up (called by the loader once this block's weights are in)."""
+        self.self_attn.fuse()
+        self.mlp.fuse()
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, start_pos: int) -> torch.Tensor:
         h = x + self.self_attn(self.input_layernorm(x), cos, sin, start_pos)
@@ -95,6 +140,11 @@ class Model(nn.Module):
         if self.config.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
 
+    def prepare(self) -> None:
+        """Called by the loader once the weights are in: fuse q/k/v and gate/up projections (idempotent)."""
+        for layer in self.model.layers:
+            layer.prepare()
+
     def setup_cache(self, max_seq_len: int | None = None, batch: int = 1) -> None:
         """Allocate the KV caches and RoPE tables for up to max_seq_len positions (default: the model's context)."""
         c = self.config
@@ -102,15 +152,23 @@ class Model(nn.Module):
         dtype = self.model.embed_tokens.weight.dtype
         for layer in self.model.layers:
             layer.self_attn.cache = KVCache(batch, c.num_key_value_heads, self.max_seq_len, c.head_dim, dtype)
-        cos, sin = rope_tables(self.max_seq_len, c.head_dim, c.rope_theta, c.rope_scaling)
-        self.register_buffer("rope_cos", cos.to(dtype), persistent=False)
-        self.register_buffer("rope_sin", sin.to(dtype), persistent=False)
+        cos, sin = rope_tables(self.max_seq_len, c.head_dim, c.rope_theta, c.rope_scaling)  # [S, D]
+        half = c.head_dim // 2
+        sin = torch.cat([-sin[:, :half], sin[:, half:]], -1)  # the sign of rotate_half folded in (see rotate())
+        self.register_buffer("rope_cos", cos.unsqueeze(1).to(dtype), persistent=False)  # [S, 1, D]: broadcasts over heads
+        self.register_buffer("rope_sin", sin.unsqueeze(1).to(dtype), persistent=False)
 
-    def forward(self, tokens: torch.Tensor, start_pos: int = 0) -> torch.Tensor:
-        """Logits (float32) [B, T, vocab] for tokens [B, T] placed at positions start_pos..start_pos+T-1."""
+    def forward(self, tokens: torch.Tensor, start_pos: int = 0, last_only: bool = False) -> torch.Tensor:
+        """Logits (float32) [B, T, vocab] for tokens [B, T] placed at positions start_pos..start_pos+T-1.
+
+        last_only: only the last position's logits [B, 1, vocab], which is all a prefill needs (the unembedding of
+        every prompt position would cost about a fifth of SmolLM2's prefill).
+        """
         T = tokens.shape[1]
-        cos, sin = self.rope_cos[start_pos : start_pos + T], self.rope_sin[start_pos : start_pos + T]  # [T, D]
+        cos, sin = self.rope_cos[start_pos : start_pos + T], self.rope_sin[start_pos : start_pos + T]  # [T, 1, D]
         x = self.model.embed_tokens(tokens)  # [B, T, hidden]
         for layer in self.model.layers:
             x = layer(x, cos, sin, start_pos)
+        if last_only:
+            x = x[:, -1:]
         return self.lm_head(self.model.norm(x)).float()
