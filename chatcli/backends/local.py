@@ -25,6 +25,7 @@ class LocalBackend:
         self.model_name: str | None = None
         self.model_path: Path | None = None
         self._cache = None
+        self.want_probs = False  # /probs on: each Chunk.extra["probs"] lists its tokens' probability records
         # One engine, one cache: concurrent callers (the server) take turns.
         self.lock = threading.Lock()
 
@@ -62,6 +63,20 @@ class LocalBackend:
         self.model, self.tokenizer = model_obj, tokenizer
         self.model_path, self.model_name = path, model if not Path(model).is_dir() else path.name
         self._cache = PromptCache()
+
+    def suggested_prompt(self) -> str | None:
+        """The prompt the store recorded for this model (chatcli.json), else `classic` for a model without a chat template."""
+        import json
+
+        self._need_model()
+        try:
+            meta = json.loads((self.model_path / "chatcli.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            meta = {}
+        prompt = meta.get("prompt") if isinstance(meta, dict) else None
+        if isinstance(prompt, str) and prompt:
+            return prompt
+        return None if self.tokenizer.chat_template else "classic"
 
     def context_length(self) -> int:
         """The context the cache was sized for."""
@@ -131,23 +146,41 @@ class LocalBackend:
             history = ids[:start]
             generated: list[int] = []
             self._cache.clear()  # until the prefill succeeds the cache contents are unknown
+            records: list[dict] = []  # /probs: records of the tokens since the last chunk
+            on_logits = self._probs_recorder(sampler, records) if self.want_probs else None
             try:
                 for piece in stream_generate(
                     self.model, self.tokenizer, ids[start:], sampler=sampler, max_tokens=params.max_tokens,
                     repeat_penalty=params.repeat_penalty, stop=tuple(params.stop), start_pos=start, history=history,
-                    cancel=cancel, on_token=generated.append,
+                    cancel=cancel, on_token=generated.append, on_logits=on_logits,
                 ):
+                    extra = {"probs": records[:]} if records else {}
                     if piece.finish_reason is None:
                         if piece.text:
-                            yield Chunk(piece.text)
+                            records.clear()
+                            yield Chunk(piece.text, extra=extra)
                         continue
                     s = piece.stats
                     stats = Stats(s.prompt_tokens, s.cached_tokens, s.completion_tokens, s.ttft_s, s.prompt_tps, s.decode_tps, s.total_s)
-                    yield Chunk(piece.text, finish_reason=piece.finish_reason, stats=stats)
+                    yield Chunk(piece.text, finish_reason=piece.finish_reason, stats=stats, extra=extra)
             finally:
                 # A sampled token proves the prefill finished; the last sampled token was never fed back. Without one,
                 # only the reused prefix is known to be intact (an interrupted prefill wrote an unknown part).
                 self._cache.extend(ids + generated[:-1] if generated else ids[:start])
+
+    def _probs_recorder(self, sampler, records: list[dict]):
+        """on_logits for stream_generate: the probability each token was drawn with (after temperature and filters;
+        greedy decoding shows the T=1 distribution), and its likeliest alternatives. EOS is not recorded."""
+        from chatcli.engine.introspect import distribution, probs_record
+
+        eos = self.tokenizer.eos_token_ids
+
+        def record(token: int, logits) -> None:
+            if token not in eos:
+                probs = sampler.probabilities(logits) if sampler.temperature > 0 else distribution(logits, 1.0)
+                records.append(probs_record(self.tokenizer, probs, token))
+
+        return record
 
     def _loaded_path(self) -> Path:
         if self.model_path is None:

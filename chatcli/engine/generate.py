@@ -103,11 +103,13 @@ def stream_generate(
     history: list[int] | None = None,
     cancel=None,
     on_token=None,
+    on_logits=None,
 ) -> Iterator[GenerationChunk]:
     """Yield text as whole characters; stop on EOS, stop ids, stop strings (never shown), max_tokens or the end of context.
 
     cancel: a threading.Event checked every token (finish_reason "interrupted").
     on_token(token_id): called for every generated token, including the one that stops generation.
+    on_logits(token_id, logits): the same, with the logits the token was drawn from (for per-token probabilities).
     """
     t0 = time.perf_counter()
     stop_ids = set(tokenizer.eos_token_ids) | set(stop_token_ids or ())
@@ -124,11 +126,13 @@ def stream_generate(
         if limit <= 0:
             finish = "length"
         else:
-            for token, _ in steps:
+            for token, logits in steps:
                 if t_first is None:
                     t_first = time.perf_counter()
                 if on_token is not None:
                     on_token(token)
+                if on_logits is not None:
+                    on_logits(token, logits)
                 if token in stop_ids:
                     finish = "stop"
                     break

@@ -19,7 +19,7 @@ def open_conversation(s, opts: Options, backend, ui=None):
     chosen.update(flag_sampling(opts))
     defaults = SamplingParams(**{k: s.get(k) for k in SAMPLING_KEYS}).validated()
     conv = Conversation(
-        backend, model_label(s), s.get("prompt") or "default",
+        backend, model_label(s), choose_prompt(s, opts, backend),
         variables=parse_variables(opts.var), defaults=defaults, overrides=chosen,
         system=opts.system, context_policy=s.get("context_policy"), save=bool(s.get("save")),
     )
@@ -35,6 +35,15 @@ def open_conversation(s, opts: Options, backend, ui=None):
             raise UsageError("--continue: there is no saved conversation yet; start one with `chatcli chat`")
         conv.load(last)
     return conv
+
+
+def choose_prompt(s, opts: Options, backend) -> str:
+    """The prompt the user chose, else the one the model suggests (a base model without a chat template gets
+    `classic`, the plain conversation format), else `default`."""
+    if opts.prompt or s.sources.get("prompt", "default") != "default":
+        return s.get("prompt")
+    suggest = getattr(backend, "suggested_prompt", None)
+    return (suggest() if suggest else None) or s.get("prompt") or "default"
 
 
 def parse_id(value: str) -> int:

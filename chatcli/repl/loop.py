@@ -170,6 +170,10 @@ def run_chat(opts: Options) -> int:
     """`chatcli chat`: settings, backend, conversation, then the loop."""
     s = load_settings(opts)
     ui = UI(plain=opts.plain)
+    if s.get("backend") == "local":  # a first-time pull draws its own progress bars: not under the spinner
+        from chatcli.store.resolve import resolve_model
+
+        resolve_model(s.get("model"))
     with ui.status(f"loading {model_label(s)} …"):
         backend = open_backend(s, opts)
     conv = open_conversation(s, opts, backend, ui)
