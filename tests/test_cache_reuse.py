@@ -48,6 +48,15 @@ def assert_same_as_fresh(path, backend, messages, params=GREEDY):
     return stats
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: these tiny models gain nothing from two, and on a shared machine a second thread stalls."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(params=["llama", "gemma3"])
 def model_path(request, tiny_model_factory):
     return tiny_model_factory(request.param)

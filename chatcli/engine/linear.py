@@ -28,11 +28,10 @@ def _flat(x: torch.Tensor, k: int, dtype: torch.dtype) -> torch.Tensor:
 class _WeightView:
     """Mixin: `.weight` reads back the float weight (tied unembeddings keep their source, so `is` still holds)."""
 
-    source: torch.Tensor | None = None
-
     @property
     def weight(self) -> torch.Tensor:
-        return self.source if self.source is not None else self.dequantized_weight()
+        source = self.__dict__.get("_source")
+        return source if source is not None else self.dequantized_weight()
 
 
 class PackedLinear(_WeightView, nn.Module):
@@ -48,7 +47,9 @@ class PackedLinear(_WeightView, nn.Module):
         # A plain attribute, not a buffer: an opaque oneDNN tensor that state_dict() and .to() must not touch.
         self.packed = torch.ops.mkldnn._reorder_linear_weight(w.contiguous(), 1)
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach(), requires_grad=False)
-        self.source = w if keep_source else None  # a tied unembedding: the embedding keeps this tensor alive anyway
+        # A tied unembedding keeps its Parameter (the embedding keeps it alive anyway), unregistered so that it is
+        # counted once, under the embedding.
+        self.__dict__["_source"] = linear.weight if keep_source else None
 
     def dequantized_weight(self) -> torch.Tensor:
         """The weight, read back through the kernel from the identity (the packed layout is oneDNN's own)."""

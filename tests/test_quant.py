@@ -1,0 +1,123 @@
+"""Weight-only quantization and prepacked layers on tiny random models: each layer computes what it says it computes,
+reads its weight back, survives the loader's block-by-block path, and keeps the checkpoint names readable (issue 6)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from chatcli.engine import linear as L
+from chatcli.engine.errors import ModelLoadError
+from chatcli.engine.layers import RowSlice
+from chatcli.engine.loader import load_model
+from chatcli.engine.quant import quantize
+
+
+def dense(n_out=96, n_in=64, bias=True, seed=0, dtype=torch.float32):
+    torch.manual_seed(seed)
+    layer = nn.Linear(n_in, n_out, bias=bias)
+    return layer.to(dtype).requires_grad_(False)
+
+
+def make(kind, layer):
+    if kind == "packed":
+        return L.PackedLinear(layer)
+    if kind == "int8":
+        return L.Int8Linear(layer)
+    if kind == "dyn8":
+        if not L.can_dynamic_int8():
+            pytest.skip("fbgemm's dynamic int8 linear is not in this build")
+        return L.DynamicInt8Linear(layer)
+    return L.Int4Linear(layer, 32)
+
+
+# Relative error bounds of the output against the float layer: 8 bits per weight (and per activation for dyn8) keep a
+# random layer's outputs within about 1-2%; 4 bits within about 15%.
+BOUND = {"packed": 1e-5, "int8": 0.03, "dyn8": 0.05, "int4": 0.2}
+
+
+@pytest.mark.parametrize("kind", ["packed", "int8", "dyn8", "int4"])
+@pytest.mark.parametrize("tokens", [1, 5, 40])  # a decode step, a short and a long prompt (different code paths)
+def test_layer_output_close_to_float(kind, tokens):
+    layer = dense()
+    q = make(kind, layer)
+    x = torch.randn(1, tokens, 64)
+    want = layer(x)
+    got = q(x)
+    assert got.shape == want.shape and got.dtype == x.dtype
+    rel = (got - want).norm() / want.norm()
+    assert rel < BOUND[kind], rel
+    # The layer computes with exactly the weight it reports (up to the bf16 activations of the quantized kernels).
+    again = F.linear(x, q.weight.float(), None if q.bias is None else q.bias.float())
+    assert (got - again).norm() / again.norm() < (1e-5 if kind == "packed" else 0.02)
+
+
+@pytest.mark.parametrize("kind", ["int8", "int4"])
+def test_dequantized_weight_error_is_bounded_by_the_step(kind):
+    layer = dense(bias=False)
+    w, q = layer.weight, make(kind, layer).dequantized_weight()
+    if kind == "int8":
+        step = w.abs().amax(1, keepdim=True) / 127
+    else:
+        g = w.view(w.shape[0], -1, 32)
+        step = ((g.amax(-1) - g.amin(-1)) / 15).repeat_interleave(32, 1)
+    assert ((q - w).abs() <= step * 0.5 + 2e-2 * w.abs() + 1e-6).all()  # half a step, plus bf16 rounding of scales
+
+
+def test_packed_bfloat16_matches_plain_bfloat16():
+    layer = dense(dtype=torch.bfloat16)
+    x = torch.randn(3, 64, dtype=torch.bfloat16)
+    assert torch.allclose(L.PackedLinear(layer)(x).float(), layer(x).float(), atol=1e-2, rtol=1e-2)
+
+
+def test_int4_falls_back_to_int8_for_shapes_the_kernel_cannot_take():
+    assert L.int4_group_size(64, 100) is None  # output rows must be a multiple of 16
+    assert L.int4_group_size(576, 1536) == 32 and L.int4_group_size(96, 64) == 32
+    model = nn.Sequential(nn.Linear(64, 100))
+    quantize(model, "int4")
+    assert isinstance(model[0], L.Int8Linear)
+
+
+def test_unknown_mode_is_refused():
+    with pytest.raises(ModelLoadError, match="int4"):
+        quantize(nn.Sequential(nn.Linear(4, 4)), "int3")
+
+
+@pytest.mark.parametrize("mode", ["none", "int8", "int4"])
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])  # qwen2 has q/k/v biases
+def test_quantized_model_stays_close_and_names_stay_readable(tiny_model_factory, mode, arch):
+    path = tiny_model_factory(arch)
+    ref = load_model(path, "float32")
+    model = load_model(path, "float32", quant=mode)
+    ids = torch.randint(0, 300, (1, 24), generator=torch.Generator().manual_seed(3))
+    want, got = ref(ids, 0), model(ids, 0)
+    rel = (got - want).norm() / want.norm()
+    assert rel < {"none": 1e-5, "int8": 0.05, "int4": 0.25}[mode], rel
+    attn = model.model.layers[0].self_attn
+    # q_proj/k_proj/v_proj (and gate/up) stay where the checkpoint names them, reading through to the fused layer.
+    assert isinstance(attn.q_proj, RowSlice) and isinstance(model.model.layers[0].mlp.up_proj, RowSlice)
+    ref_attn = ref.model.layers[0].self_attn
+    assert attn.k_proj.weight.shape == ref_attn.k_proj.weight.shape
+    tol = {"none": 1e-6, "int8": 0.02, "int4": 0.1}[mode]
+    assert (attn.k_proj.weight.float() - ref_attn.k_proj.weight).abs().max() < tol * 10 + tol
+    if arch == "qwen2":
+        assert torch.allclose(attn.v_proj.bias.float(), ref_attn.v_proj.bias, atol=1e-2)
+    x = torch.randn(1, 2, model.config.hidden_size)
+    assert torch.allclose(attn.q_proj(x), ref_attn.q_proj(x), atol=tol * 10 + 1e-4)
+
+
+def test_tied_unembedding_stays_tied_after_packing(tiny_model_factory):
+    path = tiny_model_factory("llama_tied")
+    model = load_model(path, "bfloat16", quant="none")
+    assert isinstance(model.lm_head, L.PackedLinear)
+    assert model.lm_head.weight is model.model.embed_tokens.weight  # introspection's tie check still holds
+
+
+def test_cached_decoding_equals_full_forward_when_quantized(tiny_model_factory):
+    model = load_model(tiny_model_factory("llama"), "bfloat16", quant="int4")
+    ids = torch.randint(0, 300, (1, 30), generator=torch.Generator().manual_seed(4))
+    full = model(ids, 0)
+    parts = [model(ids[:, :20], 0)] + [model(ids[:, i : i + 1], i) for i in range(20, 30)]
+    assert (torch.cat(parts, 1) - full).abs().max() < 0.05 * full.abs().max()
