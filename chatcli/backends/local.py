@@ -52,14 +52,22 @@ class LocalBackend:
 
         if self.threads:
             torch.set_num_threads(int(self.threads))
+        from chatcli.engine import compile as compiling
         from chatcli.engine.quant import MODES
 
         quant = self.quant or "none"
         if quant not in MODES:
             raise UsageError(f"--quant {quant!r} is not supported; use one of {', '.join(MODES)}")
-        # quant "none" still prepacks the dense weights for the CPU's GEMV kernels.
-        model_obj = load_model(path, self.dtype, quant=quant)
+        if (self.compile or "auto") not in compiling.MODES:
+            raise UsageError(f"--compile {self.compile!r} is not supported; use one of {', '.join(compiling.MODES)}")
+        compiled = compiling.wanted(self.compile or "auto")
+        # quant "none" prepacks the dense weights for the CPU's GEMV kernels; when compiling, inductor packs them.
+        model_obj = load_model(path, self.dtype, quant=None if compiled and quant == "none" else quant)
         tokenizer = load_tokenizer(path, vocab_limit=model_obj.config.vocab_size)
+        if compiled:
+            from chatcli import settings
+
+            compiling.compile_decode(model_obj, cache_dir=settings.data_dir() / "compile-cache")
         self.model, self.tokenizer = model_obj, tokenizer
         self.model_path, self.model_name = path, model if not Path(model).is_dir() else path.name
         self._cache = PromptCache()

@@ -1,0 +1,56 @@
+"""Optional torch.compile of the decode step (`--compile auto|on|off`), with inductor's caches kept on disk.
+
+Measured on the target machine (2 cores) with SmolLM2-135M, int4: the compiled decode step was about 10% faster
+than eager (16.0 vs 17.8 ms of CPU per token), but compiling took 70 s the first time and still 31 s with every
+cache warm (dynamo re-traces the 30 layers in each new process). That never pays back in a one-shot `ask` and
+rarely in a chat, so "auto" leaves the model eager; "on" compiles, for long sessions and the server.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+MODES = ("auto", "on", "off")
+
+
+def wanted(mode: str) -> bool:
+    """Whether MODE ("auto", "on" or "off") asks for compilation; "auto" does not, see the module docstring."""
+    return mode == "on"
+
+
+def use_cache_dir(cache_dir: str | Path | None) -> None:
+    """Keep inductor's compiled kernels and graphs under CACHE_DIR, so only the first run pays for code generation."""
+    if cache_dir is None:
+        return
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir))
+    import torch._inductor.config as inductor
+
+    inductor.fx_graph_cache = True
+
+
+def compile_decode(model: torch.nn.Module, cache_dir: str | Path | None = None) -> torch.nn.Module:
+    """Route MODEL's one-token forward passes through torch.compile (dynamic positions, so one graph serves every
+    step); prompts stay eager, since their shapes vary and they are few. Returns MODEL."""
+    use_cache_dir(cache_dir)
+    import torch._inductor.config as inductor
+
+    inductor.freezing = True  # weights become constants: inductor prepacks them for oneDNN and folds what it can
+    eager = model.forward
+    compiled = torch.compile(eager, dynamic=True)
+
+    def forward(tokens: torch.Tensor, start_pos: int = 0, last_only: bool = False) -> torch.Tensor:
+        if tokens.shape[1] == 1:
+            return compiled(tokens, start_pos)
+        return eager(tokens, start_pos, last_only=last_only)
+
+    model.forward = forward  # an instance attribute: nn.Module.__call__ finds it before the class's method
+    model.compiled = True
+    # Compile now rather than in the middle of the first reply. The last cache slot is a safe scratch position:
+    # every position is written before it is read, so a real token there later simply overwrites it.
+    with torch.inference_mode():
+        model(torch.zeros(1, 1, dtype=torch.long), model.max_seq_len - 1)
+    return model
