@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import mmap
 from pathlib import Path
@@ -118,7 +119,7 @@ def load_model(path: str | Path, dtype: str | torch.dtype | None = None, max_seq
     dtype = resolve_dtype(dtype)
     maps: list[mmap.mmap] = []
     state = load_state(folder, maps)
-    with torch.device("meta"):
+    with torch.device("meta"), _skip_init():
         model = Model(config)
     expected = {k: v for k, v in model.state_dict().items()}
     if config.tie_word_embeddings:
@@ -161,6 +162,22 @@ def load_model(path: str | Path, dtype: str | torch.dtype | None = None, max_seq
     release_file_pages(model)
     model.setup_cache(max_seq_len)
     return model
+
+
+@contextlib.contextmanager
+def _skip_init():
+    """Skip the random initialisation of layers built on the meta device: the weights come from the file anyway, and
+    a meta tensor's normal_() imports torch._dynamo, which cost a cold `chatcli ask` a whole second."""
+    names = ("normal_", "uniform_", "kaiming_uniform_", "kaiming_normal_", "xavier_uniform_", "xavier_normal_",
+             "trunc_normal_", "constant_", "ones_", "zeros_")
+    saved = {n: getattr(torch.nn.init, n) for n in names}
+    for n in names:
+        setattr(torch.nn.init, n, lambda tensor, *args, **kwargs: tensor)
+    try:
+        yield
+    finally:
+        for n, f in saved.items():
+            setattr(torch.nn.init, n, f)
 
 
 def _convert(module: torch.nn.Module, dtype: torch.dtype) -> None:
