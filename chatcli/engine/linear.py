@@ -23,7 +23,17 @@ DENSE_MIN_TOKENS = 16
 
 
 def _flat(x: torch.Tensor, k: int, dtype: torch.dtype) -> torch.Tensor:
-    return x.reshape(-1, k).to(dtype)  # [M, K]
+    """x as a matrix [M, K] of DTYPE (no-op calls skipped: at one token each call costs more than the arithmetic)."""
+    x = x.reshape(-1, k)
+    return x if x.dtype == dtype else x.to(dtype)
+
+
+def _unflat(y: torch.Tensor, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """y [M, N] (+ bias) shaped and typed like the input x [..., K]."""
+    if bias is not None:
+        y += bias
+    y = y.view(*x.shape[:-1], y.shape[-1])
+    return y if y.dtype == x.dtype else y.to(x.dtype)
 
 
 class _WeightView:
@@ -58,7 +68,9 @@ class PackedLinear(_WeightView, nn.Module):
         return torch.ops.mkldnn._linear_pointwise(eye, self.packed, None, "none", [], "").T.contiguous()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.mkldnn._linear_pointwise(x.to(self.dtype), self.packed, self.bias, "none", [], "")
+        if x.dtype != self.dtype:
+            x = x.to(self.dtype)
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
 
 
 @functools.cache
@@ -94,9 +106,7 @@ class Int8Linear(_WeightView, nn.Module):
             y = F.linear(x2, self.weight_int8.to(COMPUTE_DTYPE) * self.scales[:, None])
         else:
             y = torch.ops.aten._weight_int8pack_mm(x2, self.weight_int8, self.scales)  # [M, N]
-        if self.bias is not None:
-            y = y + self.bias
-        return y.view(*x.shape[:-1], self.out_features).to(x.dtype)
+        return _unflat(y, x, self.bias)
 
 
 class DynamicInt8Linear(_WeightView, nn.Module):
@@ -119,7 +129,7 @@ class DynamicInt8Linear(_WeightView, nn.Module):
         return qw.dequantize()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x2 = x.reshape(-1, self.in_features).float()  # [M, K]
+        x2 = _flat(x, self.in_features, torch.float32)  # fbgemm takes float32 activations
         if x2.shape[0] == 1:
             y = torch.ops.quantized.linear_dynamic(x2, self.packed)
         else:
@@ -127,9 +137,7 @@ class DynamicInt8Linear(_WeightView, nn.Module):
             # that scale per token, so one loud token does not flatten the others.
             amax = x2.abs().amax(-1, keepdim=True).clamp(min=1e-8)  # [M, 1]
             y = torch.ops.quantized.linear_dynamic(x2 / amax, self.packed) * amax
-        if self.bias is not None:
-            y = y + self.bias
-        return y.view(*x.shape[:-1], self.out_features).to(x.dtype)
+        return _unflat(y, x, self.bias)
 
 
 def can_dynamic_int8() -> bool:
@@ -164,9 +172,7 @@ class Int4Linear(_WeightView, nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x2 = _flat(x, self.in_features, COMPUTE_DTYPE)
         y = torch.ops.aten._weight_int4pack_mm_for_cpu(x2, self.weight_int4, self.group_size, self.scales_and_zeros)  # [M, N]
-        if self.bias is not None:
-            y = y + self.bias
-        return y.view(*x.shape[:-1], self.out_features).to(x.dtype)
+        return _unflat(y, x, self.bias)
 
 
 ROW_CHUNK = 4096  # rows quantized at a time, so a 49152-row unembedding never has a float32 copy in memory

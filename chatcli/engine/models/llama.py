@@ -16,12 +16,16 @@ from chatcli.engine.layers import KVCache, RMSNorm, causal_mask, fuse_projection
 from chatcli.engine.rope import rope_tables
 
 
-def rotate(x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> torch.Tensor:
-    """RoPE in the rotate_half convention: x*cos + [x2, x1]*[-sin, sin], in three ops and no concatenation."""
+Rope = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # cos [T, 1, D], -sin and +sin halves [T, 1, D/2]
+
+
+def rotate(x: torch.Tensor, rope: Rope) -> torch.Tensor:
+    """RoPE in the rotate_half convention, x*cos + [-x2, x1]*sin, in three ops and no concatenation."""
+    cos, neg_sin, sin = rope
     half = x.shape[-1] // 2
     out = x * cos
-    out[..., :half].addcmul_(x[..., half:], sin_signed[..., :half])
-    out[..., half:].addcmul_(x[..., :half], sin_signed[..., half:])
+    out[..., :half].addcmul_(x[..., half:], neg_sin)
+    out[..., half:].addcmul_(x[..., :half], sin)
     return out
 
 
@@ -47,29 +51,38 @@ class Attention(nn.Module):
         if self.qkv_proj is None:
             fuse_projections(self, ["q_proj", "k_proj", "v_proj"], "qkv_proj")
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, start_pos: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: Rope, start_pos: int) -> torch.Tensor:
         B, T, _ = x.shape
         H, KV, D = self.n_heads, self.n_kv_heads, self.head_dim
         if self.qkv_proj is not None:
             qkv = self.qkv_proj(x)
         else:
             qkv = torch.cat([self.q_proj(x), self.k_proj(x), self.v_proj(x)], -1)
+        if T == 1:
+            return self._decode(qkv.view(B, H + 2 * KV, D), rope, start_pos)
         qkv = qkv.view(B, T, H + 2 * KV, D)
-        qk = rotate(qkv[:, :, : H + KV], cos, sin)  # q and k heads rotated together: [B, T, H+KV, D]
+        qk = rotate(qkv[:, :, : H + KV], rope)  # q and k heads rotated together: [B, T, H+KV, D]
         q = qk[:, :, :H].transpose(1, 2)  # [B, H, T, D]
         k = qk[:, :, H:].transpose(1, 2)  # [B, KV, T, D]
         v = qkv[:, :, H + KV :].transpose(1, 2)
         k, v = self.cache.update(start_pos, k, v)  # [B, KV, start_pos+T, D]
-        if T == 1:
-            if self.window is not None:
-                k, v = k[:, :, -self.window :], v[:, :, -self.window :]
-            # One new token sees the whole (windowed) cache, so no mask; the G query heads sharing a kv head act as G
-            # query rows of that head, which is grouped-query attention without repeating k and v.
-            out = F.scaled_dot_product_attention(q.reshape(B, KV, self.groups, D), k, v)  # [B, KV, G, D]
-            return self.o_proj(out.reshape(B, 1, H * D))  # heads in order kv*G + g: [B, 1, hidden]
         mask = causal_mask(start_pos, T, self.window)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=KV != H)
         return self.o_proj(out.transpose(1, 2).reshape(B, T, H * D))  # [B, T, hidden]
+
+    def _decode(self, qkv: torch.Tensor, rope: Rope, pos: int) -> torch.Tensor:
+        """One token, qkv [B, H+2KV, D]: the same math as forward() in the fewest ops (this runs once per layer and
+        token, and at this size each op costs more in dispatch than in arithmetic)."""
+        B, H, KV, D = qkv.shape[0], self.n_heads, self.n_kv_heads, self.head_dim
+        qk = rotate(qkv[:, : H + KV], rope)  # [B, H+KV, D]
+        cache = self.cache
+        cache.k[:, :, pos].copy_(qk[:, H:])  # the cache slot of this position: [B, KV, D]
+        cache.v[:, :, pos].copy_(qkv[:, H + KV :])
+        lo = 0 if self.window is None else max(0, pos + 1 - self.window)
+        # No mask: the token sees the whole (windowed) cache. The G query heads sharing a kv head act as G query rows
+        # of that head: grouped-query attention without repeating k and v.
+        out = F.scaled_dot_product_attention(qk[:, :H].view(B, KV, self.groups, D), cache.k[:, :, lo : pos + 1], cache.v[:, :, lo : pos + 1])
+        return self.o_proj(out.view(B, 1, H * D))  # heads in order kv*G + g: [B, 1, hidden]
 
 
 class MLP(nn.Module):
@@ -110,8 +123,8 @@ class Block(nn.Module):
         self.self_attn.fuse()
         self.mlp.fuse()
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, start_pos: int) -> torch.Tensor:
-        h = x + self.self_attn(self.input_layernorm(x), cos, sin, start_pos)
+    def forward(self, x: torch.Tensor, rope: Rope, start_pos: int) -> torch.Tensor:
+        h = x + self.self_attn(self.input_layernorm(x), rope, start_pos)
         return h + self.mlp(self.post_attention_layernorm(h))
 
 
@@ -154,9 +167,10 @@ class Model(nn.Module):
             layer.self_attn.cache = KVCache(batch, c.num_key_value_heads, self.max_seq_len, c.head_dim, dtype)
         cos, sin = rope_tables(self.max_seq_len, c.head_dim, c.rope_theta, c.rope_scaling)  # [S, D]
         half = c.head_dim // 2
-        sin = torch.cat([-sin[:, :half], sin[:, half:]], -1)  # the sign of rotate_half folded in (see rotate())
-        self.register_buffer("rope_cos", cos.unsqueeze(1).to(dtype), persistent=False)  # [S, 1, D]: broadcasts over heads
-        self.register_buffer("rope_sin", sin.unsqueeze(1).to(dtype), persistent=False)
+        # [S, 1, D] broadcasts over heads; the sine is kept as its two halves with rotate_half's sign folded in.
+        self.register_buffer("rope_cos", cos.unsqueeze(1).to(dtype), persistent=False)
+        self.register_buffer("rope_neg_sin", -sin[:, None, :half].to(dtype), persistent=False)
+        self.register_buffer("rope_sin", sin[:, None, half:].to(dtype), persistent=False)
 
     def forward(self, tokens: torch.Tensor, start_pos: int = 0, last_only: bool = False) -> torch.Tensor:
         """Logits (float32) [B, T, vocab] for tokens [B, T] placed at positions start_pos..start_pos+T-1.
@@ -164,11 +178,11 @@ class Model(nn.Module):
         last_only: only the last position's logits [B, 1, vocab], which is all a prefill needs (the unembedding of
         every prompt position would cost about a fifth of SmolLM2's prefill).
         """
-        T = tokens.shape[1]
-        cos, sin = self.rope_cos[start_pos : start_pos + T], self.rope_sin[start_pos : start_pos + T]  # [T, 1, D]
+        end = start_pos + tokens.shape[1]
+        rope = (self.rope_cos[start_pos:end], self.rope_neg_sin[start_pos:end], self.rope_sin[start_pos:end])
         x = self.model.embed_tokens(tokens)  # [B, T, hidden]
         for layer in self.model.layers:
-            x = layer(x, cos, sin, start_pos)
+            x = layer(x, rope, start_pos)
         if last_only:
             x = x[:, -1:]
         return self.lm_head(self.model.norm(x)).float()
