@@ -86,7 +86,7 @@ def worker_local(a: dict) -> dict:
 
     # Second turn: a ~1000-token conversation, then a short new message; the backend reuses the cached prefix.
     system = Message("system", "You are a helpful assistant.")
-    text = backend.tokenizer.decode(prompt_ids(backend.tokenizer, TURN2_CONTEXT - 40))
+    text = backend.tokenizer.decode(prompt_ids(backend.tokenizer, a["turn2_context"] - 40))
     history = [system, Message("user", text)]
     params = SamplingParams(temperature=0.0, max_tokens=16)
     reply = "".join(c.text for c in backend.stream_chat(history, params))
@@ -130,7 +130,7 @@ def worker_transformers(a: dict) -> dict:
     _timed_generation(steps(ids[:16]), 4)
     ttft, decode = _timed_generation(steps(ids), a["new_tokens"])
     # transformers keeps no cache between calls: its second turn prefills the whole conversation again.
-    turn2, _ = _timed_generation(steps(prompt_ids(tok, TURN2_CONTEXT + 20)), 1)
+    turn2, _ = _timed_generation(steps(prompt_ids(tok, a["turn2_context"] + 20)), 1)
     return {"load_s": load_s, "ttft_s": ttft, "prefill_tps": a["prompt_tokens"] / ttft, "decode_tps": decode,
             "turn2_ttft_s": turn2, "peak_rss_mb": _peak_rss_mb(), "dtype": str(dtype).removeprefix("torch."),
             "threads": torch.get_num_threads()}
@@ -234,8 +234,12 @@ def ratios(ours: dict, theirs: dict) -> dict:
 def bench(model_dir: Path, *, prompt_tokens: int = 128, new_tokens: int = 128, runs: int = 3, dtype: str = "auto",
           quant: str = "none", compile: str = "auto", threads: int = 0, compare: tuple[str, ...] = ()) -> dict:
     """Benchmark chatcli (and the peers in COMPARE) on MODEL_DIR; return the report as one JSON-able object."""
+    if not threads:  # decided once, so every run and every engine gets the same count
+        from chatcli.backends.local import default_threads
+
+        threads = default_threads()
     args = {"model": str(model_dir), "prompt_tokens": prompt_tokens, "new_tokens": new_tokens, "dtype": dtype,
-            "quant": quant, "compile": compile, "threads": threads}
+            "quant": quant, "compile": compile, "threads": threads, "turn2_context": _turn2_context(model_dir)}
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     ours = run_engine("chatcli", args, runs)
     if ours.error and not ours.runs:
@@ -259,6 +263,15 @@ def bench(model_dir: Path, *, prompt_tokens: int = 128, new_tokens: int = 128, r
     report["load_average"] = [load_before, os.getloadavg()[0] if hasattr(os, "getloadavg") else None]
     report["cpus"] = os.cpu_count()
     return report
+
+
+def _turn2_context(model_dir: Path) -> int:
+    """TURN2_CONTEXT tokens, or half the model's context when that is smaller (tiny test models)."""
+    try:
+        ctx = int(json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get("max_position_embeddings", 0))
+    except (OSError, ValueError, TypeError):
+        ctx = 0
+    return min(TURN2_CONTEXT, ctx // 2) if ctx else TURN2_CONTEXT
 
 
 def _importable(name: str) -> bool:
