@@ -32,7 +32,12 @@ def cpu_has_fast_bf16() -> bool:
 
 def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
     """float32 or bfloat16; "auto"/None picks bfloat16 only where the CPU has native bf16 arithmetic,
-    because elsewhere bf16 is emulated and slower than float32 while still losing precision."""
+    because elsewhere bf16 is emulated and slower than float32 while still losing precision.
+
+    Measured on the 2-core AVX512-BF16 target with SmolLM2-135M (`chatcli bench`, 2 threads): PyTorch's plain bf16
+    GEMV is slow (about 15 GB/s, so bf16 barely beat float32), but with the weights prepacked for oneDNN (what the
+    local backend does) bfloat16 decodes 29.8 tok/s against float32's 21.3 and prefills 888 tok/s against 617,
+    at half the memory, and agrees with float32's greedy choice 98% of the time. So bfloat16 stays the default."""
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype in (None, "auto"):
