@@ -76,7 +76,8 @@ class Repl:
         p = self.conv.params
         ctx = self.context_length
         seed = "-" if p.seed is None else str(p.seed)
-        used = f"{self.tokens_used}/{ctx}" if ctx else str(self.tokens_used)
+        approx = "~" if getattr(self.backend, "tokens_estimated", False) else ""  # a server that cannot tokenize
+        used = f"{approx}{self.tokens_used}/{ctx}" if ctx else f"{approx}{self.tokens_used}"
         text = (f" {self.model} · {getattr(self.backend, 'name', '?')} · prompt {self.conv.prompt.name} · "
                 f"temp {p.temperature:g} · top_p {p.top_p:g} · seed {seed} · {used} tokens ")
         width = shutil.get_terminal_size().columns
