@@ -43,14 +43,17 @@ def compile_decode(model: torch.nn.Module, cache_dir: str | Path | None = None) 
     compiled = torch.compile(eager, dynamic=True)
 
     def forward(tokens: torch.Tensor, start_pos: int = 0, last_only: bool = False) -> torch.Tensor:
-        if tokens.shape[1] == 1:
+        # Positions 0 and 1 stay eager: torch.compile specialises those two values, which would compile twice more.
+        if tokens.shape[1] == 1 and start_pos >= 2:
             return compiled(tokens, start_pos)
         return eager(tokens, start_pos, last_only=last_only)
 
     model.forward = forward  # an instance attribute: nn.Module.__call__ finds it before the class's method
     model.compiled = True
-    # Compile now rather than in the middle of the first reply. The last cache slot is a safe scratch position:
-    # every position is written before it is read, so a real token there later simply overwrites it.
+    # Compile now rather than in the middle of the first reply, with one step at position 2 (slots 0 and 1 filled
+    # first, so attention reads written values). Every prompt rewrites these slots before reading them, and
+    # nothing is cached yet while a model is being loaded.
     with torch.inference_mode():
-        model(torch.zeros(1, 1, dtype=torch.long), model.max_seq_len - 1)
+        for pos in (0, 1, 2):
+            model(torch.zeros(1, 1, dtype=torch.long), pos)
     return model

@@ -76,8 +76,9 @@ class Attention(nn.Module):
         B, H, KV, D = qkv.shape[0], self.n_heads, self.n_kv_heads, self.head_dim
         qk = rotate(qkv[:, : H + KV], rope)  # [B, H+KV, D]
         cache = self.cache
-        cache.k[:, :, pos].copy_(qk[:, H:])  # the cache slot of this position: [B, KV, D]
-        cache.v[:, :, pos].copy_(qkv[:, H + KV :])
+        # The cache slot of this position, [B, KV, 1, D]; a slice, not an index, so torch.compile keeps pos symbolic.
+        cache.k[:, :, pos : pos + 1].copy_(qk[:, H:, None])
+        cache.v[:, :, pos : pos + 1].copy_(qkv[:, H + KV :, None])
         lo = 0 if self.window is None else max(0, pos + 1 - self.window)
         # No mask: the token sees the whole (windowed) cache. The G query heads sharing a kv head act as G query rows
         # of that head: grouped-query attention without repeating k and v.
