@@ -30,8 +30,12 @@ def run(path, compile: str, quant: str = "none"):
 
 def test_compiled_decode_matches_eager(tiny_llama_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    from torch._dynamo.utils import counters
+
     eager_backend, eager_text, eager_logits = run(tiny_llama_dir, "off")
+    counters.clear()
     backend, text, logits = run(tiny_llama_dir, "on")
+    assert counters["stats"]["unique_graphs"] == 1  # one graph for every position, no recompiles per token
     assert getattr(backend.model, "compiled", False) and not getattr(eager_backend.model, "compiled", False)
     assert text == eager_text
     assert torch.allclose(logits, eager_logits, atol=1e-3, rtol=0)
