@@ -22,6 +22,18 @@ def disk_error(e: OSError, where: Path) -> StoreError:
     return StoreError(f"cannot write {where}: {e.strerror or e}; check the folder's permissions or use --models-dir")
 
 
+def store_root(models_dir=None) -> Path:
+    """The store folder (created if missing); an unwritable one is a StoreError with the fix."""
+    from chatcli import settings
+
+    root = settings.models_dir(models_dir)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise disk_error(e, root) from None
+    return root
+
+
 @contextmanager
 def store_lock(root: Path, name: str) -> Iterator[None]:
     """Hold an exclusive lock on NAME in the store, so two pulls (two processes, parallel tests) never clash."""

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from chatcli import settings
 from chatcli.errors import LoadError, UsageError
-from chatcli.store.fsutil import disk_error, install, store_lock, work_dir
+from chatcli.store.fsutil import disk_error, install, store_lock, store_root, work_dir
 from chatcli.store.progress import Progress
 from chatcli.store.resolve import check_name
 
@@ -88,11 +88,7 @@ def import_path(
     elif not (src / "config.json").is_file():
         raise UsageError(f"{src} has no config.json; pass a .gguf file or a Hugging Face model folder")
     name = check_name(slug(src.stem if is_gguf else src.resolve().name) if name is None else name)
-    root = settings.models_dir(models_dir)
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise disk_error(e, root) from None
+    root = store_root(models_dir)
     target = root / name
     with store_lock(root, name):
         if target.exists() and not force:

@@ -11,7 +11,7 @@ from pathlib import Path
 from chatcli import settings
 from chatcli.errors import BackendError, StoreError, UsageError
 from chatcli.store import catalog
-from chatcli.store.fsutil import disk_error, install, store_lock, work_dir
+from chatcli.store.fsutil import disk_error, install, store_lock, store_root, work_dir
 from chatcli.store.progress import Progress
 from chatcli.store.resolve import check_name
 
@@ -88,11 +88,7 @@ def pull(
     if "\x00" in name:
         raise UsageError("invalid model name: it contains a NUL byte")
     entry = catalog.find(name, models_dir)
-    root = settings.models_dir(models_dir)
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise disk_error(e, root) from None
+    root = store_root(models_dir)
     target = root / name
     with store_lock(root, name):
         if target.is_dir() and not force:
