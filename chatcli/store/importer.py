@@ -8,7 +8,6 @@ import re
 import shutil
 from pathlib import Path
 
-from chatcli import settings
 from chatcli.errors import LoadError, UsageError
 from chatcli.store.fsutil import disk_error, install, store_lock, store_root, work_dir
 from chatcli.store.progress import Progress
