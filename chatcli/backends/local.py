@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from pathlib import Path
 from typing import Iterator
@@ -189,7 +190,7 @@ class LocalBackend:
                             yield Chunk(piece.text, extra=extra)
                         continue
                     s = piece.stats
-                    stats = Stats(s.prompt_tokens, s.cached_tokens, s.completion_tokens, s.ttft_s, s.prompt_tps, s.decode_tps, s.total_s)
+                    stats = Stats(**dataclasses.asdict(s))  # the engine's stats carry the same field names
                     yield Chunk(piece.text, finish_reason=piece.finish_reason, stats=stats, extra=extra)
             finally:
                 # A sampled token proves the prefill finished; the last sampled token was never fed back. Without one,

@@ -152,19 +152,17 @@ def load_model(path: str | Path, dtype: str | torch.dtype | None = None, max_seq
         from chatcli.engine.quant import quantize  # quant imports this module
     # Convert, prepare (fuse) and quantize one block at a time, letting the file's pages go after each: the process
     # never holds the file, a converted copy and a packed copy of the whole model at once.
-    for block in getattr(getattr(model, "model", None), "layers", ()):
-        _convert(block, dtype)
-        if hasattr(block, "prepare"):
-            block.prepare()
+    def finish(module) -> None:
+        _convert(module, dtype)
+        if hasattr(module, "prepare"):
+            module.prepare()
         if quantize is not None:
-            quantize(block, quant)
+            quantize(module, quant)
         release_file_pages(model)
-    _convert(model, dtype)
-    if hasattr(model, "prepare"):
-        model.prepare()
-    if quantize is not None:
-        quantize(model, quant)
-    release_file_pages(model)
+
+    for block in getattr(getattr(model, "model", None), "layers", ()):
+        finish(block)
+    finish(model)  # what is left outside the blocks: embedding, final norm, unembedding
     model.setup_cache(max_seq_len)
     return model
 
