@@ -80,11 +80,30 @@ def _quiet_broken_pipe() -> None:
         pass
 
 
+def _click_exceptions() -> tuple[tuple, tuple, tuple]:
+    """(exit, usage error, abort) classes of every click that typer may run on: typer 0.29+ raises its vendored copy's
+    (typer._click), older typer raises click's own, and an unknown option must be one line either way."""
+    import typer
+
+    exits, usage, aborts = [typer.Exit], [], [typer.Abort]
+    if hasattr(typer, "TyperException"):
+        usage.append(typer.TyperException)  # the vendored ClickException's base
+    try:
+        import click
+    except ImportError:
+        pass
+    else:
+        exits.append(click.exceptions.Exit)
+        usage.append(click.ClickException)
+        aborts.append(click.exceptions.Abort)
+    return tuple(exits), tuple(usage), tuple(aborts)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the app and map errors to exit codes."""
-    import click
-
     from chatcli.errors import USER_ERRORS
+
+    exits, usage_errors, aborts = _click_exceptions()
 
     global _debug
     args = list(sys.argv[1:] if argv is None else argv)
@@ -96,12 +115,15 @@ def main(argv: list[str] | None = None) -> None:
     try:
         rv = app(args=args, prog_name="chatcli", standalone_mode=False)
         code = rv if isinstance(rv, int) else 0
-    except click.exceptions.Exit as e:
+    except exits as e:
         code = e.exit_code
-    except click.ClickException as e:
-        e.show()
-        code = e.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except usage_errors as e:
+        if hasattr(e, "show"):
+            e.show()
+        else:
+            _error_line(str(e))
+        code = getattr(e, "exit_code", 2)
+    except (*aborts, KeyboardInterrupt):
         if _debug:
             raise
         sys.stderr.write("\ninterrupted\n")

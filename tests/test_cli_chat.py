@@ -79,6 +79,17 @@ def test_bad_flag_values_exit_2(tiny_llama_dir):
         assert message in r.stderr.decode()
 
 
+def test_unknown_options_and_commands_exit_2_without_a_traceback():
+    """typer 0.29 raises its vendored click's exceptions, not click's: both must end as a usage message and exit 2."""
+    for args, message in [(["ask", "--no-such-flag", "hi"], "No such option: --no-such-flag"),
+                          (["no-such-command"], "No such command"),
+                          (["history", "export"], "Missing argument")]:
+        r = run(*args)
+        err = r.stderr.decode()
+        assert r.returncode == 2, (args, err)
+        assert message in err and "Traceback" not in err, (args, err)
+
+
 def test_ask_saves_and_chat_continues_it(tiny_llama_dir):
     common = ["--model", str(tiny_llama_dir), "-t", "0", "--max-tokens", "3", "--system", "Be brief."]
     first = run("ask", *common, "remember the word pelican", stdin=b"")
