@@ -17,10 +17,12 @@ def reference(path):
     return transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager").eval()
 
 
-@pytest.fixture(params=sorted(ARCHS))
+# Each architecture as loaded plain and as the local backend runs it (quant "none": fused and prepacked linears).
+@pytest.fixture(params=[(a, q) for a in sorted(ARCHS) for q in (None, "none")], ids=lambda p: f"{p[0]}-{'packed' if p[1] else 'plain'}")
 def pair(request, tiny_model_factory):
-    path = tiny_model_factory(request.param)
-    return request.param, load_model(path, "float32"), reference(path)
+    arch, quant = request.param
+    path = tiny_model_factory(arch)
+    return arch, load_model(path, "float32", quant=quant), reference(path)
 
 
 def prompt(n=40, seed=1):

@@ -46,10 +46,9 @@ def pack(model: nn.Module) -> nn.Module:
     if not can_pack():
         return model
     for parent, name, layer in _targets(model):
-        tied = _tied(model, layer)
-        if tied and layer.weight.dtype == torch.float32:
-            continue  # float32 GEMV is fast unpacked; a packed copy of a tied float32 unembedding would cost 113 MB
-        setattr(parent, name, PackedLinear(layer, keep_source=tied))
+        # A tied unembedding is packed too, although the packed copy costs memory beside the embedding (113 MB for
+        # SmolLM2 in float32): the plain GEMV streams it at half the speed (11.4 against 6.1 ms per token here).
+        setattr(parent, name, PackedLinear(layer, keep_source=_tied(model, layer)))
     release_file_pages(model)
     return model
 
