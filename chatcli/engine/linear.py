@@ -23,8 +23,9 @@ DENSE_MIN_TOKENS = 16
 
 
 def _flat(x: torch.Tensor, k: int, dtype: torch.dtype) -> torch.Tensor:
-    """x as a matrix [M, K] of DTYPE (no-op calls skipped: at one token each call costs more than the arithmetic)."""
-    x = x.reshape(-1, k)
+    """x as a contiguous matrix [M, K] of DTYPE (no-op calls skipped: at one token each call costs more than the
+    arithmetic). A prompt's half of a fused gate/up output is a strided view, which the int4 kernel refuses."""
+    x = x.reshape(-1, k).contiguous()
     return x if x.dtype == dtype else x.to(dtype)
 
 
