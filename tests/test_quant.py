@@ -121,3 +121,29 @@ def test_cached_decoding_equals_full_forward_when_quantized(tiny_model_factory):
     full = model(ids, 0)
     parts = [model(ids[:, :20], 0)] + [model(ids[:, i : i + 1], i) for i in range(20, 30)]
     assert (torch.cat(parts, 1) - full).abs().max() < 0.05 * full.abs().max()
+
+
+@pytest.mark.parametrize("arch", ["llama", "llama_tied", "gemma3"])
+def test_float32_from_a_bfloat16_file_widens_embedding_rows_not_the_table(arch, tiny_model_factory, tmp_path):
+    """Widening bfloat16 to float32 is exact, so a float32 model of a bfloat16 file keeps the table as stored and widens
+    the rows it looks up (SmolLM2: 113 MB less). Its logits equal those of the table widened whole."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "bf16"
+    shutil.copytree(tiny_model_factory(arch), folder)
+    for f in folder.glob("*.safetensors"):
+        save_file({k: v.to(torch.bfloat16) for k, v in load_file(f).items()}, f)
+    ids = torch.randint(0, 300, (1, 20), generator=torch.Generator().manual_seed(3))
+    whole = load_model(folder, "float32")  # no packing: a tied head computes from the table, so it is widened whole
+    tied = whole.config.tie_word_embeddings
+    assert whole.model.embed_tokens.weight.dtype == (torch.float32 if tied else torch.bfloat16)
+    for quant in ("none", "int8"):
+        model = load_model(folder, "float32", quant=quant)
+        assert model.model.embed_tokens.weight.dtype == torch.bfloat16 and model.compute_dtype == torch.float32
+        assert model.model.layers[0].self_attn.cache.k.dtype == torch.float32
+        if tied and quant == "none":
+            assert model.lm_head.weight is model.model.embed_tokens.weight  # still tied for introspection
+        got, want = model(ids, 0), whole(ids, 0)
+        assert (got - want).abs().max() < (1e-4 if quant == "none" else 0.1 * want.abs().max()), quant

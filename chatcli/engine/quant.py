@@ -26,8 +26,12 @@ from chatcli.engine.linear import (
 MODES = ("none", "int8", "int4")
 
 
-def _targets(model: nn.Module) -> list[tuple[nn.Module, str, nn.Linear]]:
-    """(parent, attribute, layer) for every plain nn.Linear in MODEL, the unembedding included."""
+def _targets(model: nn.Module, only: str | None = None) -> list[tuple[nn.Module, str, nn.Linear]]:
+    """(parent, attribute, layer) for every plain nn.Linear in MODEL (the unembedding included), or only for the one
+    that is MODEL's attribute ONLY."""
+    if only is not None:
+        layer = getattr(model, only, None)
+        return [(model, only, layer)] if isinstance(layer, nn.Linear) else []
     found = []
     for parent in model.modules():
         for name, child in parent.named_children():
@@ -41,14 +45,21 @@ def _tied(model: nn.Module, layer: nn.Linear) -> bool:
     return embed is not None and layer.weight is embed.weight
 
 
-def pack(model: nn.Module) -> nn.Module:
-    """Reorder every dense linear weight into oneDNN's layout, once (no-op where oneDNN is missing); return MODEL."""
-    if not can_pack():
-        return model
-    for parent, name, layer in _targets(model):
+def pack(model: nn.Module, *, only: str | None = None, dtype: torch.dtype | None = None) -> nn.Module:
+    """Reorder every dense linear weight (or only MODEL.<ONLY>) into oneDNN's layout for DTYPE activations (default:
+    the weights' own dtype), once; return MODEL. Without oneDNN the layers stay plain."""
+    want = dtype
+    for parent, name, layer in _targets(model, only):
+        # A tied embedding table the loader left in the file's 16-bit dtype is widened here, for this layer only.
+        weight = layer.weight if want is None or layer.weight.dtype == want else layer.weight.to(want)
+        if not can_pack():
+            if weight is not layer.weight:
+                layer.weight.data = weight  # no oneDNN: the plain layer needs the table in the compute dtype after all
+            continue
         # A tied unembedding is packed too, although the packed copy costs memory beside the embedding (113 MB for
-        # SmolLM2 in float32): the plain GEMV streams it at half the speed (11.4 against 6.1 ms per token here).
-        setattr(parent, name, PackedLinear(layer, keep_source=_tied(model, layer)))
+        # SmolLM2 in float32, whose table then stays 16-bit): the plain GEMV streams it at half the speed (11.4
+        # against 6.1 ms per token here).
+        setattr(parent, name, PackedLinear(layer, keep_source=_tied(model, layer), weight=weight))
     release_file_pages(model)
     return model
 
@@ -61,18 +72,20 @@ def pack(model: nn.Module) -> nn.Module:
 LM_HEAD = {"int8": "int8", "int4": "dyn8"}
 
 
-def quantize(model: nn.Module, mode: str, *, lm_head: str | None = None) -> nn.Module:
+def quantize(model: nn.Module, mode: str, *, lm_head: str | None = None, only: str | None = None,
+             dtype: torch.dtype | None = None) -> nn.Module:
     """Replace MODEL's linear layers in place by MODE ("none": prepacked dense; "int8"; "int4"); return the model.
 
     lm_head overrides how the unembedding computes: "int8" (weight-only), "dyn8" (fbgemm's dynamic int8, where this
     build has it), "bf16" (a prepacked bfloat16 copy) or "int4". A layer the int4 kernel cannot take becomes int8.
+    only: just MODEL.<ONLY> (the loader does the unembedding first); dtype: the activations' dtype (for "none").
     """
     if mode not in MODES:
         raise ModelLoadError(f"quantization {mode!r} is not supported; use one of {', '.join(MODES)}")
     if mode == "none":
-        return pack(model)
+        return pack(model, only=only, dtype=dtype)
     head = getattr(model, "lm_head", None)
-    for parent, name, layer in _targets(model):
+    for parent, name, layer in _targets(model, only):
         want = (lm_head or LM_HEAD[mode]) if layer is head else mode
         group = int4_group_size(layer.in_features, layer.out_features) if want == "int4" else None
         if group:

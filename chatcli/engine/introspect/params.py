@@ -39,7 +39,7 @@ class ParamReport:
 
 def parameter_report(model) -> ParamReport:
     """Count every unique parameter tensor once (named_parameters skips the shared, tied unembedding)."""
-    report = ParamReport(counts={c: 0 for c in COMPONENTS}, dtype=model.model.embed_tokens.weight.dtype)
+    report = ParamReport(counts={c: 0 for c in COMPONENTS}, dtype=model.compute_dtype)
     seen: set[int] = set()
     for name, p in model.named_parameters():
         if id(p) in seen:
@@ -63,7 +63,7 @@ def kv_cache_bytes(model, context: int | None = None, dtype: torch.dtype | None 
     """
     config = model.config
     context = context or config.max_position_embeddings
-    dtype = dtype or model.model.embed_tokens.weight.dtype
+    dtype = dtype or model.compute_dtype
     with torch.device("meta"):
         ghost = type(model)(config)
         ghost.to(dtype)

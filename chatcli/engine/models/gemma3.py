@@ -188,6 +188,11 @@ class Model(nn.Module):
         if self.config.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
 
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """What activations and the KV cache use: the final norm's dtype (the embedding table may stay narrower)."""
+        return self.model.norm.weight.dtype
+
     def setup_cache(self, max_seq_len: int | None = None, batch: int = 1, rewind: int | None = None) -> None:
         """Allocate the caches for up to max_seq_len positions (default: the model's context).
 
@@ -196,7 +201,7 @@ class Model(nn.Module):
         """
         c = self.config
         self.max_seq_len = max_seq_len or c.max_position_embeddings
-        dtype = self.model.embed_tokens.weight.dtype
+        dtype = self.compute_dtype
         rewind = self.window if rewind is None else rewind
         self.ring_size = min(self.max_seq_len, self.window + rewind) if LOCAL in self.kinds else 0
         self._ring = (0, 0)
@@ -236,8 +241,9 @@ class Model(nn.Module):
         local_mask = self._claim_ring(s, T) if self.ring_size else None
         global_mask = causal_mask(s, T)
         positions = torch.arange(s, s + T, dtype=torch.float32)
-        rope = {kind: _cos_sin(positions, *self.inv_freq[kind], self.model.embed_tokens.weight.dtype) for kind in (LOCAL, GLOBAL)}
-        x = self.model.embed_tokens(tokens) * self.embed_scale  # [B, T, hidden]
+        dtype = self.compute_dtype
+        rope = {kind: _cos_sin(positions, *self.inv_freq[kind], dtype) for kind in (LOCAL, GLOBAL)}
+        x = self.model.embed_tokens(tokens).to(dtype) * self.embed_scale  # [B, T, hidden]
         for layer, kind in zip(self.model.layers, self.kinds):
             x = layer(x, *rope[kind], s, local_mask if kind == LOCAL else global_mask)
         if self.ring_size:

@@ -158,6 +158,11 @@ class Model(nn.Module):
         if self.config.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
 
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """What activations and the KV cache use: the final norm's dtype (the embedding table may stay narrower)."""
+        return self.model.norm.weight.dtype
+
     def prepare(self) -> None:
         """Called by the loader once the weights are in: fuse q/k/v and gate/up projections (idempotent)."""
         for layer in self.model.layers:
@@ -167,7 +172,7 @@ class Model(nn.Module):
         """Allocate the KV caches and RoPE tables for up to max_seq_len positions (default: the model's context)."""
         c = self.config
         self.max_seq_len = max_seq_len or c.max_position_embeddings
-        dtype = self.model.embed_tokens.weight.dtype
+        dtype = self.compute_dtype
         for layer in self.model.layers:
             layer.self_attn.cache = KVCache(batch, c.num_key_value_heads, self.max_seq_len, c.head_dim, dtype)
         cos, sin = rope_tables(self.max_seq_len, c.head_dim, c.rope_theta, c.rope_scaling)  # [S, D]
@@ -185,7 +190,7 @@ class Model(nn.Module):
         """
         end = start_pos + tokens.shape[1]
         rope = (self.rope_cos[start_pos:end], self.rope_neg_sin[start_pos:end], self.rope_sin[start_pos:end])
-        x = self.model.embed_tokens(tokens)  # [B, T, hidden]
+        x = self.model.embed_tokens(tokens).to(self.compute_dtype)  # [B, T, hidden]; rows widened exactly if stored narrow
         for layer in self.model.layers:
             x = layer(x, rope, start_pos)
         if last_only:
