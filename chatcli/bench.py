@@ -17,10 +17,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-FIELDS = ("load_s", "ttft_s", "prefill_tps", "decode_tps", "turn2_ttft_s", "peak_rss_mb")
+FIELDS = ("load_s", "ttft_s", "prefill_tps", "decode_tps", "turn2_ttft_s", "peak_rss_mb", "cold_ask_s")
 HIGHER_IS_BETTER = {"prefill_tps", "decode_tps"}
 TURN2_CONTEXT = 1000  # tokens of conversation before the second turn
 TURN2_MESSAGE = "Thank you. Now summarise all of that in one short sentence, please."
+COLD_QUESTION = "What is the capital of France?"
 # Plain prose to cut prompts from (written for chatcli; CC0). Repeated as needed: the content does not change speed.
 TEXT = (
     "The lighthouse keeper climbed the spiral stairs each evening before the sun touched the water. He wound the "
@@ -97,7 +98,7 @@ def worker_local(a: dict) -> dict:
     return {
         "load_s": load_s, "ttft_s": ttft, "prefill_tps": a["prompt_tokens"] / ttft, "decode_tps": decode,
         "turn2_ttft_s": stats.ttft_s, "turn2_prompt_tokens": stats.prompt_tokens, "turn2_cached_tokens": stats.cached_tokens,
-        "turn2_alone_s": alone, "peak_rss_mb": _peak_rss_mb(), "dtype": str(model.model.embed_tokens.weight.dtype).removeprefix("torch."),
+        "turn2_alone_s": alone, "peak_rss_mb": _peak_rss_mb(), "dtype": str(model.compute_dtype).removeprefix("torch."),
         "threads": torch.get_num_threads(),
     }
 
@@ -209,6 +210,32 @@ def run_engine(engine: str, args: dict, runs: int, timeout: float = 900) -> Engi
     return result
 
 
+def cold_ask(args: dict, runs: int, timeout: float = 300) -> list[float]:
+    """Seconds from starting `chatcli ask` in a new interpreter to the first byte of its answer, once per run: what a
+    user waits for in a one-shot question (interpreter, imports, loading, prompt, prefill, first token)."""
+    import tempfile
+
+    cmd = [sys.executable, "-m", "chatcli", "ask", "--model", args["model"], "--dtype", args["dtype"], "--quant", args["quant"],
+           "--temperature", "0", "--max-tokens", "1", "--no-save", "--plain", COLD_QUESTION]
+    times = []
+    with tempfile.TemporaryDirectory(prefix="chatcli-bench-") as data:
+        env = {**os.environ, "CHATCLI_DATA_DIR": data, "CHATCLI_THREADS": str(args["threads"]), "CHATCLI_COMPILE": args["compile"]}
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+            first = proc.stdout.read(1)
+            t1 = time.perf_counter()
+            try:
+                _, err = proc.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                break
+            if proc.returncode != 0 or not first:
+                break
+            times.append(t1 - t0)
+    return times
+
+
 def source_gguf(model_dir: Path) -> Path | None:
     """The GGUF a pulled model was converted from, if the store still has it (models/.cache/NAME-SHA12.gguf)."""
     try:
@@ -246,6 +273,8 @@ def bench(model_dir: Path, *, prompt_tokens: int = 128, new_tokens: int = 128, r
         from chatcli.errors import BackendError
 
         raise BackendError(f"bench: chatcli's engine failed on {model_dir}: {ours.error}")
+    for run, seconds in zip(ours.runs, cold_ask(args, len(ours.runs))):
+        run["cold_ask_s"] = seconds
     report = {"model": str(model_dir), "prompt_tokens": prompt_tokens, "new_tokens": new_tokens, "quant": quant,
               "compile": compile, **ours.summary(), "compare": {}}
     for peer in compare:

@@ -30,6 +30,7 @@ def test_json_report_with_transformers(tiny_llama_dir):
         assert report["compare"]["transformers"][key] > 0, key
     assert report["turn2_cached_tokens"] > 0  # the second turn reused the conversation
     assert report["threads"] == 1 and report["dtype"] in ("float32", "bfloat16")
+    assert report["cold_ask_s"] > 0  # chatcli only: a fresh `chatcli ask` to its first byte
     ratio = report["compare"]["transformers"]["ratio"]
     assert set(ratio) == set(FIELDS)
     assert ratio["decode_tps"] == pytest.approx(report["decode_tps"] / report["compare"]["transformers"]["decode_tps"])

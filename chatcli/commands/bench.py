@@ -34,7 +34,8 @@ class Peer(str, Enum):
 
 ROWS = [("load_s", "load (s)", "{:.2f}"), ("ttft_s", "time to first token (s)", "{:.3f}"),
         ("prefill_tps", "prefill (tok/s)", "{:.0f}"), ("decode_tps", "decode (tok/s)", "{:.1f}"),
-        ("turn2_ttft_s", "2nd turn TTFT (s)", "{:.3f}"), ("peak_rss_mb", "peak RSS (MB)", "{:.0f}")]
+        ("turn2_ttft_s", "2nd turn TTFT (s)", "{:.3f}"), ("peak_rss_mb", "peak RSS (MB)", "{:.0f}"),
+        ("cold_ask_s", "cold `ask`, first byte (s)", "{:.2f}")]
 
 
 def _cell(summary: dict, key: str, fmt: str) -> str:
