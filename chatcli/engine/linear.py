@@ -184,9 +184,10 @@ def quantize_int8_rows(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     q = torch.empty(w.shape, dtype=torch.int8)
     scale = torch.empty(w.shape[0])
     for i in range(0, w.shape[0], ROW_CHUNK):
-        rows = w[i : i + ROW_CHUNK].float()
-        s = rows.abs().amax(1).clamp(min=1e-8) / 127.0
-        q[i : i + ROW_CHUNK] = torch.round(rows / s[:, None]).clamp(-127, 127)
+        rows = w[i : i + ROW_CHUNK].to(torch.float32, copy=True)  # a copy: the in-place steps must not touch w
+        lo, hi = torch.aminmax(rows, dim=1)  # one pass for both ends (this runs at every load)
+        s = torch.maximum(-lo, hi).clamp(min=1e-8) / 127.0
+        q[i : i + ROW_CHUNK] = rows.div_(s[:, None]).round_().clamp_(-127, 127)
         scale[i : i + ROW_CHUNK] = s
     return q, scale
 
@@ -201,10 +202,10 @@ def quantize_int4_groups(w: torch.Tensor, group_size: int) -> tuple[torch.Tensor
     q = torch.empty(N, K, dtype=torch.int32)
     scale, zero = torch.empty(N, K // group_size), torch.empty(N, K // group_size)
     for i in range(0, N, ROW_CHUNK):
-        g = w[i : i + ROW_CHUNK].float().view(-1, K // group_size, group_size)
-        lo, hi = g.amin(-1), g.amax(-1)  # [rows, K/gs]
+        g = w[i : i + ROW_CHUNK].to(torch.float32, copy=True).view(-1, K // group_size, group_size)
+        lo, hi = torch.aminmax(g, dim=-1)  # [rows, K/gs], in one pass; in place below: this runs at every load
         s = ((hi - lo) / 15.0).clamp(min=1e-8)
-        q[i : i + ROW_CHUNK] = torch.round((g - lo[..., None]) / s[..., None]).clamp(0, 15).view(-1, K)
+        q[i : i + ROW_CHUNK] = g.sub_(lo[..., None]).div_(s[..., None]).round_().clamp_(0, 15).view(-1, K)
         scale[i : i + ROW_CHUNK], zero[i : i + ROW_CHUNK] = s, lo + 8.0 * s
     return q, scale, zero
 
