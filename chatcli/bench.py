@@ -3,7 +3,8 @@
 Every run of every engine happens in a fresh child process (`python -m chatcli.bench ENGINE JSON`), so load time is
 a real cold-ish load (the file may be in the page cache) and peak RSS is that engine's alone. Each figure is reported
 as the median of the runs with its min and max. Speed is what this machine does now: on a shared machine the load
-average is printed next to the figures, because two cores busy with something else halve them.
+CPU time other processes took meanwhile is printed next to the figures, because two cores busy with something else
+halve them.
 """
 
 from __future__ import annotations
@@ -267,6 +268,9 @@ def bench(model_dir: Path, *, prompt_tokens: int = 128, new_tokens: int = 128, r
         threads = default_threads()
     args = {"model": str(model_dir), "prompt_tokens": prompt_tokens, "new_tokens": new_tokens, "dtype": dtype,
             "quant": quant, "compile": compile, "threads": threads, "turn2_context": _turn2_context(model_dir)}
+    from chatcli.backends.cpuload import Window
+
+    window = Window()  # what other work took of the CPUs while this ran: the figures are only as good as that
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     ours = run_engine("chatcli", args, runs)
     if ours.error and not ours.runs:
@@ -290,6 +294,7 @@ def bench(model_dir: Path, *, prompt_tokens: int = 128, new_tokens: int = 128, r
         summary["ratio"] = ratios(report, summary)
         report["compare"][peer] = summary
     report["load_average"] = [load_before, os.getloadavg()[0] if hasattr(os, "getloadavg") else None]
+    report["other_busy_cores"] = window.other_busy_cores()
     report["cpus"] = os.cpu_count()
     return report
 

@@ -79,10 +79,10 @@ def render(report: dict, plain: bool) -> None:
             ui.note(f"{name}: skipped ({peer['skipped']})")
         elif peer.get("error"):
             ui.note(f"{name}: failed ({peer['error']})")
-    load = report.get("load_average") or [None, None]
-    if load[0] is not None:
-        busy = " (busy: other work shares these cores, so the figures are low and noisy)" if max(load) > 0.5 * report["cpus"] else ""
-        ui.note(f"load average {load[0]:.1f} before, {load[1]:.1f} after, {report['cpus']} CPUs{busy}")
+    other = report.get("other_busy_cores")
+    if other is not None:
+        busy = " (other work shared these cores, so the figures are low and noisy)" if other > 0.25 else ""
+        ui.note(f"other processes kept {other:.2f} of {report['cpus']} CPUs busy meanwhile{busy}")
 
 
 def register(app: typer.Typer) -> None:
