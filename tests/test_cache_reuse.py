@@ -149,3 +149,29 @@ def test_abandoned_stream_leaves_a_consistent_cache(model_path, backend):
     next(stream, None)
     stream.close()  # the caller walked away mid-generation
     assert_same_as_fresh(model_path, backend, messages + [Message("assistant", "x"), Message("user", "y")])
+
+
+def test_cancel_during_a_long_prompt_stops_between_chunks(model_path, backend, monkeypatch):
+    """Ctrl-C while a long prompt prefills stops at the next chunk, with no token; the cache keeps only what is sure."""
+    import threading
+
+    from chatcli.engine import generate
+
+    monkeypatch.setattr(generate, "PREFILL_CHUNK", 4)
+    messages = history(backend, "Hi")
+    cancel = threading.Event()
+    calls = []
+
+    def forward_hook(module, args, out):
+        calls.append(args[0].shape[1])
+        cancel.set()  # Ctrl-C arrives while the first chunk runs
+
+    hook = backend.model.register_forward_hook(forward_hook)
+    try:
+        chunks = list(backend.stream_chat(messages + [Message("user", "A much longer question, with many words in it")], GREEDY, cancel=cancel))
+    finally:
+        hook.remove()
+    assert calls == [4]  # one chunk ran; the rest of the prompt did not
+    assert chunks[-1].finish_reason == "interrupted" and chunks[-1].text == "" and chunks[-1].stats.completion_tokens == 0
+    monkeypatch.undo()  # back to the usual chunks, so both backends below run the same number of forward passes
+    assert_same_as_fresh(model_path, backend, messages + [Message("user", "ok")])  # the cache is still right

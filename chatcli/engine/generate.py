@@ -42,10 +42,13 @@ class GenerationChunk:
 
 
 @torch.inference_mode()
-def prefill(model, tokens: list[int], start_pos: int) -> torch.Tensor:
-    """Run TOKENS through the model at start_pos (in chunks); return the logits of the last one [V]."""
+def prefill(model, tokens: list[int], start_pos: int, cancel=None) -> torch.Tensor | None:
+    """Run TOKENS through the model at start_pos (in chunks); return the logits of the last one [V], or None when
+    CANCEL (a threading.Event) is set between chunks: Ctrl-C during a long prompt then waits for one chunk, not all."""
     logits = None
     for i in range(0, len(tokens), PREFILL_CHUNK):
+        if cancel is not None and cancel.is_set():
+            return None
         chunk = torch.tensor([tokens[i : i + PREFILL_CHUNK]], dtype=torch.long)
         logits = model(chunk, start_pos + i, last_only=True)[0, -1]
     return logits
@@ -59,13 +62,17 @@ def generate_step(
     repeat_penalty: float = 1.0,
     start_pos: int = 0,
     history: list[int] | None = None,
+    cancel=None,
 ) -> Iterator[tuple[int, torch.Tensor]]:
     """Prefill prompt_ids at start_pos, then yield (token, logits) forever; the caller decides when to stop.
 
     history: tokens already in the cache before start_pos, for the repetition penalty.
+    cancel: a threading.Event; set during the prefill, the generator ends without yielding.
     """
     seen = list(history or []) + list(prompt_ids)
-    logits = prefill(model, prompt_ids, start_pos)
+    logits = prefill(model, prompt_ids, start_pos, cancel)
+    if logits is None:
+        return
     pos = start_pos + len(prompt_ids)
     while True:
         if repeat_penalty != 1.0:
@@ -107,7 +114,7 @@ def stream_generate(
 ) -> Iterator[GenerationChunk]:
     """Yield text as whole characters; stop on EOS, stop ids, stop strings (never shown), max_tokens or the end of context.
 
-    cancel: a threading.Event checked every token (finish_reason "interrupted").
+    cancel: a threading.Event checked between prompt chunks and after every token (finish_reason "interrupted").
     on_token(token_id): called for every generated token, including the one that stops generation.
     on_logits(token_id, logits): the same, with the logits the token was drawn from (for per-token probabilities).
     """
@@ -120,7 +127,8 @@ def stream_generate(
     text, shown = "", 0  # all text so far; how much of it was yielded
     finish = "length"
     t_first = None
-    steps = generate_step(model, prompt_ids, sampler=sampler, repeat_penalty=repeat_penalty, start_pos=start_pos, history=history)
+    steps = generate_step(model, prompt_ids, sampler=sampler, repeat_penalty=repeat_penalty, start_pos=start_pos,
+                          history=history, cancel=cancel)
     n = 0
     try:
         if limit <= 0:
@@ -152,6 +160,8 @@ def stream_generate(
                 if n >= limit:
                     finish = "length"
                     break
+            else:  # the steps ended by themselves: only a cancelled prefill does that
+                finish = "interrupted"
     finally:
         steps.close()
     if finish in ("length", "interrupted"):
