@@ -15,7 +15,8 @@ import torch
 from chatcli.engine.sampling import Sampler, apply_repeat_penalty
 from chatcli.engine.tokenizer import StreamingDetokenizer, Tokenizer
 
-PREFILL_CHUNK = 512  # bounds the attention-score memory of a long prompt
+PREFILL_CHUNK = 256  # bounds a long prompt's attention memory and how long Ctrl-C waits; 2,000 tokens prefill as fast as with
+# 512 (SmolLM2 bf16, 2 threads: 717-735 against 711-739 tok/s), with 128 about 9 % slower
 
 
 @dataclass
