@@ -2,9 +2,8 @@
 
 Every run of every engine happens in a fresh child process (`python -m chatcli.bench ENGINE JSON`), so load time is
 a real cold-ish load (the file may be in the page cache) and peak RSS is that engine's alone. Each figure is reported
-as the median of the runs with its min and max. Speed is what this machine does now: on a shared machine the load
-CPU time other processes took meanwhile is printed next to the figures, because two cores busy with something else
-halve them.
+as the median of the runs with its min and max. Speed is what this machine does now: the CPU time other processes
+took meanwhile is printed next to the figures, because two cores busy with something else halve them.
 """
 
 from __future__ import annotations
@@ -227,7 +226,7 @@ def cold_ask(args: dict, runs: int, timeout: float = 300) -> list[float]:
             first = proc.stdout.read(1)
             t1 = time.perf_counter()
             try:
-                _, err = proc.communicate(timeout=timeout)
+                proc.communicate(timeout=timeout)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 break

@@ -8,28 +8,19 @@ from typing import Annotated, Optional
 
 import typer
 
-
-class Dtype(str, Enum):
-    auto = "auto"
-    float32 = "float32"
-    bfloat16 = "bfloat16"
+from chatcli.repl.boot import DTYPES
 
 
-class Quant(str, Enum):
-    none = "none"
-    int8 = "int8"
-    int4 = "int4"
+def _choices(name: str, *values: str) -> type[Enum]:
+    """A str Enum of VALUES: how typer lists and checks a flag's choices (bench imports no torch, so the engine's own
+    tuples cannot be read here)."""
+    return Enum(name, {v: v for v in values}, type=str)
 
 
-class Compile(str, Enum):
-    auto = "auto"
-    on = "on"
-    off = "off"
-
-
-class Peer(str, Enum):
-    transformers = "transformers"
-    llama_cpp = "llama_cpp"
+Dtype = _choices("Dtype", *DTYPES)
+Quant = _choices("Quant", "none", "int8", "int4")
+Compile = _choices("Compile", "auto", "on", "off")
+Peer = _choices("Peer", "transformers", "llama_cpp")
 
 
 ROWS = [("load_s", "load (s)", "{:.2f}"), ("ttft_s", "time to first token (s)", "{:.3f}"),

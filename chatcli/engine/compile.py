@@ -2,10 +2,12 @@
 
 Measured on the target machine (2 cores) with SmolLM2-135M (`chatcli bench --compile on`): the compiled step
 decodes faster than eager (int4: 13 vs 17 ms of CPU per token on one thread, up to 99 vs 69 tok/s on two;
-bfloat16: 46 vs 36 tok/s), but compiling costs 30-80 s in every new process even with the caches warm (dynamo
-re-traces the 30 layers), and freezing keeps a second copy of dense weights (peak RSS 1.1 GB instead of 0.6). That
-never pays back in a one-shot `ask` and rarely in a chat, so "auto" stays eager; "on" is for long sessions and the
-server.
+bfloat16: 46 vs 36 tok/s), but compiling costs 37-80 s in every new process, and freezing keeps a second copy of
+dense weights (peak RSS 1.1 GB instead of 0.6). The on-disk caches do not help much: with freezing, inductor bypasses
+its FX graph and AOT autograd caches (its counters say `fxgraph_cache_bypass`), so only the C++ kernel builds are
+reused (63 s for a first bf16 compile, 46 s for the next); without freezing the prepacked oneDNN linears do not lower.
+That never pays back in a one-shot `ask` and rarely in a chat, so "auto" stays eager; "on" is for long sessions
+and the server.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ def wanted(mode: str) -> bool:
 
 
 def use_cache_dir(cache_dir: str | Path | None) -> None:
-    """Keep inductor's compiled kernels and graphs under CACHE_DIR, so only the first run pays for code generation."""
+    """Keep inductor's compiled kernels and graphs under CACHE_DIR (kernels built once are reused by later runs)."""
     if cache_dir is None:
         return
     Path(cache_dir).mkdir(parents=True, exist_ok=True)

@@ -141,6 +141,7 @@ class DynamicInt8Linear(_WeightView, nn.Module):
         return _unflat(y, x, self.bias)
 
 
+@functools.cache
 def can_dynamic_int8() -> bool:
     """True when fbgemm's dynamic int8 linear works in this build (x86 with the quantized engines compiled in)."""
     try:

@@ -11,6 +11,7 @@ import torch
 
 from chatcli.engine.config import ModelConfig
 from chatcli.engine.errors import ModelLoadError
+from chatcli.engine.linear import can_pack
 from chatcli.engine.models import get_model_class
 from chatcli.engine.safetensors_check import read_header
 
@@ -152,7 +153,7 @@ def load_model(path: str | Path, dtype: str | torch.dtype | None = None, max_seq
         from chatcli.engine.quant import quantize  # quant imports this module
     # Convert, prepare (fuse) and quantize one block at a time, letting the file's pages go after each: the process
     # never holds the file, a converted copy and a packed copy of the whole model at once.
-    keep = _narrow_embedding(model, dtype, packed_head=quant is not None)
+    keep = _narrow_embedding(model, dtype, replaced_head=quant is not None and (quant != "none" or can_pack()))
 
     def finish(module) -> None:
         _convert(module, dtype, keep)
@@ -198,19 +199,20 @@ def _convert(module: torch.nn.Module, dtype: torch.dtype, keep: set[int] = froze
             p.data = p.data.to(dtype)
 
 
-def _narrow_embedding(model, dtype: torch.dtype, packed_head: bool) -> set[int]:
+def _narrow_embedding(model, dtype: torch.dtype, replaced_head: bool) -> set[int]:
     """{id} of an embedding table to leave in the file's 16-bit dtype when DTYPE is float32, else nothing.
 
     Widening bfloat16 or float16 to float32 is exact, so the model widens the rows it looks up instead of the whole
     table: the table stays a view of the file, and only the rows of tokens seen are ever read (SmolLM2 in float32:
     113 MB less memory). A tied unembedding computes from the table, so it must then be replaced (packed or
-    quantized) from a widened copy; the plain layer would multiply float32 activations by 16-bit weights.
+    quantized) from a widened copy (REPLACED_HEAD); the plain layer would multiply float32 activations by 16-bit
+    weights.
     """
     embed = getattr(getattr(model, "model", None), "embed_tokens", None)
     if embed is None or dtype != torch.float32 or embed.weight.dtype not in (torch.bfloat16, torch.float16):
         return set()
     head = getattr(model, "lm_head", None)
-    if head is not None and head.weight is embed.weight and not packed_head:
+    if head is not None and head.weight is embed.weight and not replaced_head:
         return set()
     return {id(embed.weight)}
 

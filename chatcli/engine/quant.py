@@ -6,8 +6,6 @@ tokens per second. The layers themselves are in engine/linear.py.
 
 from __future__ import annotations
 
-import functools
-
 import torch
 from torch import nn
 
@@ -48,14 +46,11 @@ def _tied(model: nn.Module, layer: nn.Linear) -> bool:
 def pack(model: nn.Module, *, only: str | None = None, dtype: torch.dtype | None = None) -> nn.Module:
     """Reorder every dense linear weight (or only MODEL.<ONLY>) into oneDNN's layout for DTYPE activations (default:
     the weights' own dtype), once; return MODEL. Without oneDNN the layers stay plain."""
-    want = dtype
+    if not can_pack():
+        return model
     for parent, name, layer in _targets(model, only):
         # A tied embedding table the loader left in the file's 16-bit dtype is widened here, for this layer only.
-        weight = layer.weight if want is None or layer.weight.dtype == want else layer.weight.to(want)
-        if not can_pack():
-            if weight is not layer.weight:
-                layer.weight.data = weight  # no oneDNN: the plain layer needs the table in the compute dtype after all
-            continue
+        weight = layer.weight if dtype is None or layer.weight.dtype == dtype else layer.weight.to(dtype)
         # A tied unembedding is packed too, although the packed copy costs memory beside the embedding (113 MB for
         # SmolLM2 in float32, whose table then stays 16-bit): the plain GEMV streams it at half the speed (11.4
         # against 6.1 ms per token here).
@@ -90,7 +85,7 @@ def quantize(model: nn.Module, mode: str, *, lm_head: str | None = None, only: s
         group = int4_group_size(layer.in_features, layer.out_features) if want == "int4" else None
         if group:
             new = Int4Linear(layer, group)
-        elif want == "dyn8" and _has_dynamic_int8():
+        elif want == "dyn8" and can_dynamic_int8():
             new = DynamicInt8Linear(layer)
         elif want == "bf16":
             meta = nn.Linear(layer.in_features, layer.out_features, bias=False, device="meta")
@@ -102,7 +97,3 @@ def quantize(model: nn.Module, mode: str, *, lm_head: str | None = None, only: s
     release_file_pages(model)
     return model
 
-
-@functools.cache
-def _has_dynamic_int8() -> bool:
-    return can_dynamic_int8()
