@@ -77,6 +77,19 @@ def data_dir() -> Path:
     return Path(platformdirs.user_data_dir(APP))
 
 
+def cache_dir() -> Path:
+    """What chatcli can rebuild (compiled decode steps): CHATCLI_CACHE_DIR, else $CHATCLI_HOME/cache with
+    CHATCLI_HOME, else the user cache dir."""
+    env = os.environ.get("CHATCLI_CACHE_DIR")
+    if env:
+        return Path(env).expanduser().resolve()
+    if os.environ.get("CHATCLI_HOME"):
+        return home() / "cache"
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir(APP))
+
+
 def config_path() -> Path:
     """CHATCLI_CONFIG, else config.toml in the user config dir."""
     env = os.environ.get("CHATCLI_CONFIG")

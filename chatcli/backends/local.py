@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 import threading
 from pathlib import Path
 from typing import Iterator
@@ -35,6 +36,12 @@ def default_threads() -> int:
     return max(1, min(cores, int(cores - busy + 0.5)))
 
 
+def _building() -> None:
+    """Tell the user why loading pauses (stderr: stdout may carry an answer)."""
+    sys.stderr.write("chatcli: compiling the decode step for this machine, once (about a minute for a small model) ...\n")
+    sys.stderr.flush()
+
+
 class LocalBackend:
     """Runs chatcli's own transformer on the CPU."""
 
@@ -50,6 +57,7 @@ class LocalBackend:
         self.model_name: str | None = None
         self.model_path: Path | None = None
         self._cache = None
+        self.compiled = "eager"  # after load: "aot", "jit" or "eager" (engine.compile.use)
         self.want_probs = False  # /probs on: each Chunk.extra["probs"] lists its tokens' probability records
         # One engine, one cache: concurrent callers (the server) take turns.
         self.lock = threading.Lock()
@@ -84,14 +92,19 @@ class LocalBackend:
             raise UsageError(f"--quant {quant!r} is not supported; use one of {', '.join(MODES)}")
         if (self.compile or "auto") not in compiling.MODES:
             raise UsageError(f"--compile {self.compile!r} is not supported; use one of {', '.join(compiling.MODES)}")
-        compiled = compiling.wanted(self.compile or "auto")
-        # quant "none" prepacks the dense weights for the CPU's GEMV kernels; when compiling, inductor packs them.
-        model_obj = load_model(path, self.dtype, quant=None if compiled and quant == "none" else quant)
+        mode = self.compile or "auto"
+        # In-process torch.compile (the fallback for what the ahead-of-time path does not cover) packs the weights
+        # itself, so it gets plain ones; everything else gets them prepacked (quant "none") or quantized.
+        jit = mode == "on" and not compiling.aot_supported_config(quant, path)
+        model_obj = load_model(path, self.dtype, quant=None if jit and quant == "none" else quant)
         tokenizer = load_tokenizer(path, vocab_limit=model_obj.config.vocab_size)
-        if compiled:
-            from chatcli import settings
+        from chatcli import settings
 
-            compiling.compile_decode(model_obj, cache_dir=settings.data_dir() / "compile-cache")
+        try:
+            self.compiled = compiling.use(model_obj, mode, path, settings.cache_dir() / "compiled", on_build=_building)
+        except compiling.CompileError as e:  # a missing C++ compiler must not stop the chat: it only runs slower
+            sys.stderr.write(f"chatcli: --compile on: {e}; decoding without it\n")
+            self.compiled = "eager"
         self.model, self.tokenizer = model_obj, tokenizer
         self.model_path, self.model_name = path, model if not Path(model).is_dir() else path.name
         self._cache = PromptCache()

@@ -1,47 +1,300 @@
-"""Optional torch.compile of the decode step (`--compile auto|on|off`), with inductor's caches kept on disk.
+"""`--compile auto|on|off`: the one-token decode step compiled ahead of time (AOTInductor) and kept on disk.
 
-Measured on the target machine (2 cores) with SmolLM2-135M (`chatcli bench --compile on`): the compiled step
-decodes faster than eager (int4: 13 vs 17 ms of CPU per token on one thread, up to 99 vs 69 tok/s on two;
-bfloat16: 46 vs 36 tok/s), but compiling costs 37-80 s in every new process, and freezing keeps a second copy of
-dense weights (peak RSS 1.1 GB instead of 0.6). The on-disk caches do not help much: with freezing, inductor bypasses
-its FX graph and AOT autograd caches (its counters say `fxgraph_cache_bypass`), so only the C++ kernel builds are
-reused (63 s for a first bf16 compile, 46 s for the next); without freezing the prepacked oneDNN linears do not lower.
-That never pays back in a one-shot `ask` and rarely in a chat, so "auto" stays eager; "on" is for long sessions
-and the server.
+Decoding SmolLM2-135M in eager PyTorch spends about 4.5 ms of a 25 ms bf16 token in Python and operator dispatch
+across 30 small layers. AOTInductor turns the whole step into one C++ function: the norms, RoPE and cache writes are
+fused, and each linear layer (with the residual add folded in) calls oneDNN's prepacked GEMV. On the 2-core target
+that step takes 16-19 ms against eager's 24-28 in the same process (bf16, `chatcli bench --compile on`).
+
+How it fits with the rest of the engine:
+- Only the one-token step is compiled: it runs for every generated token. Prompts stay eager (their length varies,
+  and a graph with a dynamic token count decoded at 39 ms a token: its kernels lose the shape they were tuned for).
+- The package holds code, not weights (`package_constants_in_so=False`). At load its constants are bound to the
+  tensors the eager model already holds (`user_managed`): the same prepacked oneDNN weights serve the eager prompt
+  path and the compiled step, so memory stays one copy (with the weights inside, loading one added 540 MB).
+- The KV caches are graph inputs, so both paths read and write the same cache; the position is the length of a
+  `seq` input, so one graph serves every position.
+- Building takes about a minute for SmolLM2 (export, inductor, a C++ compiler). The package is keyed by what it
+  depends on (weights, dtype, context, threads, CPU, torch, this engine's code), stored under the cache directory,
+  and checked against eager on one step before it is kept. `on` builds it when missing; `auto` uses it when it is
+  there (a one-shot `ask` must not wait a minute) and otherwise stays eager; `chatcli models compile` builds it ahead.
+- Architectures or layers this path does not cover (Gemma 3, int8/int4 kernels, sliding windows) fall back to
+  torch.compile of the step in process (`jit_decode`), which recompiles in every process (37-63 s): with freezing,
+  inductor bypasses its graph caches.
 """
 
 from __future__ import annotations
 
+import hashlib
+import inspect
+import json
 import os
+import platform
+import tempfile
 from pathlib import Path
+from typing import Callable
 
 import torch
+from torch import nn
+
+from chatcli.engine.errors import EngineError
 
 MODES = ("auto", "on", "off")
+FORMAT = 1  # bump when the exported graph's inputs or the constants map change
 
 
-def wanted(mode: str) -> bool:
-    """Whether MODE ("auto", "on" or "off") asks for compilation; "auto" does not, see the module docstring."""
-    return mode == "on"
+class CompileError(EngineError):
+    """The decode step could not be compiled here (no C++ compiler, an export failure, a mismatch with eager)."""
+
+    exit_code = 1
 
 
-def use_cache_dir(cache_dir: str | Path | None) -> None:
-    """Keep inductor's compiled kernels and graphs under CACHE_DIR (kernels built once are reused by later runs)."""
-    if cache_dir is None:
-        return
-    Path(cache_dir).mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir))
+def aot_supported(model: nn.Module) -> bool:
+    """True when MODEL's one-token step can be exported: a Llama-family model without a sliding window whose linear
+    layers are all prepacked dense ones (quant "none")."""
+    from chatcli.engine.linear import DynamicInt8Linear, Int4Linear, Int8Linear, PackedLinear
+    from chatcli.engine.models.llama import Model as Llama
+    from chatcli.engine.models.llama import attention_window
+
+    if not isinstance(model, Llama) or attention_window(model.config) is not None:
+        return False
+    other = (nn.Linear, Int8Linear, DynamicInt8Linear, Int4Linear)
+    return any(isinstance(m, PackedLinear) for m in model.modules()) and not any(isinstance(m, other) for m in model.modules())
+
+
+def aot_supported_config(quant: str, folder: Path) -> bool:
+    """What aot_supported() will say once the model in FOLDER is loaded with QUANT, from its config.json alone
+    (the backend decides before loading whether the weights are prepacked or left for torch.compile)."""
+    from chatcli.engine.config import ModelConfig
+    from chatcli.engine.linear import can_pack
+    from chatcli.engine.models import get_model_class
+    from chatcli.engine.models.llama import Model as Llama
+    from chatcli.engine.models.llama import attention_window
+
+    config = ModelConfig.from_folder(folder)
+    return quant == "none" and can_pack() and get_model_class(config.model_type) is Llama and attention_window(config) is None
+
+
+def package_key(model: nn.Module, folder: Path) -> str:
+    """A digest of everything the compiled step depends on; a change in any of them means another package.
+
+    Not the thread count, which `--threads 0` picks per process from the load: inductor bakes the count of the build
+    into its own loops, but in this step those are the small elementwise ones; the GEMVs (oneDNN) and attention
+    follow torch.get_num_threads() at run time."""
+    from chatcli.engine.loader import weight_files
+
+    h = hashlib.sha256()
+    parts = [FORMAT, torch.__version__, platform.machine(), _cpu_flags(), str(model.compute_dtype),
+             model.max_seq_len, (folder / "config.json").read_bytes().hex()]
+    for f in weight_files(folder):
+        st = f.stat()
+        parts += [f.name, st.st_size, st.st_mtime_ns]
+    for source in (__file__, inspect.getsourcefile(type(model))):  # the graph is this code, traced
+        parts.append(hashlib.sha256(Path(source).read_bytes()).hexdigest())
+    h.update(json.dumps(parts, default=str).encode())
+    return h.hexdigest()[:24]
+
+
+def _cpu_flags() -> str:
+    """The CPU's model and flags: inductor generates code for the vector ISA it finds (AVX-512 here)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor()
+    return "|".join(sorted({ln for ln in lines if ln.startswith(("model name", "flags"))}))
+
+
+class _DecodeStep(nn.Module):
+    """What is exported: MODEL's forward for one token, with the KV caches as inputs and the position as the length
+    of `seq` minus one (a tensor dimension, so it stays symbolic: one graph for every position)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens: torch.Tensor, seq: torch.Tensor, caches: list[torch.Tensor]) -> torch.Tensor:
+        pairs = [(caches[i], caches[i + 1]) for i in range(0, len(caches), 2)]
+        return self.model(tokens, seq.shape[0] - 1, caches=pairs)
+
+
+def _cache_tensors(model: nn.Module) -> list[torch.Tensor]:
+    """Every layer's k and v cache, in layer order: the graph's `caches` input."""
+    return [t for layer in model.model.layers for t in (layer.self_attn.cache.k, layer.self_attn.cache.v)]
+
+
+def _packed_in_call_order(model: nn.Module) -> list[str]:
+    """Names of the prepacked linear layers in the order one decode step calls them (the order in which inductor
+    numbers the weights it freezes)."""
+    from chatcli.engine.linear import PackedLinear
+
+    order: list[str] = []
+    hooks = [m.register_forward_pre_hook(lambda mod, args, name=name: order.append(name))
+             for name, m in model.named_modules() if isinstance(m, PackedLinear)]
+    try:
+        with torch.inference_mode():
+            model(torch.zeros(1, 1, dtype=torch.long), 0)  # writes cache slot 0, which every prompt rewrites first
+    finally:
+        for h in hooks:
+            h.remove()
+    return order
+
+
+class _Swapped:
+    """For the export: each PackedLinear replaced by a plain nn.Linear of the same shape (inductor freezes and packs
+    plain weights; the values do not matter, since the package keeps none), and the KV cache modules detached (they
+    are inputs of the graph, not constants)."""
+
+    def __init__(self, model: nn.Module):
+        self.model, self.saved = model, []
+
+    def __enter__(self):
+        from chatcli.engine.linear import PackedLinear
+
+        for name, m in list(self.model.named_modules()):
+            parent_name, _, attr = name.rpartition(".")
+            parent = self.model.get_submodule(parent_name) if parent_name else self.model
+            if isinstance(m, PackedLinear):
+                plain = nn.Linear(m.in_features, m.out_features, bias=m.bias is not None, device="meta")
+                plain.weight = nn.Parameter(torch.empty(m.out_features, m.in_features, dtype=m.dtype), requires_grad=False)
+                plain.bias = m.bias
+                self.saved.append((parent, attr, m))
+                setattr(parent, attr, plain)
+        for layer in self.model.model.layers:
+            self.saved.append((layer.self_attn, "cache", layer.self_attn.cache))
+            layer.self_attn.cache = None
+        return self
+
+    def __exit__(self, *exc):
+        for parent, attr, m in reversed(self.saved):
+            setattr(parent, attr, m)
+
+
+def build(model: nn.Module, path: Path) -> Path:
+    """Export MODEL's decode step, compile it with AOTInductor into PATH (a .pt2) and its constants map beside it
+    (PATH.json); both are written only after the compiled step matched eager on one token. Raises CompileError."""
+    import torch._inductor.config as inductor
+
+    order = _packed_in_call_order(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    seq = torch.arange(model.max_seq_len)
+    example = (torch.zeros(1, 1, dtype=torch.long), seq[:3], _cache_tensors(model))
+    S = torch.export.Dim("S", min=2, max=model.max_seq_len - 1)  # at max_seq_len the slice is the whole buffer
+    try:
+        with tempfile.TemporaryDirectory(dir=path.parent, prefix=".build-") as tmp:
+            tmp_pkg = Path(tmp) / "step.pt2"
+            with _Swapped(model), torch.inference_mode():  # freezing applies only with grad off
+                step = _DecodeStep(model).eval()
+                exported = torch.export.export(step, example, dynamic_shapes=(None, {0: S}, [None] * len(example[2])))
+                inductor.freezing = True
+                torch._inductor.aoti_compile_and_package(
+                    exported, package_path=str(tmp_pkg),
+                    inductor_configs={"freezing": True, "aot_inductor.package_constants_in_so": False})
+            constants = _constants_map(model, tmp_pkg, order)
+            _check_against_eager(model, tmp_pkg, constants)
+            tmp_map = Path(tmp) / "step.json"
+            tmp_map.write_text(json.dumps(constants))
+            os.replace(tmp_map, path.with_suffix(".json"))  # the map first: a package without its map is never used
+            os.replace(tmp_pkg, path)
+    except CompileError:
+        raise
+    except Exception as e:  # export, lowering and the C++ build fail in many ways; all mean "stay eager"
+        raise CompileError(f"could not compile the decode step: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}") from e
+    return path
+
+
+def _constants_map(model: nn.Module, package: Path, order: list[str]) -> dict[str, list[str]]:
+    """{graph constant: ["packed", layer name] or ["tensor", parameter or buffer name]} for every constant the
+    compiled step reads. Frozen (prepacked) weights are numbered in call order; the others keep their names."""
+    loader = torch._C._aoti.AOTIModelPackageLoader(str(package), "model", True, 1, -1)
+    names = loader.get_constant_fqns()
+    frozen = sorted((n for n in names if n.startswith("_frozen_param")), key=lambda n: int(n.removeprefix("_frozen_param")))
+    if len(frozen) != len(order):
+        raise CompileError(f"the compiled step froze {len(frozen)} weights, the model has {len(order)} packed layers")
+    tensors = {**dict(model.named_parameters(remove_duplicate=False)), **dict(model.named_buffers(remove_duplicate=False))}
+    out: dict[str, list[str]] = {n: ["packed", layer] for n, layer in zip(frozen, order)}
+    for n in names:
+        if n in out:
+            continue
+        own = n.removeprefix("model.")  # the exported module wraps the model as .model
+        if own not in tensors:
+            raise CompileError(f"the compiled step reads a constant chatcli cannot supply: {n}")
+        out[n] = ["tensor", own]
+    return out
+
+
+def _bind(model: nn.Module, package: Path, constants: dict[str, list[str]]):
+    """The package's runner with its constants bound to MODEL's own tensors (no copy)."""
+    loader = torch._C._aoti.AOTIModelPackageLoader(str(package), "model", True, 1, -1)
+    tensors = {**dict(model.named_parameters(remove_duplicate=False)), **dict(model.named_buffers(remove_duplicate=False))}
+    bound = {}
+    for name, (kind, target) in constants.items():
+        bound[name] = model.get_submodule(target).packed if kind == "packed" else tensors[target]
+    loader.load_constants(bound, False, True, True)  # active buffer, check that every constant is given, user-managed
+    return loader
+
+
+def _check_against_eager(model: nn.Module, package: Path, constants: dict[str, list[str]]) -> None:
+    """One token through the compiled step and through eager from the same cache: the same choice, and logits that
+    agree to within rounding (a wrongly bound weight gives unrelated logits)."""
+    runner = _bind(model, package, constants)
+    seq, caches, tok = torch.arange(model.max_seq_len), _cache_tensors(model), torch.tensor([[1]])
+    with torch.inference_mode():
+        model(torch.tensor([[0, 1]]), 0)  # slots 0 and 1
+        eager = model(tok, 2)[0, -1]
+        compiled = runner.run([tok, seq[:3], *caches])[0][0, -1]
+    cos = torch.nn.functional.cosine_similarity(eager, compiled, dim=0).item()
+    if not (cos > 0.999 and int(eager.argmax()) == int(compiled.argmax())):
+        raise CompileError(f"the compiled decode step disagrees with eager (cosine {cos:.4f}); not kept")
+
+
+def attach(model: nn.Module, package: Path) -> nn.Module:
+    """Route MODEL's one-token forward passes through the compiled PACKAGE; everything else stays eager."""
+    constants = json.loads(package.with_suffix(".json").read_text())
+    runner = _bind(model, package, constants)
+    eager = model.forward
+    seq, inputs = torch.arange(model.max_seq_len), _cache_tensors(model)
+    last = model.max_seq_len - 1
+
+    def forward(tokens: torch.Tensor, start_pos: int = 0, last_only: bool = False, caches=None) -> torch.Tensor:
+        # Position 0 and the context's last slot are outside the graph's range (see build); both are rare.
+        if tokens.shape == (1, 1) and 1 <= start_pos < last and caches is None:
+            return runner.run([tokens, seq[: start_pos + 1], *inputs])[0]
+        return eager(tokens, start_pos, last_only=last_only, caches=caches)
+
+    model.forward = forward  # an instance attribute: nn.Module.__call__ finds it before the class's method
+    model.compiled = "aot"
+    return model
+
+
+def use(model: nn.Module, mode: str, folder: Path, cache_dir: Path, on_build: Callable[[], None] | None = None) -> str:
+    """Apply MODE to a loaded MODEL from FOLDER: "aot" (a package from CACHE_DIR, built first under "on"), "jit"
+    ("on" for a model the ahead-of-time path does not cover) or "eager". on_build() is called before a build."""
+    if mode == "off":
+        return "eager"
+    if not aot_supported(model):
+        if mode == "on":
+            jit_decode(model, cache_dir / "inductor")
+            return "jit"
+        return "eager"
+    package = cache_dir / f"{package_key(model, folder)}.pt2"
+    if not (package.is_file() and package.with_suffix(".json").is_file()):
+        if mode != "on":
+            return "eager"
+        if on_build is not None:
+            on_build()
+        build(model, package)
+    attach(model, package)
+    return "aot"
+
+
+def jit_decode(model: nn.Module, cache_dir: Path | None = None) -> nn.Module:
+    """Route MODEL's one-token forward passes through torch.compile in this process (dynamic positions, so one
+    graph serves every step); prompts stay eager. Returns MODEL."""
+    if cache_dir is not None:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir))
     import torch._inductor.config as inductor
 
     inductor.fx_graph_cache = True
-
-
-def compile_decode(model: torch.nn.Module, cache_dir: str | Path | None = None) -> torch.nn.Module:
-    """Route MODEL's one-token forward passes through torch.compile (dynamic positions, so one graph serves every
-    step); prompts stay eager, since their shapes vary and they are few. Returns MODEL."""
-    use_cache_dir(cache_dir)
-    import torch._inductor.config as inductor
-
     inductor.freezing = True  # weights become constants: inductor prepacks them for oneDNN and folds what it can
     eager = model.forward
     compiled = torch.compile(eager, dynamic=True)
@@ -52,11 +305,10 @@ def compile_decode(model: torch.nn.Module, cache_dir: str | Path | None = None) 
             return compiled(tokens, start_pos)
         return eager(tokens, start_pos, last_only=last_only)
 
-    model.forward = forward  # an instance attribute: nn.Module.__call__ finds it before the class's method
-    model.compiled = True
+    model.forward = forward
+    model.compiled = "jit"
     # Compile now rather than in the middle of the first reply, with one step at position 2 (slots 0 and 1 filled
-    # first, so attention reads written values). Every prompt rewrites these slots before reading them, and
-    # nothing is cached yet while a model is being loaded.
+    # first, so attention reads written values). Every prompt rewrites these slots before reading them.
     with torch.inference_mode():
         for pos in (0, 1, 2):
             model(torch.zeros(1, 1, dtype=torch.long), pos)

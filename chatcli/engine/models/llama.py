@@ -19,6 +19,11 @@ from chatcli.engine.rope import rope_tables
 Rope = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # cos [T, 1, D], -sin and +sin halves [T, 1, D/2]
 
 
+def attention_window(config: ModelConfig) -> int | None:
+    """How many past positions a query may see: mistral's sliding window; the others see the whole context."""
+    return config.sliding_window if config.model_type == "mistral" else None
+
+
 def rotate(x: torch.Tensor, rope: Rope) -> torch.Tensor:
     """RoPE in the rotate_half convention, x*cos + [-x2, x1]*sin, in three ops and no concatenation."""
     cos, neg_sin, sin = rope
@@ -43,7 +48,7 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(config.hidden_size, self.n_kv_heads * self.head_dim, bias=qkv_bias)
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, config.hidden_size, bias=config.attention_bias)
         self.qkv_proj: nn.Module | None = None  # set by fuse()
-        self.window = config.sliding_window if config.model_type == "mistral" else None
+        self.window = attention_window(config)
         self.cache: KVCache | None = None
 
     def fuse(self) -> None:
@@ -51,7 +56,11 @@ class Attention(nn.Module):
         if self.qkv_proj is None:
             fuse_projections(self, ["q_proj", "k_proj", "v_proj"], "qkv_proj")
 
-    def forward(self, x: torch.Tensor, rope: Rope, start_pos: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: Rope, start_pos: int, mask: torch.Tensor | None = None,
+                kv: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """x [B, T, hidden] at positions start_pos.. (mask: the causal mask of those T queries, None for one token).
+
+        kv: the cache tensors to use instead of this layer's own (an exported graph takes them as inputs)."""
         B, T, _ = x.shape
         H, KV, D = self.n_heads, self.n_kv_heads, self.head_dim
         if self.qkv_proj is not None:
@@ -59,30 +68,29 @@ class Attention(nn.Module):
         else:
             qkv = torch.cat([self.q_proj(x), self.k_proj(x), self.v_proj(x)], -1)
         if T == 1:
-            return self._decode(qkv.view(B, H + 2 * KV, D), rope, start_pos)
+            k_cache, v_cache = kv if kv is not None else (self.cache.k, self.cache.v)
+            return self._decode(qkv.view(B, H + 2 * KV, D), rope, start_pos, k_cache, v_cache)
         qkv = qkv.view(B, T, H + 2 * KV, D)
         qk = rotate(qkv[:, :, : H + KV], rope)  # q and k heads rotated together: [B, T, H+KV, D]
         q = qk[:, :, :H].transpose(1, 2)  # [B, H, T, D]
         k = qk[:, :, H:].transpose(1, 2)  # [B, KV, T, D]
         v = qkv[:, :, H + KV :].transpose(1, 2)
         k, v = self.cache.update(start_pos, k, v)  # [B, KV, start_pos+T, D]
-        mask = causal_mask(start_pos, T, self.window)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=KV != H)
         return self.o_proj(out.transpose(1, 2).reshape(B, T, H * D))  # [B, T, hidden]
 
-    def _decode(self, qkv: torch.Tensor, rope: Rope, pos: int) -> torch.Tensor:
+    def _decode(self, qkv: torch.Tensor, rope: Rope, pos: int, k_cache: torch.Tensor, v_cache: torch.Tensor) -> torch.Tensor:
         """One token, qkv [B, H+2KV, D]: the same math as forward() in the fewest ops (this runs once per layer and
         token, and at this size each op costs more in dispatch than in arithmetic)."""
         B, H, KV, D = qkv.shape[0], self.n_heads, self.n_kv_heads, self.head_dim
         qk = rotate(qkv[:, : H + KV], rope)  # [B, H+KV, D]
-        cache = self.cache
-        # The cache slot of this position, [B, KV, 1, D]; a slice, not an index, so torch.compile keeps pos symbolic.
-        cache.k[:, :, pos : pos + 1].copy_(qk[:, H:, None])
-        cache.v[:, :, pos : pos + 1].copy_(qkv[:, H + KV :, None])
+        # The cache slot of this position, [B, KV, 1, D]; a slice, not an index, so an exported graph keeps pos symbolic.
+        k_cache[:, :, pos : pos + 1].copy_(qk[:, H:, None])
+        v_cache[:, :, pos : pos + 1].copy_(qkv[:, H + KV :, None])
         lo = 0 if self.window is None else max(0, pos + 1 - self.window)
         # No mask: the token sees the whole (windowed) cache. The G query heads sharing a kv head act as G query rows
         # of that head: grouped-query attention without repeating k and v.
-        out = F.scaled_dot_product_attention(qk[:, :H].view(B, KV, self.groups, D), cache.k[:, :, lo : pos + 1], cache.v[:, :, lo : pos + 1])
+        out = F.scaled_dot_product_attention(qk[:, :H].view(B, KV, self.groups, D), k_cache[:, :, lo : pos + 1], v_cache[:, :, lo : pos + 1])
         return self.o_proj(out.view(B, 1, H * D))  # heads in order kv*G + g: [B, 1, hidden]
 
 
@@ -125,8 +133,9 @@ class Block(nn.Module):
         self.self_attn.fuse()
         self.mlp.fuse()
 
-    def forward(self, x: torch.Tensor, rope: Rope, start_pos: int) -> torch.Tensor:
-        h = self.self_attn(self.input_layernorm(x), rope, start_pos)
+    def forward(self, x: torch.Tensor, rope: Rope, start_pos: int, mask: torch.Tensor | None = None,
+                kv: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        h = self.self_attn(self.input_layernorm(x), rope, start_pos, mask, kv)
         h += x  # the residual added into the projection's fresh output rather than into a new tensor
         out = self.mlp(self.post_attention_layernorm(h))
         out += h
@@ -182,17 +191,23 @@ class Model(nn.Module):
         self.register_buffer("rope_neg_sin", -sin[:, None, :half].to(dtype), persistent=False)
         self.register_buffer("rope_sin", sin[:, None, half:].to(dtype), persistent=False)
 
-    def forward(self, tokens: torch.Tensor, start_pos: int = 0, last_only: bool = False) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, start_pos: int = 0, last_only: bool = False,
+                caches: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> torch.Tensor:
         """Logits (float32) [B, T, vocab] for tokens [B, T] placed at positions start_pos..start_pos+T-1.
 
         last_only: only the last position's logits [B, 1, vocab], which is all a prefill needs (the unembedding of
         every prompt position would cost about a fifth of SmolLM2's prefill).
+        caches: per layer, the (k, v) cache tensors to use for one token instead of the layers' own (engine.compile
+        exports this path with the caches as graph inputs).
         """
-        end = start_pos + tokens.shape[1]
+        T = tokens.shape[1]
+        end = start_pos + T
         rope = (self.rope_cos[start_pos:end], self.rope_neg_sin[start_pos:end], self.rope_sin[start_pos:end])
+        # One mask for every layer (None for a single unwindowed token, which sees the whole cache).
+        mask = causal_mask(start_pos, T, attention_window(self.config))
         x = self.model.embed_tokens(tokens).to(self.compute_dtype)  # [B, T, hidden]; rows widened exactly if stored narrow
-        for layer in self.model.layers:
-            x = layer(x, rope, start_pos)
+        for i, layer in enumerate(self.model.layers):
+            x = layer(x, rope, start_pos, mask, None if caches is None else caches[i])
         if last_only:
             x = x[:, -1:]
         return self.lm_head(self.model.norm(x)).float()
