@@ -16,6 +16,7 @@ BaseUrl = Annotated[Optional[str], typer.Option("--base-url", metavar="URL", hel
 ApiKey = Annotated[Optional[str], typer.Option("--api-key", metavar="KEY", help="API key for the openai backend (default: $OPENAI_API_KEY).", rich_help_panel=MODEL)]
 Dtype = Annotated[Optional[str], typer.Option("--dtype", metavar="DTYPE", help="Weights dtype for the local backend: auto, float32 or bfloat16.", rich_help_panel=MODEL)]
 Quant = Annotated[Optional[str], typer.Option("--quant", metavar="QUANT", help="Weight quantisation for the local backend (none, int8, int4).", rich_help_panel=MODEL)]
+Compile = Annotated[Optional[str], typer.Option("--compile", metavar="MODE", help="The compiled decode step of the local backend: auto (use a stored one), on (build it once, about a minute), off.", rich_help_panel=MODEL)]
 Prompt = Annotated[Optional[str], typer.Option("--prompt", "-p", metavar="NAME", help="System prompt file from prompts/ (see `chatcli prompts list`).", rich_help_panel=CONV)]
 System = Annotated[Optional[str], typer.Option("--system", "-s", metavar="TEXT", help="System prompt text (replaces the prompt file's body).", rich_help_panel=CONV)]
 Var = Annotated[Optional[list[str]], typer.Option("--var", "-v", metavar="NAME=VALUE", help="Prompt variable NAME=VALUE (repeatable).", rich_help_panel=CONV)]
@@ -36,7 +37,7 @@ ContextPolicy = Annotated[Optional[str], typer.Option("--context-policy", metava
 
 def chat(
     model: Model = None, prompt: Prompt = None, system: System = None, var: Var = None,
-    backend: Backend = None, base_url: BaseUrl = None, api_key: ApiKey = None, dtype: Dtype = None, quant: Quant = None,
+    backend: Backend = None, base_url: BaseUrl = None, api_key: ApiKey = None, dtype: Dtype = None, quant: Quant = None, compile: Compile = None,
     temperature: Temperature = None, top_p: TopP = None, top_k: TopK = None, min_p: MinP = None,
     repeat_penalty: RepeatPenalty = None, seed: Seed = None, max_tokens: MaxTokens = None, stop: Stop = None,
     plain: Plain = False, no_save: NoSave = False, continue_: Continue = False, resume: Resume = None,
@@ -59,7 +60,7 @@ def ask(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object: text, model, params, usage, timings, finish_reason.")] = False,
     raw: Annotated[bool, typer.Option("--raw", help="Complete the text as given: no system prompt, no chat template (base models, debugging).")] = False,
     model: Model = None, prompt: Prompt = None, system: System = None, var: Var = None,
-    backend: Backend = None, base_url: BaseUrl = None, api_key: ApiKey = None, dtype: Dtype = None, quant: Quant = None,
+    backend: Backend = None, base_url: BaseUrl = None, api_key: ApiKey = None, dtype: Dtype = None, quant: Quant = None, compile: Compile = None,
     temperature: Temperature = None, top_p: TopP = None, top_k: TopK = None, min_p: MinP = None,
     repeat_penalty: RepeatPenalty = None, seed: Seed = None, max_tokens: MaxTokens = None, stop: Stop = None,
     plain: Plain = False, no_save: NoSave = False, continue_: Continue = False, resume: Resume = None,

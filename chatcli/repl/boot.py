@@ -29,6 +29,7 @@ class Options:
     api_key: str | None = None
     dtype: str | None = None
     quant: str | None = None
+    compile: str | None = None
     temperature: float | None = None
     top_p: float | None = None
     top_k: int | None = None
