@@ -50,6 +50,15 @@ def test_compiled_step_matches_eager_and_is_built_once(tiny_llama_dir, monkeypat
     assert again.compiled == "aot" and text_again == eager_text
 
 
+def test_compiled_step_with_projection_biases_matches_eager(tiny_model_factory):
+    """qwen2's q/k/v biases are constants the compiled step reads by name, bound to the eager model's own."""
+    qwen = tiny_model_factory("qwen2")
+    _, eager_text, eager_logits = run(qwen, "off")
+    backend, text, logits = run(qwen, "on")
+    assert backend.compiled == "aot" and text == eager_text
+    assert torch.allclose(logits, eager_logits, atol=1e-4, rtol=0)
+
+
 def compiling_dir():
     from chatcli import settings
 

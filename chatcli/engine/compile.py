@@ -184,7 +184,7 @@ def build(model: nn.Module, path: Path) -> Path:
             with _Swapped(model), torch.inference_mode():  # freezing applies only with grad off
                 step = _DecodeStep(model).eval()
                 exported = torch.export.export(step, example, dynamic_shapes=(None, {0: S}, [None] * len(example[2])))
-                inductor.freezing = True
+                inductor.freezing = True  # what lets inductor prepack the dense weights for oneDNN
                 torch._inductor.aoti_compile_and_package(
                     exported, package_path=str(tmp_pkg),
                     inductor_configs={"freezing": True, "aot_inductor.package_constants_in_so": False})
