@@ -59,6 +59,14 @@ def test_compiled_step_with_projection_biases_matches_eager(tiny_model_factory):
     assert torch.allclose(logits, eager_logits, atol=1e-4, rtol=0)
 
 
+def test_compiled_int4_step_matches_eager_int4(tiny_llama_dir):
+    """int4 blocks in the graph (the kernel's group size bound as a constant), the 8-bit unembedding after it."""
+    _, eager_text, eager_logits = run(tiny_llama_dir, "off", quant="int4")
+    backend, text, logits = run(tiny_llama_dir, "on", quant="int4")
+    assert backend.compiled == "aot" and text == eager_text
+    assert torch.allclose(logits, eager_logits, atol=1e-2, rtol=0)
+
+
 def compiling_dir():
     from chatcli import settings
 
@@ -87,8 +95,14 @@ def test_a_failed_build_leaves_an_eager_backend_and_says_why(tiny_llama_dir, mon
 def test_what_the_ahead_of_time_path_covers(tiny_model_factory):
     llama = tiny_model_factory("llama")
     assert compiling.aot_supported_config("none", llama)
-    assert not compiling.aot_supported_config("int4", llama)  # the int4/int8 kernels fall back to torch.compile
+    assert compiling.aot_supported_config("int4", llama)
+    assert not compiling.aot_supported_config("int8", llama)  # fbgemm's dynamic int8 cannot be exported
     assert not compiling.aot_supported_config("none", tiny_model_factory("gemma3"))
+    from chatcli.engine.loader import load_model
+
+    dense, int4 = load_model(llama, "float32", quant="none"), load_model(llama, "float32", quant="int4")
+    assert compiling.aot_supported(dense) and compiling.aot_supported(int4)
+    assert compiling.package_key(dense, llama) != compiling.package_key(int4, llama)  # never each other's package
     assert not compiling.aot_supported_config("none", tiny_model_factory("mistral", sliding_window=8))
 
 

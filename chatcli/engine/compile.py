@@ -2,24 +2,30 @@
 
 Decoding SmolLM2-135M in eager PyTorch spends about 4.5 ms of a 25 ms bf16 token in Python and operator dispatch
 across 30 small layers. AOTInductor turns the whole step into one C++ function: the norms, RoPE and cache writes are
-fused, and each linear layer (with the residual add folded in) calls oneDNN's prepacked GEMV. On the 2-core target
-that step takes 16-19 ms against eager's 24-28 in the same process (bf16, `chatcli bench --compile on`).
+fused, and each dense linear layer (with the residual add folded in) calls oneDNN's prepacked GEMV.
 
 How it fits with the rest of the engine:
 - Only the one-token step is compiled: it runs for every generated token. Prompts stay eager (their length varies,
   and a graph with a dynamic token count decoded at 39 ms a token: its kernels lose the shape they were tuned for).
+- The graph ends at the final norm; the unembedding runs eagerly after it, whatever its kind (the int4 mode's
+  fbgemm dynamic-int8 head cannot be exported), at the cost of one dispatch.
 - The package holds code, not weights (`package_constants_in_so=False`). At load its constants are bound to the
-  tensors the eager model already holds (`user_managed`): the same prepacked oneDNN weights serve the eager prompt
-  path and the compiled step, so memory stays one copy (with the weights inside, loading one added 540 MB).
+  tensors the eager model already holds (`user_managed`): the same prepacked oneDNN (or int4) weights serve the
+  eager prompt path and the compiled step, so memory stays one copy (with the weights inside, loading one added
+  540 MB). What inductor derives from a weight (a frozen, prepacked copy; the int4 kernel's group size as a tensor)
+  is numbered in call order, which is how the constants map finds its source.
 - The KV caches are graph inputs, so both paths read and write the same cache; the position is the length of a
   `seq` input, so one graph serves every position.
 - Building takes about a minute for SmolLM2 (export, inductor, a C++ compiler). The package is keyed by what it
-  depends on (weights, dtype, context, threads, CPU, torch, this engine's code), stored under the cache directory,
-  and checked against eager on one step before it is kept. `on` builds it when missing; `auto` uses it when it is
-  there (a one-shot `ask` must not wait a minute) and otherwise stays eager; `chatcli models compile` builds it ahead.
-- Architectures or layers this path does not cover (Gemma 3, int8/int4 kernels, sliding windows) fall back to
+  depends on (weights, dtype, quantization, context, CPU, torch, this engine's code), stored under the cache
+  directory, and checked against eager on one step before it is kept. `on` builds it when missing; `auto` uses it
+  when it is there (a one-shot `ask` must not wait a minute) and otherwise stays eager.
+- Dense models and int4 blocks are covered. Gemma 3, int8 blocks (fbgemm) and sliding windows fall back to
   torch.compile of the step in process (`jit_decode`), which recompiles in every process (37-63 s): with freezing,
   inductor bypasses its graph caches.
+
+Measured (SmolLM2-135M, 2 threads, `chatcli bench --compile on` and one-process A/B scripts): bf16 16-19 ms a token
+against eager's 24-28; fp32 30-31 against 25-27 tok/s; int4 126-140 against 78-80 tok/s.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import json
 import os
 import platform
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -39,7 +46,7 @@ from torch import nn
 from chatcli.engine.errors import EngineError
 
 MODES = ("auto", "on", "off")
-FORMAT = 1  # bump when the exported graph's inputs or the constants map change
+FORMAT = 2  # bump when the exported graph's inputs or the constants map change
 
 
 class CompileError(EngineError):
@@ -49,21 +56,30 @@ class CompileError(EngineError):
 
 
 def aot_supported(model: nn.Module) -> bool:
-    """True when MODEL's one-token step can be exported: a Llama-family model without a sliding window whose linear
-    layers are all prepacked dense ones (quant "none")."""
-    from chatcli.engine.linear import DynamicInt8Linear, Int4Linear, Int8Linear, PackedLinear
+    """True when MODEL's one-token step can be exported: a Llama-family model without a sliding window whose blocks'
+    linear layers are all prepacked dense ones (quant "none") or all int4 (the unembedding runs outside the graph,
+    so it may be anything)."""
+    from chatcli.engine.linear import Int4Linear, PackedLinear
     from chatcli.engine.models.llama import Model as Llama
     from chatcli.engine.models.llama import attention_window
 
     if not isinstance(model, Llama) or attention_window(model.config) is not None:
         return False
-    other = (nn.Linear, Int8Linear, DynamicInt8Linear, Int4Linear)
-    return any(isinstance(m, PackedLinear) for m in model.modules()) and not any(isinstance(m, other) for m in model.modules())
+    kinds = {type(m) for m in model.model.layers.modules() if _is_linear(m)}
+    return kinds in ({PackedLinear}, {Int4Linear})
+
+
+def _is_linear(m: nn.Module) -> bool:
+    """A layer that computes a projection (dense, packed or quantized), not a RowSlice view of one."""
+    from chatcli.engine.linear import DynamicInt8Linear, Int4Linear, Int8Linear, PackedLinear
+
+    return isinstance(m, (nn.Linear, PackedLinear, Int8Linear, DynamicInt8Linear, Int4Linear))
 
 
 def aot_supported_config(quant: str, folder: Path) -> bool:
     """What aot_supported() will say once the model in FOLDER is loaded with QUANT, from its config.json alone
-    (the backend decides before loading whether the weights are prepacked or left for torch.compile)."""
+    (the backend decides before loading whether the weights are prepacked or left for torch.compile). An int4 model
+    whose shapes the int4 kernel refuses gets int8 layers instead, and aot_supported() then says no."""
     from chatcli.engine.config import ModelConfig
     from chatcli.engine.linear import can_pack
     from chatcli.engine.models import get_model_class
@@ -71,7 +87,9 @@ def aot_supported_config(quant: str, folder: Path) -> bool:
     from chatcli.engine.models.llama import attention_window
 
     config = ModelConfig.from_folder(folder)
-    return quant == "none" and can_pack() and get_model_class(config.model_type) is Llama and attention_window(config) is None
+    if get_model_class(config.model_type) is not Llama or attention_window(config) is not None:
+        return False
+    return quant == "int4" or (quant == "none" and can_pack())
 
 
 def package_key(model: nn.Module, folder: Path) -> str:
@@ -83,7 +101,8 @@ def package_key(model: nn.Module, folder: Path) -> str:
     from chatcli.engine.loader import weight_files
 
     h = hashlib.sha256()
-    parts = [FORMAT, torch.__version__, platform.machine(), _cpu_flags(), str(model.compute_dtype),
+    layers = [(n, type(m).__name__, getattr(m, "group_size", None)) for n, m in model.named_modules() if _is_linear(m)]
+    parts = [FORMAT, torch.__version__, platform.machine(), _cpu_flags(), str(model.compute_dtype), layers,
              model.max_seq_len, (folder / "config.json").read_bytes().hex()]
     for f in weight_files(folder):
         st = f.stat()
@@ -121,14 +140,12 @@ def _cache_tensors(model: nn.Module) -> list[torch.Tensor]:
     return [t for layer in model.model.layers for t in (layer.self_attn.cache.k, layer.self_attn.cache.v)]
 
 
-def _packed_in_call_order(model: nn.Module) -> list[str]:
-    """Names of the prepacked linear layers in the order one decode step calls them (the order in which inductor
-    numbers the weights it freezes)."""
-    from chatcli.engine.linear import PackedLinear
-
+def _calls_in_order(model: nn.Module, kind: type) -> list[str]:
+    """Names of MODEL's blocks' layers of KIND in the order one decode step calls them: the order in which inductor
+    numbers what it derives from them (frozen weights, the int4 kernel's group-size constants)."""
     order: list[str] = []
     hooks = [m.register_forward_pre_hook(lambda mod, args, name=name: order.append(name))
-             for name, m in model.named_modules() if isinstance(m, PackedLinear)]
+             for name, m in model.named_modules() if isinstance(m, kind) and name.startswith("model.layers.")]
     try:
         with torch.inference_mode():
             model(torch.zeros(1, 1, dtype=torch.long), 0)  # writes cache slot 0, which every prompt rewrites first
@@ -139,9 +156,10 @@ def _packed_in_call_order(model: nn.Module) -> list[str]:
 
 
 class _Swapped:
-    """For the export: each PackedLinear replaced by a plain nn.Linear of the same shape (inductor freezes and packs
-    plain weights; the values do not matter, since the package keeps none), and the KV cache modules detached (they
-    are inputs of the graph, not constants)."""
+    """For the export: each PackedLinear of the blocks replaced by a plain nn.Linear of the same shape (inductor
+    freezes and packs plain weights; the values do not matter, since the package keeps none), the unembedding by an
+    identity (it runs eagerly after the graph, whatever its kind: fbgemm's dynamic int8 cannot be exported), and
+    the KV cache modules detached (they are inputs of the graph, not constants)."""
 
     def __init__(self, model: nn.Module):
         self.model, self.saved = model, []
@@ -149,9 +167,9 @@ class _Swapped:
     def __enter__(self):
         from chatcli.engine.linear import PackedLinear
 
-        for name, m in list(self.model.named_modules()):
+        for name, m in list(self.model.model.layers.named_modules()):
             parent_name, _, attr = name.rpartition(".")
-            parent = self.model.get_submodule(parent_name) if parent_name else self.model
+            parent = self.model.model.layers.get_submodule(parent_name) if parent_name else self.model.model.layers
             if isinstance(m, PackedLinear):
                 plain = nn.Linear(m.in_features, m.out_features, bias=m.bias is not None, device="meta")
                 plain.weight = nn.Parameter(torch.empty(m.out_features, m.in_features, dtype=m.dtype), requires_grad=False)
@@ -161,6 +179,8 @@ class _Swapped:
         for layer in self.model.model.layers:
             self.saved.append((layer.self_attn, "cache", layer.self_attn.cache))
             layer.self_attn.cache = None
+        self.saved.append((self.model, "lm_head", self.model.lm_head))
+        self.model.lm_head = nn.Identity()
         return self
 
     def __exit__(self, *exc):
@@ -169,25 +189,33 @@ class _Swapped:
 
 
 def build(model: nn.Module, path: Path) -> Path:
-    """Export MODEL's decode step, compile it with AOTInductor into PATH (a .pt2) and its constants map beside it
-    (PATH.json); both are written only after the compiled step matched eager on one token. Raises CompileError."""
+    """Export MODEL's decode step (up to the final norm), compile it with AOTInductor into PATH (a .pt2) and its
+    constants map beside it (PATH.json); both are written only after the compiled step matched eager on one token.
+    Raises CompileError."""
     import torch._inductor.config as inductor
 
-    order = _packed_in_call_order(model)
+    from chatcli.engine.linear import Int4Linear, PackedLinear
+
+    order = {"packed": _calls_in_order(model, PackedLinear), "int4": _calls_in_order(model, Int4Linear)}
     path.parent.mkdir(parents=True, exist_ok=True)
     seq = torch.arange(model.max_seq_len)
     example = (torch.zeros(1, 1, dtype=torch.long), seq[:3], _cache_tensors(model))
     S = torch.export.Dim("S", min=2, max=model.max_seq_len - 1)  # at max_seq_len the slice is the whole buffer
+    # Freezing is what lets inductor prepack dense weights for oneDNN; int4 weights are packed already.
+    freeze = bool(order["packed"])
     try:
         with tempfile.TemporaryDirectory(dir=path.parent, prefix=".build-") as tmp:
             tmp_pkg = Path(tmp) / "step.pt2"
-            with _Swapped(model), torch.inference_mode():  # freezing applies only with grad off
+            # Freezing applies only with grad off. torch's own deprecation warnings from inside export are not the
+            # user's to act on.
+            with _Swapped(model), torch.inference_mode(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
                 step = _DecodeStep(model).eval()
                 exported = torch.export.export(step, example, dynamic_shapes=(None, {0: S}, [None] * len(example[2])))
-                inductor.freezing = True  # what lets inductor prepack the dense weights for oneDNN
+                inductor.freezing = freeze
                 torch._inductor.aoti_compile_and_package(
                     exported, package_path=str(tmp_pkg),
-                    inductor_configs={"freezing": True, "aot_inductor.package_constants_in_so": False})
+                    inductor_configs={"freezing": freeze, "aot_inductor.package_constants_in_so": False})
             constants = _constants_map(model, tmp_pkg, order)
             _check_against_eager(model, tmp_pkg, constants)
             tmp_map = Path(tmp) / "step.json"
@@ -197,20 +225,29 @@ def build(model: nn.Module, path: Path) -> Path:
     except CompileError:
         raise
     except Exception as e:  # export, lowering and the C++ build fail in many ways; all mean "stay eager"
-        raise CompileError(f"could not compile the decode step: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}") from e
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise CompileError(f"could not compile the decode step: {type(e).__name__}: {first}") from e
     return path
 
 
-def _constants_map(model: nn.Module, package: Path, order: list[str]) -> dict[str, list[str]]:
-    """{graph constant: ["packed", layer name] or ["tensor", parameter or buffer name]} for every constant the
-    compiled step reads. Frozen (prepacked) weights are numbered in call order; the others keep their names."""
+def _constants_map(model: nn.Module, package: Path, order: dict[str, list[str]]) -> dict[str, list[str]]:
+    """{graph constant: [kind, name]} for every constant the compiled step reads: ["packed", layer] for a frozen
+    (prepacked) weight, numbered in call order; ["int4_group", layer] for the group size the int4 kernel takes as a
+    tensor, also numbered in call order; ["tensor", parameter or buffer] for the rest, which keep their names."""
     loader = torch._C._aoti.AOTIModelPackageLoader(str(package), "model", True, 1, -1)
     names = loader.get_constant_fqns()
-    frozen = sorted((n for n in names if n.startswith("_frozen_param")), key=lambda n: int(n.removeprefix("_frozen_param")))
-    if len(frozen) != len(order):
-        raise CompileError(f"the compiled step froze {len(frozen)} weights, the model has {len(order)} packed layers")
+
+    def numbered(prefix: str) -> list[str]:
+        return sorted((n for n in names if n.removeprefix(prefix).isdigit() and n.startswith(prefix)),
+                      key=lambda n: int(n.removeprefix(prefix)))
+
+    out: dict[str, list[str]] = {}
+    for prefix, kind, layers in (("_frozen_param", "packed", order["packed"]), ("constant", "int4_group", order["int4"])):
+        derived = numbered(prefix)
+        if len(derived) != len(layers):
+            raise CompileError(f"the compiled step derived {len(derived)} {kind} constants from {len(layers)} layers")
+        out.update({n: [kind, layer] for n, layer in zip(derived, layers)})
     tensors = {**dict(model.named_parameters(remove_duplicate=False)), **dict(model.named_buffers(remove_duplicate=False))}
-    out: dict[str, list[str]] = {n: ["packed", layer] for n, layer in zip(frozen, order)}
     for n in names:
         if n in out:
             continue
@@ -222,25 +259,44 @@ def _constants_map(model: nn.Module, package: Path, order: list[str]) -> dict[st
 
 
 def _bind(model: nn.Module, package: Path, constants: dict[str, list[str]]):
-    """The package's runner with its constants bound to MODEL's own tensors (no copy)."""
+    """The package's runner with its constants bound to MODEL's own tensors (no copy). The caller keeps the returned
+    tensors alive: a user-managed constant is not owned by the runner."""
     loader = torch._C._aoti.AOTIModelPackageLoader(str(package), "model", True, 1, -1)
     tensors = {**dict(model.named_parameters(remove_duplicate=False)), **dict(model.named_buffers(remove_duplicate=False))}
     bound = {}
     for name, (kind, target) in constants.items():
-        bound[name] = model.get_submodule(target).packed if kind == "packed" else tensors[target]
+        if kind == "packed":
+            bound[name] = model.get_submodule(target).packed
+        elif kind == "int4_group":
+            bound[name] = torch.tensor(model.get_submodule(target).group_size, dtype=torch.long)
+        else:
+            bound[name] = tensors[target]
     loader.load_constants(bound, False, True, True)  # active buffer, check that every constant is given, user-managed
-    return loader
+    return loader, bound
+
+
+def _compiled_step(model: nn.Module, package: Path, constants: dict[str, list[str]]):
+    """step(tokens [1, 1], pos) -> logits [1, 1, vocab] float32 through the compiled PACKAGE, then the unembedding."""
+    runner, bound = _bind(model, package, constants)
+    seq, inputs, head, dtype = torch.arange(model.max_seq_len), _cache_tensors(model), model.lm_head, model.compute_dtype
+
+    def step(tokens: torch.Tensor, pos: int) -> torch.Tensor:
+        hidden = runner.run([tokens, seq[: pos + 1], *inputs])[0]  # the final norm's output, as float32 (exact)
+        return head(hidden.to(dtype)).float()
+
+    step.constants = bound  # kept alive with the step
+    return step
 
 
 def _check_against_eager(model: nn.Module, package: Path, constants: dict[str, list[str]]) -> None:
     """One token through the compiled step and through eager from the same cache: the same choice, and logits that
     agree to within rounding (a wrongly bound weight gives unrelated logits)."""
-    runner = _bind(model, package, constants)
-    seq, caches, tok = torch.arange(model.max_seq_len), _cache_tensors(model), torch.tensor([[1]])
+    step = _compiled_step(model, package, constants)
+    tok = torch.tensor([[1]])
     with torch.inference_mode():
         model(torch.tensor([[0, 1]]), 0)  # slots 0 and 1
         eager = model(tok, 2)[0, -1]
-        compiled = runner.run([tok, seq[:3], *caches])[0][0, -1]
+        compiled = step(tok, 2)[0, -1]
     cos = torch.nn.functional.cosine_similarity(eager, compiled, dim=0).item()
     if not (cos > 0.999 and int(eager.argmax()) == int(compiled.argmax())):
         raise CompileError(f"the compiled decode step disagrees with eager (cosine {cos:.4f}); not kept")
@@ -248,16 +304,14 @@ def _check_against_eager(model: nn.Module, package: Path, constants: dict[str, l
 
 def attach(model: nn.Module, package: Path) -> nn.Module:
     """Route MODEL's one-token forward passes through the compiled PACKAGE; everything else stays eager."""
-    constants = json.loads(package.with_suffix(".json").read_text())
-    runner = _bind(model, package, constants)
+    step = _compiled_step(model, package, json.loads(package.with_suffix(".json").read_text()))
     eager = model.forward
-    seq, inputs = torch.arange(model.max_seq_len), _cache_tensors(model)
     last = model.max_seq_len - 1
 
     def forward(tokens: torch.Tensor, start_pos: int = 0, last_only: bool = False, caches=None) -> torch.Tensor:
         # Position 0 and the context's last slot are outside the graph's range (see build); both are rare.
         if tokens.shape == (1, 1) and 1 <= start_pos < last and caches is None:
-            return runner.run([tokens, seq[: start_pos + 1], *inputs])[0]
+            return step(tokens, start_pos)
         return eager(tokens, start_pos, last_only=last_only, caches=caches)
 
     model.forward = forward  # an instance attribute: nn.Module.__call__ finds it before the class's method
