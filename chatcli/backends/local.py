@@ -77,37 +77,49 @@ class LocalBackend:
         path = resolve_model(model, self.models_dir)
         if self.model is not None and path == self.model_path:
             return
-        import torch
+        from concurrent.futures import ThreadPoolExecutor
 
-        from chatcli.engine.cache import PromptCache
-        from chatcli.engine.loader import load_model
+        from chatcli.engine.config import ModelConfig
         from chatcli.engine.tokenizer import load_tokenizer
 
-        torch.set_num_threads(int(self.threads) or default_threads())
+        # The tokenizer needs no torch, and the tokenizers library parses outside the GIL: it loads while torch
+        # imports, which takes a second anyway (0.1 s of a cold `chatcli ask` for SmolLM2).
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            tokenizer_future = pool.submit(load_tokenizer, path, ModelConfig.from_folder(path).vocab_size)
+            model_obj = self._load_weights(path)
+            tokenizer = tokenizer_future.result()
+        from chatcli.engine.cache import PromptCache
+
+        self.model, self.tokenizer = model_obj, tokenizer
+        self.model_path, self.model_name = path, model if not Path(model).is_dir() else path.name
+        self._cache = PromptCache()
+
+    def _load_weights(self, path: Path):
+        """The model in PATH with this backend's threads, dtype, quantization and compile mode applied."""
+        import torch
+
+        from chatcli import settings
         from chatcli.engine import compile as compiling
+        from chatcli.engine.loader import load_model
         from chatcli.engine.quant import MODES
 
+        torch.set_num_threads(int(self.threads) or default_threads())
         quant = self.quant or "none"
         if quant not in MODES:
             raise UsageError(f"--quant {quant!r} is not supported; use one of {', '.join(MODES)}")
-        if (self.compile or "auto") not in compiling.MODES:
-            raise UsageError(f"--compile {self.compile!r} is not supported; use one of {', '.join(compiling.MODES)}")
         mode = self.compile or "auto"
+        if mode not in compiling.MODES:
+            raise UsageError(f"--compile {self.compile!r} is not supported; use one of {', '.join(compiling.MODES)}")
         # In-process torch.compile (the fallback for what the ahead-of-time path does not cover) packs the weights
         # itself, so it gets plain ones; everything else gets them prepacked (quant "none") or quantized.
         jit = mode == "on" and not compiling.aot_supported_config(quant, path)
         model_obj = load_model(path, self.dtype, quant=None if jit and quant == "none" else quant)
-        tokenizer = load_tokenizer(path, vocab_limit=model_obj.config.vocab_size)
-        from chatcli import settings
-
         try:
             self.compiled = compiling.use(model_obj, mode, path, settings.cache_dir() / "compiled", on_build=_building)
         except compiling.CompileError as e:  # a missing C++ compiler must not stop the chat: it only runs slower
             sys.stderr.write(f"chatcli: --compile on: {e}; decoding without it\n")
             self.compiled = "eager"
-        self.model, self.tokenizer = model_obj, tokenizer
-        self.model_path, self.model_name = path, model if not Path(model).is_dir() else path.name
-        self._cache = PromptCache()
+        return model_obj
 
     def suggested_prompt(self) -> str | None:
         """The prompt the store recorded for this model (chatcli.json), else `classic` for a model without a chat template."""

@@ -87,7 +87,7 @@ def register(app: typer.Typer) -> None:
         runs: Annotated[int, typer.Option("--runs", min=1, max=20, help="Fresh processes per engine; medians are reported.")] = 3,
         dtype: Annotated[Optional[Dtype], typer.Option("--dtype", help="Weights and activations (default: the config's, auto).")] = None,
         quant: Annotated[Optional[Quant], typer.Option("--quant", help="Weight quantization (default: the config's).")] = None,
-        compile: Annotated[Optional[Compile], typer.Option("--compile", help="torch.compile the decode step (default: the config's).")] = None,
+        compile: Annotated[Optional[Compile], typer.Option("--compile", help="The compiled decode step: auto (a stored one), on (build it once), off (default: the config's).")] = None,
         threads: Annotated[Optional[int], typer.Option("--threads", min=0, help="Torch threads, 0 for the default (default: the config's).")] = None,
         compare: Annotated[Optional[list[Peer]], typer.Option("--compare", help="Also run a peer on the same model: transformers, llama_cpp (repeatable).")] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
