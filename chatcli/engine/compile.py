@@ -7,8 +7,8 @@ fused, and each dense linear layer (with the residual add folded in) calls oneDN
 How it fits with the rest of the engine:
 - Only the one-token step is compiled: it runs for every generated token. Prompts stay eager (their length varies,
   and a graph with a dynamic token count decoded at 39 ms a token: its kernels lose the shape they were tuned for).
-- The graph ends at the final norm; the unembedding runs eagerly after it, whatever its kind (the int4 mode's
-  fbgemm dynamic-int8 head cannot be exported), at the cost of one dispatch.
+- The graph ends at the final norm; the unembedding runs eagerly after it, whatever its kind (the int4 mode's head is
+  fbgemm's dynamic int8, whose packed weight is a TorchScript object, not a tensor), at the cost of one dispatch.
 - The package holds code, not weights (`package_constants_in_so=False`). At load its constants are bound to the
   tensors the eager model already holds (`user_managed`): the same prepacked oneDNN (or int4) weights serve the
   eager prompt path and the compiled step, so memory stays one copy (with the weights inside, loading one added
@@ -158,7 +158,7 @@ def _calls_in_order(model: nn.Module, kind: type) -> list[str]:
 class _Swapped:
     """For the export: each PackedLinear of the blocks replaced by a plain nn.Linear of the same shape (inductor
     freezes and packs plain weights; the values do not matter, since the package keeps none), the unembedding by an
-    identity (it runs eagerly after the graph, whatever its kind: fbgemm's dynamic int8 cannot be exported), and
+    identity (it runs eagerly after the graph, whatever its kind: fbgemm's packed weights are not tensors), and
     the KV cache modules detached (they are inputs of the graph, not constants)."""
 
     def __init__(self, model: nn.Module):
