@@ -99,7 +99,7 @@ def worker_local(a: dict) -> dict:
         "load_s": load_s, "ttft_s": ttft, "prefill_tps": a["prompt_tokens"] / ttft, "decode_tps": decode,
         "turn2_ttft_s": stats.ttft_s, "turn2_prompt_tokens": stats.prompt_tokens, "turn2_cached_tokens": stats.cached_tokens,
         "turn2_alone_s": alone, "peak_rss_mb": _peak_rss_mb(), "dtype": str(model.compute_dtype).removeprefix("torch."),
-        "threads": torch.get_num_threads(),
+        "threads": torch.get_num_threads(), "compiled": backend.compiled,
     }
 
 

@@ -30,6 +30,7 @@ def test_json_report_with_transformers(tiny_llama_dir):
         assert report["compare"]["transformers"][key] > 0, key
     assert report["turn2_cached_tokens"] > 0  # the second turn reused the conversation
     assert report["threads"] == 1 and report["dtype"] in ("float32", "bfloat16")
+    assert report["compile"] == "auto" and report["compiled"] == "eager"  # auto with no stored step: says so
     assert report["cold_ask_s"] > 0  # chatcli only: a fresh `chatcli ask` to its first byte
     ratio = report["compare"]["transformers"]["ratio"]
     assert set(ratio) == set(FIELDS)
@@ -43,6 +44,7 @@ def test_table_report_int4(tiny_llama_dir):
     out = bench("--model", str(tiny_llama_dir), "--quant", "int4", "--dtype", "bfloat16")
     assert out.returncode == 0, out.stderr
     assert "decode (tok/s)" in out.stdout and "quant int4" in out.stdout and "\x1b[" not in out.stdout
+    assert "compile auto (eager)" in out.stdout
 
 
 def test_missing_model_is_one_line_error(tmp_path):

@@ -92,6 +92,23 @@ def test_a_failed_build_leaves_an_eager_backend_and_says_why(tiny_llama_dir, mon
     assert "no C++ compiler" in err and "decoding without it" in err and "Traceback" not in err
 
 
+def test_a_broken_stored_package_is_removed_and_the_model_still_answers(tiny_llama_dir, capsys):
+    """A truncated package (a full disk, a killed copy) under `auto`: one line on stderr, eager decoding, and the
+    files are gone so that `on` builds a sound one."""
+    from chatcli.engine.loader import load_model
+
+    model = load_model(tiny_llama_dir, "float32", quant="none")
+    package = compiling_dir() / f"{compiling.package_key(model, tiny_llama_dir)}.pt2"
+    package.parent.mkdir(parents=True)
+    package.write_bytes(b"PK\x03\x04 not a whole zip")
+    package.with_suffix(".json").write_text("{}")
+    backend, text, _ = run(tiny_llama_dir, "auto")
+    assert backend.compiled == "eager" and text
+    err = capsys.readouterr().err
+    assert "could not be loaded" in err and "decoding without it" in err and "Traceback" not in err
+    assert not package.exists() and not package.with_suffix(".json").exists()
+
+
 def test_what_the_ahead_of_time_path_covers(tiny_model_factory):
     llama = tiny_model_factory("llama")
     assert compiling.aot_supported_config("none", llama)

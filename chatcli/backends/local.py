@@ -116,8 +116,8 @@ class LocalBackend:
         model_obj = load_model(path, self.dtype, quant=None if jit and quant == "none" else quant)
         try:
             self.compiled = compiling.use(model_obj, mode, path, settings.cache_dir() / "compiled", on_build=_building)
-        except compiling.CompileError as e:  # a missing C++ compiler must not stop the chat: it only runs slower
-            sys.stderr.write(f"chatcli: --compile on: {e}; decoding without it\n")
+        except compiling.CompileError as e:  # a missing C++ compiler or a broken file must not stop the chat: it only runs slower
+            sys.stderr.write(f"chatcli: compiled decode step: {e}; decoding without it\n")
             self.compiled = "eager"
         return model_obj
 

@@ -197,7 +197,10 @@ def build(model: nn.Module, path: Path) -> Path:
     from chatcli.engine.linear import Int4Linear, PackedLinear
 
     order = {"packed": _calls_in_order(model, PackedLinear), "int4": _calls_in_order(model, Int4Linear)}
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CompileError(f"cannot write the compiled step under {path.parent}: {e.strerror}") from e
     seq = torch.arange(model.max_seq_len)
     example = (torch.zeros(1, 1, dtype=torch.long), seq[:3], _cache_tensors(model))
     S = torch.export.Dim("S", min=2, max=model.max_seq_len - 1)  # at max_seq_len the slice is the whole buffer
@@ -336,7 +339,13 @@ def use(model: nn.Module, mode: str, folder: Path, cache_dir: Path, on_build: Ca
         if on_build is not None:
             on_build()
         build(model, package)
-    attach(model, package)
+    try:
+        attach(model, package)
+    except Exception as e:  # a truncated or foreign file: drop it, so that `on` builds a sound one next time
+        for f in (package, package.with_suffix(".json")):
+            f.unlink(missing_ok=True)
+        raise CompileError(f"the stored compiled step {package.name} could not be loaded ({type(e).__name__}) and was "
+                           "removed; --compile on builds it again") from e
     return "aot"
 
 
