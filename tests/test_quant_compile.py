@@ -59,10 +59,12 @@ def test_compiled_step_with_projection_biases_matches_eager(tiny_model_factory):
     assert torch.allclose(logits, eager_logits, atol=1e-4, rtol=0)
 
 
-def test_compiled_int4_step_matches_eager_int4(tiny_llama_dir):
-    """int4 blocks in the graph (the kernel's group size bound as a constant), the 8-bit unembedding after it."""
-    _, eager_text, eager_logits = run(tiny_llama_dir, "off", quant="int4")
-    backend, text, logits = run(tiny_llama_dir, "on", quant="int4")
+@pytest.mark.parametrize("quant", ["int4", "int8"])
+def test_compiled_quantized_step_matches_eager(tiny_llama_dir, quant):
+    """Weight-only int4 (the kernel's group size bound as a constant) and int8 blocks in the graph, the 8-bit
+    unembedding after it."""
+    _, eager_text, eager_logits = run(tiny_llama_dir, "off", quant=quant)
+    backend, text, logits = run(tiny_llama_dir, "on", quant=quant)
     assert backend.compiled == "aot" and text == eager_text
     assert torch.allclose(logits, eager_logits, atol=1e-2, rtol=0)
 
@@ -112,8 +114,7 @@ def test_a_broken_stored_package_is_removed_and_the_model_still_answers(tiny_lla
 def test_what_the_ahead_of_time_path_covers(tiny_model_factory):
     llama = tiny_model_factory("llama")
     assert compiling.aot_supported_config("none", llama)
-    assert compiling.aot_supported_config("int4", llama)
-    assert not compiling.aot_supported_config("int8", llama)  # fbgemm's dynamic int8 cannot be exported
+    assert compiling.aot_supported_config("int4", llama) and compiling.aot_supported_config("int8", llama)
     assert not compiling.aot_supported_config("none", tiny_model_factory("gemma3"))
     from chatcli.engine.loader import load_model
 

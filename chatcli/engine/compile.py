@@ -20,12 +20,12 @@ How it fits with the rest of the engine:
   depends on (weights, dtype, quantization, context, CPU, torch, this engine's code), stored under the cache
   directory, and checked against eager on one step before it is kept. `on` builds it when missing; `auto` uses it
   when it is there (a one-shot `ask` must not wait a minute) and otherwise stays eager.
-- Dense models and int4 blocks are covered. Gemma 3, int8 blocks (fbgemm) and sliding windows fall back to
-  torch.compile of the step in process (`jit_decode`), which recompiles in every process (37-63 s): with freezing,
-  inductor bypasses its graph caches.
+- Dense, int8 and int4 blocks are covered. Gemma 3 and sliding windows fall back to torch.compile of the step in
+  process (`jit_decode`), which recompiles in every process (37-63 s): with freezing, inductor bypasses its graph
+  caches.
 
 Measured (SmolLM2-135M, 2 threads, `chatcli bench --compile on` and one-process A/B scripts): bf16 16-19 ms a token
-against eager's 24-28; fp32 30-31 against 25-27 tok/s; int4 126-140 against 78-80 tok/s.
+against eager's 24-28; fp32 30-31 against 25-27 tok/s; int8 53-54 against 33-40; int4 126-140 against 78-80.
 """
 
 from __future__ import annotations
@@ -57,16 +57,16 @@ class CompileError(EngineError):
 
 def aot_supported(model: nn.Module) -> bool:
     """True when MODEL's one-token step can be exported: a Llama-family model without a sliding window whose blocks'
-    linear layers are all prepacked dense ones (quant "none") or all int4 (the unembedding runs outside the graph,
-    so it may be anything)."""
-    from chatcli.engine.linear import Int4Linear, PackedLinear
+    linear layers are all prepacked dense ones (quant "none") or all weight-only int4 and int8 ones (the unembedding
+    runs outside the graph, so it may be anything)."""
+    from chatcli.engine.linear import Int4Linear, Int8Linear, PackedLinear
     from chatcli.engine.models.llama import Model as Llama
     from chatcli.engine.models.llama import attention_window
 
     if not isinstance(model, Llama) or attention_window(model.config) is not None:
         return False
     kinds = {type(m) for m in model.model.layers.modules() if _is_linear(m)}
-    return kinds in ({PackedLinear}, {Int4Linear})
+    return kinds == {PackedLinear} or (bool(kinds) and kinds <= {Int4Linear, Int8Linear})
 
 
 def _is_linear(m: nn.Module) -> bool:
@@ -78,8 +78,7 @@ def _is_linear(m: nn.Module) -> bool:
 
 def aot_supported_config(quant: str, folder: Path) -> bool:
     """What aot_supported() will say once the model in FOLDER is loaded with QUANT, from its config.json alone
-    (the backend decides before loading whether the weights are prepacked or left for torch.compile). An int4 model
-    whose shapes the int4 kernel refuses gets int8 layers instead, and aot_supported() then says no."""
+    (the backend decides before loading whether the weights are prepacked or left for torch.compile)."""
     from chatcli.engine.config import ModelConfig
     from chatcli.engine.linear import can_pack
     from chatcli.engine.models import get_model_class
@@ -89,7 +88,7 @@ def aot_supported_config(quant: str, folder: Path) -> bool:
     config = ModelConfig.from_folder(folder)
     if get_model_class(config.model_type) is not Llama or attention_window(config) is not None:
         return False
-    return quant == "int4" or (quant == "none" and can_pack())
+    return quant in ("int4", "int8") or (quant == "none" and can_pack())
 
 
 def package_key(model: nn.Module, folder: Path) -> str:
