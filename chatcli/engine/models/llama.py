@@ -58,7 +58,7 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, rope: Rope, start_pos: int, mask: torch.Tensor | None = None,
                 kv: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-        """x [B, T, hidden] at positions start_pos.. (mask: the causal mask of those T queries, None for one token).
+        """x [B, T, hidden] at positions start_pos.. (mask: the causal mask of those T queries; unused for one token).
 
         kv: the cache tensors to use instead of this layer's own (an exported graph takes them as inputs)."""
         B, T, _ = x.shape
@@ -203,8 +203,8 @@ class Model(nn.Module):
         T = tokens.shape[1]
         end = start_pos + T
         rope = (self.rope_cos[start_pos:end], self.rope_neg_sin[start_pos:end], self.rope_sin[start_pos:end])
-        # One mask for every layer (None for a single unwindowed token, which sees the whole cache).
-        mask = causal_mask(start_pos, T, attention_window(self.config))
+        # One mask for every layer; one token needs none (_decode slices the cache to what it may see).
+        mask = None if T == 1 else causal_mask(start_pos, T, attention_window(self.config))
         x = self.model.embed_tokens(tokens).to(self.compute_dtype)  # [B, T, hidden]; rows widened exactly if stored narrow
         for i, layer in enumerate(self.model.layers):
             x = layer(x, rope, start_pos, mask, None if caches is None else caches[i])
