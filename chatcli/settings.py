@@ -67,27 +67,25 @@ def prompts_dir() -> Path:
 
 def data_dir() -> Path:
     """Conversation database and input history: CHATCLI_DATA_DIR, else $CHATCLI_HOME/data with CHATCLI_HOME, else the user data dir."""
-    env = os.environ.get("CHATCLI_DATA_DIR")
-    if env:
-        return Path(env).expanduser().resolve()
-    if os.environ.get("CHATCLI_HOME"):
-        return home() / "data"
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir(APP))
+    return _state_dir("CHATCLI_DATA_DIR", "data", "user_data_dir")
 
 
 def cache_dir() -> Path:
     """What chatcli can rebuild (compiled decode steps): CHATCLI_CACHE_DIR, else $CHATCLI_HOME/cache with
     CHATCLI_HOME, else the user cache dir."""
-    env = os.environ.get("CHATCLI_CACHE_DIR")
+    return _state_dir("CHATCLI_CACHE_DIR", "cache", "user_cache_dir")
+
+
+def _state_dir(env_var: str, under_home: str, platform_dir: str) -> Path:
+    """$ENV_VAR, else $CHATCLI_HOME/UNDER_HOME when CHATCLI_HOME is set, else platformdirs.PLATFORM_DIR(chatcli)."""
+    env = os.environ.get(env_var)
     if env:
         return Path(env).expanduser().resolve()
     if os.environ.get("CHATCLI_HOME"):
-        return home() / "cache"
+        return home() / under_home
     import platformdirs
 
-    return Path(platformdirs.user_cache_dir(APP))
+    return Path(getattr(platformdirs, platform_dir)(APP))
 
 
 def config_path() -> Path:

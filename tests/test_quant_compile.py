@@ -112,16 +112,21 @@ def test_a_broken_stored_package_is_removed_and_the_model_still_answers(tiny_lla
 
 
 def test_what_the_ahead_of_time_path_covers(tiny_model_factory):
-    llama = tiny_model_factory("llama")
-    assert compiling.aot_supported_config("none", llama)
-    assert compiling.aot_supported_config("int4", llama) and compiling.aot_supported_config("int8", llama)
-    assert not compiling.aot_supported_config("none", tiny_model_factory("gemma3"))
+    from chatcli.engine.config import ModelConfig
     from chatcli.engine.loader import load_model
+
+    def covers(quant, folder):
+        return compiling.aot_supported_config(quant, ModelConfig.from_folder(folder))
+
+    llama = tiny_model_factory("llama")
+    assert covers("none", llama)
+    assert covers("int4", llama) and covers("int8", llama)
+    assert not covers("none", tiny_model_factory("gemma3"))
 
     dense, int4 = load_model(llama, "float32", quant="none"), load_model(llama, "float32", quant="int4")
     assert compiling.aot_supported(dense) and compiling.aot_supported(int4)
     assert compiling.package_key(dense, llama) != compiling.package_key(int4, llama)  # never each other's package
-    assert not compiling.aot_supported_config("none", tiny_model_factory("mistral", sliding_window=8))
+    assert not covers("none", tiny_model_factory("mistral", sliding_window=8))
 
 
 def test_jit_fallback_matches_eager(tiny_model_factory):

@@ -84,9 +84,10 @@ class LocalBackend:
 
         # The tokenizer needs no torch, and the tokenizers library parses outside the GIL: it loads while torch
         # imports, which takes a second anyway (0.1 s of a cold `chatcli ask` for SmolLM2).
+        config = ModelConfig.from_folder(path)
         with ThreadPoolExecutor(max_workers=1) as pool:
-            tokenizer_future = pool.submit(load_tokenizer, path, ModelConfig.from_folder(path).vocab_size)
-            model_obj = self._load_weights(path)
+            tokenizer_future = pool.submit(load_tokenizer, path, config.vocab_size)
+            model_obj = self._load_weights(path, config)
             tokenizer = tokenizer_future.result()
         from chatcli.engine.cache import PromptCache
 
@@ -94,8 +95,9 @@ class LocalBackend:
         self.model_path, self.model_name = path, model if not Path(model).is_dir() else path.name
         self._cache = PromptCache()
 
-    def _load_weights(self, path: Path):
-        """The model in PATH with this backend's threads, dtype, quantization and compile mode applied."""
+    def _load_weights(self, path: Path, config):
+        """The model in PATH (whose ModelConfig is CONFIG) with this backend's threads, dtype, quantization and
+        compile mode applied."""
         import torch
 
         from chatcli import settings
@@ -112,7 +114,7 @@ class LocalBackend:
             raise UsageError(f"--compile {self.compile!r} is not supported; use one of {', '.join(compiling.MODES)}")
         # In-process torch.compile (the fallback for what the ahead-of-time path does not cover) packs the weights
         # itself, so it gets plain ones; everything else gets them prepacked (quant "none") or quantized.
-        jit = mode == "on" and not compiling.aot_supported_config(quant, path)
+        jit = mode == "on" and not compiling.aot_supported_config(quant, config)
         model_obj = load_model(path, self.dtype, quant=None if jit and quant == "none" else quant)
         try:
             self.compiled = compiling.use(model_obj, mode, path, settings.cache_dir() / "compiled", on_build=_building)

@@ -11,8 +11,8 @@ How it fits with the rest of the engine:
   fbgemm's dynamic int8, whose packed weight is a TorchScript object, not a tensor), at the cost of one dispatch.
 - The package holds code, not weights (`package_constants_in_so=False`). At load its constants are bound to the
   tensors the eager model already holds (`user_managed`): the same prepacked oneDNN (or int4) weights serve the
-  eager prompt path and the compiled step, so memory stays one copy (with the weights inside, loading one added
-  540 MB). What inductor derives from a weight (a frozen, prepacked copy; the int4 kernel's group size as a tensor)
+  eager prompt path and the compiled step, so memory stays one copy (a package with the weights inside took 544 MB
+  of anonymous memory once loaded). What inductor derives from a weight (a frozen, prepacked copy; the int4 kernel's group size as a tensor)
   is numbered in call order, which is how the constants map finds its source.
 - The KV caches are graph inputs, so both paths read and write the same cache; the position is the length of a
   `seq` input, so one graph serves every position.
@@ -24,8 +24,8 @@ How it fits with the rest of the engine:
   process (`jit_decode`), which recompiles in every process (37-63 s): with freezing, inductor bypasses its graph
   caches.
 
-Measured (SmolLM2-135M, 2 threads, `chatcli bench --compile on` and one-process A/B scripts): bf16 16-19 ms a token
-against eager's 24-28; fp32 30-31 against 25-27 tok/s; int8 53-54 against 33-40; int4 126-140 against 78-80.
+Measured (SmolLM2-135M, 2 threads, `chatcli bench --compile on` and one-process A/B scripts): bf16 16-23 ms a token
+against eager's 26-34; fp32 30-31 against 25-27 tok/s; int8 53-54 against 33-40; int4 126-140 against 78-80.
 """
 
 from __future__ import annotations
@@ -46,7 +46,6 @@ from torch import nn
 from chatcli.engine.errors import EngineError
 
 MODES = ("auto", "on", "off")
-FORMAT = 2  # bump when the exported graph's inputs or the constants map change
 
 
 class CompileError(EngineError):
@@ -60,13 +59,31 @@ def aot_supported(model: nn.Module) -> bool:
     linear layers are all prepacked dense ones (quant "none") or all weight-only int4 and int8 ones (the unembedding
     runs outside the graph, so it may be anything)."""
     from chatcli.engine.linear import Int4Linear, Int8Linear, PackedLinear
-    from chatcli.engine.models.llama import Model as Llama
-    from chatcli.engine.models.llama import attention_window
 
-    if not isinstance(model, Llama) or attention_window(model.config) is not None:
+    if not _exportable_architecture(type(model), model.config):
         return False
     kinds = {type(m) for m in model.model.layers.modules() if _is_linear(m)}
     return kinds == {PackedLinear} or (bool(kinds) and kinds <= {Int4Linear, Int8Linear})
+
+
+def aot_supported_config(quant: str, config) -> bool:
+    """What aot_supported() will say once a model of CONFIG (a ModelConfig) is loaded with QUANT, before loading it
+    (the backend decides from this whether the weights are prepacked or left for torch.compile)."""
+    from chatcli.engine.linear import can_pack
+    from chatcli.engine.models import get_model_class
+
+    if not _exportable_architecture(get_model_class(config.model_type), config):
+        return False
+    return quant in ("int4", "int8") or (quant == "none" and can_pack())
+
+
+def _exportable_architecture(model_class: type, config) -> bool:
+    """The Llama family's forward takes its caches as inputs; a sliding window would make the attended range depend
+    on the position in Python, which export cannot keep symbolic."""
+    from chatcli.engine.models.llama import Model as Llama
+    from chatcli.engine.models.llama import attention_window
+
+    return model_class is Llama and attention_window(config) is None
 
 
 def _is_linear(m: nn.Module) -> bool:
@@ -76,23 +93,14 @@ def _is_linear(m: nn.Module) -> bool:
     return isinstance(m, (nn.Linear, PackedLinear, Int8Linear, DynamicInt8Linear, Int4Linear))
 
 
-def aot_supported_config(quant: str, folder: Path) -> bool:
-    """What aot_supported() will say once the model in FOLDER is loaded with QUANT, from its config.json alone
-    (the backend decides before loading whether the weights are prepacked or left for torch.compile)."""
-    from chatcli.engine.config import ModelConfig
-    from chatcli.engine.linear import can_pack
-    from chatcli.engine.models import get_model_class
-    from chatcli.engine.models.llama import Model as Llama
-    from chatcli.engine.models.llama import attention_window
-
-    config = ModelConfig.from_folder(folder)
-    if get_model_class(config.model_type) is not Llama or attention_window(config) is not None:
-        return False
-    return quant in ("int4", "int8") or (quant == "none" and can_pack())
+def _named_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Every parameter and buffer of MODEL by name, tied ones under each of their names."""
+    return {**dict(model.named_parameters(remove_duplicate=False)), **dict(model.named_buffers(remove_duplicate=False))}
 
 
 def package_key(model: nn.Module, folder: Path) -> str:
-    """A digest of everything the compiled step depends on; a change in any of them means another package.
+    """A digest of everything the compiled step depends on; a change in any of them means another package (this
+    module's and the model's source included, so a change to the graph or to the constants map needs no version).
 
     Not the thread count, which `--threads 0` picks per process from the load: inductor bakes the count of the build
     into its own loops, but in this step those are the small elementwise ones; the GEMVs (oneDNN) and attention
@@ -101,7 +109,7 @@ def package_key(model: nn.Module, folder: Path) -> str:
 
     h = hashlib.sha256()
     layers = [(n, type(m).__name__, getattr(m, "group_size", None)) for n, m in model.named_modules() if _is_linear(m)]
-    parts = [FORMAT, torch.__version__, platform.machine(), _cpu_flags(), str(model.compute_dtype), layers,
+    parts = [torch.__version__, platform.machine(), _cpu_flags(), str(model.compute_dtype), layers,
              model.max_seq_len, (folder / "config.json").read_bytes().hex()]
     for f in weight_files(folder):
         st = f.stat()
@@ -249,7 +257,7 @@ def _constants_map(model: nn.Module, package: Path, order: dict[str, list[str]])
         if len(derived) != len(layers):
             raise CompileError(f"the compiled step derived {len(derived)} {kind} constants from {len(layers)} layers")
         out.update({n: [kind, layer] for n, layer in zip(derived, layers)})
-    tensors = {**dict(model.named_parameters(remove_duplicate=False)), **dict(model.named_buffers(remove_duplicate=False))}
+    tensors = _named_tensors(model)
     for n in names:
         if n in out:
             continue
@@ -264,7 +272,7 @@ def _bind(model: nn.Module, package: Path, constants: dict[str, list[str]]):
     """The package's runner with its constants bound to MODEL's own tensors (no copy). The caller keeps the returned
     tensors alive: a user-managed constant is not owned by the runner."""
     loader = torch._C._aoti.AOTIModelPackageLoader(str(package), "model", True, 1, -1)
-    tensors = {**dict(model.named_parameters(remove_duplicate=False)), **dict(model.named_buffers(remove_duplicate=False))}
+    tensors = _named_tensors(model)
     bound = {}
     for name, (kind, target) in constants.items():
         if kind == "packed":
