@@ -98,8 +98,9 @@ class LocalBackend:
     def _load_weights(self, path: Path, config):
         """The model in PATH (whose ModelConfig is CONFIG) with this backend's threads, dtype, quantization and
         compile mode applied."""
-        import torch
+        from chatcli.engine.torchimport import import_torch
 
+        torch = import_torch()
         from chatcli import settings
         from chatcli.engine import compile as compiling
         from chatcli.engine.loader import load_model
