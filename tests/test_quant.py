@@ -66,6 +66,24 @@ def test_dequantized_weight_error_is_bounded_by_the_step(kind):
     assert ((q - w).abs() <= step * 0.5 + 2e-2 * w.abs() + 1e-6).all()  # half a step, plus bf16 rounding of scales
 
 
+@pytest.mark.parametrize("n_out", [128, 96])  # whole 64-row blocks take the dense prompt path; 96 rows cannot
+def test_int4_long_prompt_dequantizes_once_and_matches_the_kernel(n_out):
+    """A prompt of INT4_DENSE_MIN_TOKENS or more runs the dense GEMM on the weight dequantized from the kernel's own
+    packed layout: the same numbers as the kernel, to bf16 rounding."""
+    layer = dense(n_out=n_out)
+    q = L.Int4Linear(layer, 32)
+    assert L.int4_layout_known()  # x86 and ARM builds share this layout; if a build changed it, the check says so
+    assert (q.row_scales is not None) == (n_out % L.INT4_BLOCK_N == 0)
+    x = torch.randn(L.INT4_DENSE_MIN_TOKENS + 3, 64)
+    kernel = torch.ops.aten._weight_int4pack_mm_for_cpu(x.to(torch.bfloat16), q.weight_int4, 32, q.scales_and_zeros)
+    got = q(x)
+    assert torch.allclose(got, kernel.float() + layer.bias, atol=2e-2, rtol=2e-2)
+    # and again, through the same scratch matrix, with another layer of the same shape in between
+    other = L.Int4Linear(dense(n_out=n_out, seed=1), 32)
+    other(x)
+    assert torch.equal(q(x), got)
+
+
 def test_packed_bfloat16_matches_plain_bfloat16():
     layer = dense(dtype=torch.bfloat16)
     x = torch.randn(3, 64, dtype=torch.bfloat16)

@@ -33,13 +33,23 @@ def run(path, compile: str, quant: str = "none"):
 def test_compiled_step_matches_eager_and_is_built_once(tiny_llama_dir, monkeypatch):
     """`on` builds the package; its tokens equal eager's and its logits agree within 1e-4 (float32), through the
     second turn's cache reuse; a later `auto` load binds the stored package instead of building again."""
+    from chatcli.engine.loader import load_model
+
     _, eager_text, eager_logits = run(tiny_llama_dir, "off")
+    # What an older chatcli or older weights left for the same variant is removed by the build; other variants stay.
+    variant = compiling.package_key(load_model(tiny_llama_dir, "float32", quant="none"), tiny_llama_dir).split("-")[0]
+    compiling_dir().mkdir(parents=True)
+    stale, other = compiling_dir() / f"{variant}-0123456789ab.pt2", compiling_dir() / "0123456789ab-0123456789ab.pt2"
+    for f in (stale, other):
+        f.write_bytes(b"old")
+        f.with_suffix(".json").write_text("{}")
     backend, text, logits = run(tiny_llama_dir, "on")
     assert backend.compiled == "aot"
     assert text == eager_text
     assert torch.allclose(logits, eager_logits, atol=1e-4, rtol=0)
 
-    packages = list(compiling_dir().glob("*.pt2"))
+    assert not stale.exists() and not stale.with_suffix(".json").exists() and other.exists()
+    packages = [p for p in compiling_dir().glob("*.pt2") if p != other]
     assert len(packages) == 1 and packages[0].with_suffix(".json").is_file()  # the package and its constants map
 
     def no_build(*a, **k):

@@ -31,7 +31,6 @@ against eager's 26-34; fp32 30-31 against 25-27 tok/s; int8 53-54 against 33-40;
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import os
 import platform
@@ -99,25 +98,39 @@ def _named_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def package_key(model: nn.Module, folder: Path) -> str:
-    """A digest of everything the compiled step depends on; a change in any of them means another package (this
-    module's and the model's source included, so a change to the graph or to the constants map needs no version).
+    """The package's name: "VARIANT-DIGEST". VARIANT names what the package is for (the model folder, dtype, context
+    length and the kind of every linear layer); DIGEST covers everything its code depends on besides (the weight
+    files, config.json, the CPU, torch, and the engine's source, so a change to the graph or the constants map needs
+    no version). A new build removes the packages of its variant that an older digest left behind.
 
     Not the thread count, which `--threads 0` picks per process from the load: inductor bakes the count of the build
     into its own loops, but in this step those are the small elementwise ones; the GEMVs (oneDNN) and attention
     follow torch.get_num_threads() at run time."""
     from chatcli.engine.loader import weight_files
 
-    h = hashlib.sha256()
     layers = [(n, type(m).__name__, getattr(m, "group_size", None)) for n, m in model.named_modules() if _is_linear(m)]
-    parts = [torch.__version__, platform.machine(), _cpu_flags(), str(model.compute_dtype), layers,
-             model.max_seq_len, (folder / "config.json").read_bytes().hex()]
+    variant = [str(folder.resolve()), str(model.compute_dtype), layers, model.max_seq_len]
+    parts = [torch.__version__, platform.machine(), _cpu_flags(), (folder / "config.json").read_bytes().hex()]
     for f in weight_files(folder):
         st = f.stat()
         parts += [f.name, st.st_size, st.st_mtime_ns]
-    for source in (__file__, inspect.getsourcefile(type(model))):  # the graph is this code, traced
-        parts.append(hashlib.sha256(Path(source).read_bytes()).hexdigest())
-    h.update(json.dumps(parts, default=str).encode())
-    return h.hexdigest()[:24]
+    # The graph is this code traced: the model, its layers, the rope, this module. The whole engine is hashed rather
+    # than a list of files that could miss one.
+    for source in sorted(Path(__file__).parent.rglob("*.py")):
+        parts.append(hashlib.sha256(source.read_bytes()).hexdigest())
+    return f"{_digest(variant)[:12]}-{_digest(parts)[:24]}"
+
+
+def _digest(parts: list) -> str:
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
+
+
+def _drop_stale(package: Path) -> None:
+    """Remove the packages of PACKAGE's variant other than PACKAGE itself (built for older weights or engine code)."""
+    variant = package.stem.split("-")[0]
+    for old in package.parent.glob(f"{variant}-*"):
+        if old.suffix in (".pt2", ".json") and old.stem != package.stem:
+            old.unlink(missing_ok=True)
 
 
 def _cpu_flags() -> str:
@@ -346,6 +359,7 @@ def use(model: nn.Module, mode: str, folder: Path, cache_dir: Path, on_build: Ca
         if on_build is not None:
             on_build()
         build(model, package)
+        _drop_stale(package)
     try:
         attach(model, package)
     except Exception as e:  # a truncated or foreign file: drop it, so that `on` builds a sound one next time
