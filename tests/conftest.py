@@ -20,4 +20,7 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("CHATCLI_CONFIG", str(home / "config.toml"))
     monkeypatch.delenv("CHATCLI_MODELS_DIR", raising=False)
     monkeypatch.delenv("CHATCLI_DATA_DIR", raising=False)
+    # A chat under the default `auto` starts a background build of the compiled decode step (a minute of CPU per
+    # test home); the tests of that (test_compile_background.py, test_quant_compile.py) ask for it explicitly.
+    monkeypatch.setenv("CHATCLI_COMPILE", "off")
     yield home

@@ -22,7 +22,7 @@ def bench(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 
 def test_json_report_with_transformers(tiny_llama_dir):
     pytest.importorskip("transformers")
-    out = bench("--model", str(tiny_llama_dir), "--compare", "transformers", "--compare", "llama_cpp", "--json")
+    out = bench("--model", str(tiny_llama_dir), "--compare", "transformers", "--compare", "llama_cpp", "--json", "--compile", "auto")
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     for key in FIELDS:
@@ -41,7 +41,7 @@ def test_json_report_with_transformers(tiny_llama_dir):
 
 
 def test_table_report_int4(tiny_llama_dir):
-    out = bench("--model", str(tiny_llama_dir), "--quant", "int4", "--dtype", "bfloat16")
+    out = bench("--model", str(tiny_llama_dir), "--quant", "int4", "--dtype", "bfloat16", "--compile", "auto")
     assert out.returncode == 0, out.stderr
     assert "decode (tok/s)" in out.stdout and "quant int4" in out.stdout and "\x1b[" not in out.stdout
     assert "compile auto (eager)" in out.stdout

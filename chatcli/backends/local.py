@@ -58,6 +58,7 @@ class LocalBackend:
         self.model_path: Path | None = None
         self._cache = None
         self.compiled = "eager"  # after load: "aot", "jit" or "eager" (engine.compile.use)
+        self._pending_package: Path | None = None  # a compiled step being built in the background (auto mode)
         self.want_probs = False  # /probs on: each Chunk.extra["probs"] lists its tokens' probability records
         # One engine, one cache: concurrent callers (the server) take turns.
         self.lock = threading.Lock()
@@ -94,6 +95,23 @@ class LocalBackend:
         self.model, self.tokenizer = model_obj, tokenizer
         self.model_path, self.model_name = path, model if not Path(model).is_dir() else path.name
         self._cache = PromptCache()
+        self._pending_package = None
+
+    def compile_in_background(self) -> str | None:
+        """Under `--compile auto` with no stored compiled step for this model: start building one in a separate
+        process at idle priority; replies switch to it once it is ready. A line for the user, or None when nothing
+        was started (a one-shot `ask` never calls this: its process ends before a build would)."""
+        if (self.compile or "auto") != "auto" or self.compiled != "eager" or self.model is None or self._pending_package:
+            return None
+        from chatcli import settings
+        from chatcli.engine import background
+
+        package = background.start(self.model, self.model_path, settings.cache_dir() / "compiled", self.dtype, self.quant or "none")
+        if package is None:
+            return None
+        self._pending_package = package
+        return ("compiling the decode step in the background, at idle priority (about a minute, once); "
+                "replies switch to it when it is ready")
 
     def _load_weights(self, path: Path, config):
         """The model in PATH (whose ModelConfig is CONFIG) with this backend's threads, dtype, quantization and
@@ -198,6 +216,8 @@ class LocalBackend:
             raise UsageError(f"the prompt has {len(ids)} tokens but the context holds {ctx}; shorten it")
         sampler = make_sampler(params.temperature, params.top_p, params.top_k, params.min_p, params.seed)
         with self.lock:
+            if self._pending_package is not None:
+                self._attach_when_built()
             cached = len(self._cache.tokens)
             start = self._cache.reuse(ids)
             limit = getattr(self.model, "max_reusable_prefix", None)
@@ -227,6 +247,25 @@ class LocalBackend:
                 # A sampled token proves the prefill finished; the last sampled token was never fed back. Without one,
                 # only the reused prefix is known to be intact (an interrupted prefill wrote an unknown part).
                 self._cache.extend(ids + generated[:-1] if generated else ids[:start])
+
+    def _attach_when_built(self) -> None:
+        """Between replies: switch to the background build's compiled step once it is stored."""
+        from chatcli.engine import background
+        from chatcli.engine import compile as compiling
+
+        package = self._pending_package
+        if not compiling.is_stored(package):
+            if not background.running(package):  # it failed (NAME.failed says why) or was killed
+                self._pending_package = None
+            return
+        self._pending_package = None
+        try:
+            compiling.attach(self.model, package)
+        except Exception as e:  # the same outcome as a broken stored package at load: decode eagerly
+            sys.stderr.write(f"chatcli: compiled decode step: {package.name} could not be loaded ({type(e).__name__}); "
+                             "decoding without it\n")
+            return
+        self.compiled = "aot"
 
     def _probs_recorder(self, sampler, records: list[dict]):
         """on_logits for stream_generate: the probability each token was drawn with (after temperature and filters;

@@ -125,7 +125,7 @@ def _digest(parts: list) -> str:
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
 
 
-def _drop_stale(package: Path) -> None:
+def drop_stale(package: Path) -> None:
     """Remove the packages of PACKAGE's variant other than PACKAGE itself (built for older weights or engine code)."""
     variant = package.stem.split("-")[0]
     for old in package.parent.glob(f"{variant}-*"):
@@ -342,6 +342,16 @@ def attach(model: nn.Module, package: Path) -> nn.Module:
     return model
 
 
+def package_path(model: nn.Module, folder: Path, cache_dir: Path) -> Path:
+    """Where MODEL's (loaded from FOLDER) compiled step is kept under CACHE_DIR."""
+    return cache_dir / f"{package_key(model, folder)}.pt2"
+
+
+def is_stored(package: Path) -> bool:
+    """True when PACKAGE and its constants map are both there (the map goes into place first)."""
+    return package.is_file() and package.with_suffix(".json").is_file()
+
+
 def use(model: nn.Module, mode: str, folder: Path, cache_dir: Path, on_build: Callable[[], None] | None = None) -> str:
     """Apply MODE to a loaded MODEL from FOLDER: "aot" (a package from CACHE_DIR, built first under "on"), "jit"
     ("on" for a model the ahead-of-time path does not cover) or "eager". on_build() is called before a build."""
@@ -352,14 +362,15 @@ def use(model: nn.Module, mode: str, folder: Path, cache_dir: Path, on_build: Ca
             jit_decode(model, cache_dir / "inductor")
             return "jit"
         return "eager"
-    package = cache_dir / f"{package_key(model, folder)}.pt2"
-    if not (package.is_file() and package.with_suffix(".json").is_file()):
+    package = package_path(model, folder, cache_dir)
+    if not is_stored(package):
         if mode != "on":
             return "eager"
         if on_build is not None:
             on_build()
+        package.with_suffix(".failed").unlink(missing_ok=True)  # `on` tries again what a background build gave up
         build(model, package)
-        _drop_stale(package)
+        drop_stale(package)
     try:
         attach(model, package)
     except Exception as e:  # a truncated or foreign file: drop it, so that `on` builds a sound one next time

@@ -177,5 +177,10 @@ def run_chat(opts: Options) -> int:
         resolve_model(s.get("model"))
     with ui.status(f"loading {model_label(s)} …"):
         backend = open_backend(s, opts)
+    # A chat lasts long enough to pay for a compiled decode step built on idle time (the local backend, `auto`).
+    start_build = getattr(backend, "compile_in_background", None)
+    building = start_build() if callable(start_build) else None
+    if building:
+        ui.note(building)
     conv = open_conversation(s, opts, backend, ui)
     return Repl(conv, backend, ui, s, opts).run()

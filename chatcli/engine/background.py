@@ -1,0 +1,109 @@
+"""Build the compiled decode step in a separate process at idle CPU priority, so that a chat under `--compile auto`
+starts at once, eagerly, and switches to the compiled step when it is ready.
+
+The build takes about a minute of both cores for SmolLM2. At SCHED_IDLE (nice 19 where that is missing) it runs only
+when the chat leaves a core idle, which is most of the time: while the user reads and types. It outlives the chat
+that started it (its own session, so Ctrl-C in the chat does not reach it), so a short first chat still leaves a
+package for the next one. Beside the package, in the cache folder:
+- NAME.lock: a build is running (its process id inside); one that names a dead process is taken over.
+- NAME.log: the build's output.
+- NAME.failed: the build failed (the reason inside); later chats do not try again, `--compile on` does, in the
+  foreground, where the user sees why.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from torch import nn
+
+from chatcli.engine import compile as compiling
+
+
+def start(model: nn.Module, folder: Path, cache_dir: Path, dtype: str, quant: str) -> Path | None:
+    """Start building MODEL's compiled step (MODEL was loaded from FOLDER with DTYPE and QUANT) unless it is stored,
+    failed before, or cannot be compiled. The package's path when a build is running (started now or before),
+    else None."""
+    if not compiling.aot_supported(model):
+        return None
+    package = compiling.package_path(model, folder, cache_dir)
+    if compiling.is_stored(package) or package.with_suffix(".failed").exists():
+        return None
+    if running(package):
+        return package
+    lock = package.with_suffix(".lock")
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        lock.unlink(missing_ok=True)  # a dead builder's
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except OSError:  # a read-only cache, or another chat took the lock first: either way, nothing to start
+        return package if running(package) else None
+    try:
+        with open(package.with_suffix(".log"), "wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "chatcli.engine.background", str(folder), str(dtype), quant, str(package)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        os.write(fd, str(proc.pid).encode())
+    except OSError:
+        os.close(fd)
+        lock.unlink(missing_ok=True)
+        return None
+    os.close(fd)
+    return package
+
+
+def running(package: Path) -> bool:
+    """True while a build of PACKAGE holds its lock (a live process id, or one not written yet)."""
+    try:
+        text = package.with_suffix(".lock").read_text().strip()
+    except OSError:
+        return False
+    if not text:
+        return True  # the starter has not written the id yet
+    try:
+        os.kill(int(text), 0)
+    except ProcessLookupError:
+        return False
+    except (ValueError, OSError):
+        return True  # alive but not ours to signal, or unreadable: leave it
+    return True
+
+
+def main(argv: list[str]) -> int:
+    """`python -m chatcli.engine.background FOLDER DTYPE QUANT PACKAGE`: load, build, and drop older packages."""
+    folder, dtype, quant, package = Path(argv[0]), argv[1], argv[2], Path(argv[3])
+    _idle_priority()
+    from chatcli.engine.loader import load_model
+
+    try:
+        model = load_model(folder, dtype, quant=quant)
+        key = compiling.package_key(model, folder)
+        if key != package.stem:  # the weights or chatcli changed since the chat asked: that chat cannot use it
+            raise compiling.CompileError(f"the model now builds {key}, not {package.stem}")
+        compiling.build(model, package)
+        compiling.drop_stale(package)
+        return 0
+    except Exception as e:
+        print(f"chatcli: background build failed: {e}", file=sys.stderr)
+        package.with_suffix(".failed").write_text(f"{e}\n")
+        return 1
+    finally:
+        package.with_suffix(".lock").unlink(missing_ok=True)
+
+
+def _idle_priority() -> None:
+    """Run only on otherwise idle CPU time: SCHED_IDLE on Linux, else the lowest nice value."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        try:
+            os.nice(19)
+        except (AttributeError, OSError):
+            pass
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

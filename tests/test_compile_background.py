@@ -1,0 +1,124 @@
+"""`--compile auto` in a chat: the decode step is compiled in a separate process at idle priority, and the chat
+switches to it between replies once it is stored (issue 6).
+
+Slow: one real AOTInductor build of a tiny model (tens of seconds on two cores).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from chatcli.backends.base import Message, SamplingParams
+from chatcli.backends.local import LocalBackend
+from chatcli.engine import background
+from chatcli.engine import compile as compiling
+
+pytestmark = pytest.mark.slow
+
+PARAMS = SamplingParams(temperature=0.0, max_tokens=10)
+
+
+def compiled_dir():
+    from chatcli import settings
+
+    return settings.cache_dir() / "compiled"
+
+
+def two_turns(backend: LocalBackend) -> list[str]:
+    msgs = [Message("user", "Hello there")]
+    first = "".join(c.text for c in backend.stream_chat(msgs, PARAMS))
+    second = "".join(c.text for c in backend.stream_chat(msgs + [Message("assistant", first), Message("user", "More")], PARAMS))
+    return [first, second]
+
+
+def wait_until_built(package, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while background.running(package):
+        assert time.monotonic() < deadline, "the background build did not finish"
+        time.sleep(0.5)
+
+
+def test_a_chat_switches_to_the_step_built_in_the_background(tiny_model_factory):
+    folder = tiny_model_factory("llama")
+    eager = LocalBackend(dtype="float32", compile="off")
+    eager.load(str(folder))
+    want = two_turns(eager)
+
+    backend = LocalBackend(dtype="float32", compile="auto")
+    backend.load(str(folder))
+    assert backend.compiled == "eager"  # nothing stored yet
+    package = compiling.package_path(backend.model, folder, compiled_dir())
+    package.parent.mkdir(parents=True)
+    package.with_suffix(".lock").write_text("999999999")  # a builder killed mid-way: its lock must not block this one
+
+    note = backend.compile_in_background()
+    assert note and "background" in note
+    assert backend.compile_in_background() is None  # one build per chat
+    assert background.start(backend.model, folder, compiled_dir(), "float32", "none") == package  # a second chat waits for it
+    assert background.running(package)
+
+    assert two_turns(backend)[0] == want[0]  # meanwhile the chat answers, eagerly
+    wait_until_built(package)
+    assert compiling.is_stored(package), package.with_suffix(".log").read_text()
+    assert two_turns(backend) == want  # the next reply binds the stored step, with eager's tokens (float32)
+    assert backend.compiled == "aot"
+    assert not package.with_suffix(".lock").exists()
+
+
+def test_what_a_background_build_does_not_start(tiny_model_factory, monkeypatch, capsys):
+    folder = tiny_model_factory("llama")
+    backend = LocalBackend(dtype="float32", compile="auto")
+    backend.load(str(folder))
+    package = compiling.package_path(backend.model, folder, compiled_dir())
+
+    # A build that fails leaves its reason, and no lock, behind (the model changed since the chat asked, here).
+    wrong = package.with_name("000000000000-000000000000.pt2")
+    wrong.parent.mkdir(parents=True)
+    wrong.with_suffix(".lock").write_text(str(os.getpid()))
+    assert background.main([str(folder), "float32", "none", str(wrong)]) == 1
+    assert "builds" in wrong.with_suffix(".failed").read_text() and not wrong.with_suffix(".lock").exists()
+    assert "background build failed" in capsys.readouterr().err
+
+    # A variant that failed before is not retried by later chats...
+    package.with_suffix(".failed").write_text("no C++ compiler\n")
+    assert backend.compile_in_background() is None
+    # ...but `--compile on` tries again, in the foreground (the build itself is stubbed: it is tested elsewhere).
+    def failing_build(model, path):
+        raise compiling.CompileError("could not compile the decode step: stubbed")
+
+    monkeypatch.setattr(compiling, "build", failing_build)
+    with pytest.raises(compiling.CompileError):
+        compiling.use(backend.model, "on", folder, compiled_dir())
+    assert not package.with_suffix(".failed").exists()
+
+    for mode in ("off", "on"):  # only auto builds in the background
+        other = LocalBackend(dtype="float32", compile=mode)
+        other.compiled = "eager"
+        other.model, other.model_path = backend.model, folder
+        assert other.compile_in_background() is None
+    gemma = LocalBackend(dtype="float32", compile="auto")
+    gemma.load(str(tiny_model_factory("gemma3")))
+    assert gemma.compile_in_background() is None  # not covered by the compiled path
+
+
+def test_the_chat_says_it_is_building(tiny_llama_dir):
+    """The REPL in a pty under `--compile auto`: one line says what runs in the background."""
+    from tests.test_repl import Term
+
+    t = Term("--model", str(tiny_llama_dir), "--compile", "auto", prompt=r"\d+/\d+ tokens")
+    shown = t.prompt()
+    assert "compiling the decode step in the background" in shown
+    locks = list(compiled_dir().glob("*.lock"))
+    assert len(locks) == 1
+    t.close()
+    deadline = time.monotonic() + 10
+    while not locks[0].read_text().strip() and time.monotonic() < deadline:  # the starter writes the id just after
+        time.sleep(0.1)
+    try:
+        os.kill(int(locks[0].read_text()), signal.SIGTERM)  # the build outlives the chat by design; not this test's
+    except (ProcessLookupError, FileNotFoundError):
+        pass  # it finished already
