@@ -25,7 +25,7 @@ setup: $(VENV)/.installed
 setup-test: $(VENV)/.installed-test
 
 chat: setup
-	$(VENV)/bin/chatcli chat --compile on
+	$(VENV)/bin/chatcli chat
 
 test: setup-test
 	$(VENV)/bin/python -m pytest -q

@@ -16,7 +16,7 @@ BaseUrl = Annotated[Optional[str], typer.Option("--base-url", metavar="URL", hel
 ApiKey = Annotated[Optional[str], typer.Option("--api-key", metavar="KEY", help="API key for the openai backend (default: $OPENAI_API_KEY).", rich_help_panel=MODEL)]
 Dtype = Annotated[Optional[str], typer.Option("--dtype", metavar="DTYPE", help="Weights dtype for the local backend: auto, float32 or bfloat16.", rich_help_panel=MODEL)]
 Quant = Annotated[Optional[str], typer.Option("--quant", metavar="QUANT", help="Weight quantisation for the local backend (none, int8, int4).", rich_help_panel=MODEL)]
-Compile = Annotated[Optional[str], typer.Option("--compile", metavar="MODE", help="The compiled decode step of the local backend: auto (use a stored one), on (build it once, about a minute), off.", rich_help_panel=MODEL)]
+Compile = Annotated[Optional[str], typer.Option("--compile", metavar="MODE", help="The compiled decode step of the local backend: auto (use a stored one; a chat builds one in the background), on (build it now, about a minute), off.", rich_help_panel=MODEL)]
 Prompt = Annotated[Optional[str], typer.Option("--prompt", "-p", metavar="NAME", help="System prompt file from prompts/ (see `chatcli prompts list`).", rich_help_panel=CONV)]
 System = Annotated[Optional[str], typer.Option("--system", "-s", metavar="TEXT", help="System prompt text (replaces the prompt file's body).", rich_help_panel=CONV)]
 Var = Annotated[Optional[list[str]], typer.Option("--var", "-v", metavar="NAME=VALUE", help="Prompt variable NAME=VALUE (repeatable).", rich_help_panel=CONV)]
