@@ -55,8 +55,12 @@ def test_a_chat_switches_to_the_step_built_in_the_background(tiny_model_factory)
     package.parent.mkdir(parents=True)
     package.with_suffix(".lock").write_text("999999999")  # a builder killed mid-way: its lock must not block this one
 
+    import torch
+
+    threads = torch.get_num_threads()
     note = backend.compile_in_background()
     assert note and "background" in note
+    assert torch.get_num_threads() == max(1, threads - 1)  # a core left to the build
     assert backend.compile_in_background() is None  # one build per chat
     assert background.start(backend.model, folder, compiled_dir(), "float32", "none") == package  # a second chat waits for it
     assert background.running(package)
@@ -65,7 +69,7 @@ def test_a_chat_switches_to_the_step_built_in_the_background(tiny_model_factory)
     wait_until_built(package)
     assert compiling.is_stored(package), package.with_suffix(".log").read_text()
     assert two_turns(backend) == want  # the next reply binds the stored step, with eager's tokens (float32)
-    assert backend.compiled == "aot"
+    assert backend.compiled == "aot" and torch.get_num_threads() == threads
     assert not package.with_suffix(".lock").exists()
 
 

@@ -59,6 +59,7 @@ class LocalBackend:
         self._cache = None
         self.compiled = "eager"  # after load: "aot", "jit" or "eager" (engine.compile.use)
         self._pending_package: Path | None = None  # a compiled step being built in the background (auto mode)
+        self._threads_before_build = 0  # torch threads to restore when that build is done
         self.want_probs = False  # /probs on: each Chunk.extra["probs"] lists its tokens' probability records
         # One engine, one cache: concurrent callers (the server) take turns.
         self.lock = threading.Lock()
@@ -110,6 +111,13 @@ class LocalBackend:
         if package is None:
             return None
         self._pending_package = package
+        # The build keeps a core busy, even at idle priority: measured on 2 cores, decoding on both fell from 30 to
+        # 1.4-7 tok/s during a build (each parallel region waits for the worker on the builder's core), and on one
+        # it stayed at 20-30. So the chat leaves that core to the build until the step is ready.
+        import torch
+
+        self._threads_before_build = torch.get_num_threads()
+        torch.set_num_threads(max(1, self._threads_before_build - 1))
         return ("compiling the decode step in the background, at idle priority (about a minute, once); "
                 "replies switch to it when it is ready")
 
@@ -257,8 +265,10 @@ class LocalBackend:
         if not compiling.is_stored(package):
             if not background.running(package):  # it failed (NAME.failed says why) or was killed
                 self._pending_package = None
+                self._restore_threads()
             return
         self._pending_package = None
+        self._restore_threads()
         try:
             compiling.attach(self.model, package)
         except Exception as e:  # the same outcome as a broken stored package at load: decode eagerly
@@ -266,6 +276,13 @@ class LocalBackend:
                              "decoding without it\n")
             return
         self.compiled = "aot"
+
+    def _restore_threads(self) -> None:
+        import torch
+
+        if self._threads_before_build:
+            torch.set_num_threads(self._threads_before_build)
+            self._threads_before_build = 0
 
     def _probs_recorder(self, sampler, records: list[dict]):
         """on_logits for stream_generate: the probability each token was drawn with (after temperature and filters;
