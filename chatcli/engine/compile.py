@@ -19,7 +19,8 @@ How it fits with the rest of the engine:
 - Building takes about a minute for SmolLM2 (export, inductor, a C++ compiler). The package is keyed by what it
   depends on (weights, dtype, quantization, context, CPU, torch, this engine's code), stored under the cache
   directory, and checked against eager on one step before it is kept. `on` builds it when missing; `auto` uses it
-  when it is there (a one-shot `ask` must not wait a minute) and otherwise stays eager.
+  when it is there (a one-shot `ask` must not wait a minute) and otherwise stays eager, while a chat has it built in
+  a separate idle-priority process (engine/background.py) and switches to it between replies.
 - Dense, int8 and int4 blocks are covered. Gemma 3 and sliding windows fall back to torch.compile of the step in
   process (`jit_decode`), which recompiles in every process (37-63 s): with freezing, inductor bypasses its graph
   caches.
