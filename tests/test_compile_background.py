@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -104,9 +107,39 @@ def test_what_a_background_build_does_not_start(tiny_model_factory, monkeypatch,
         other.compiled = "eager"
         other.model, other.model_path = backend.model, folder
         assert other.compile_in_background() is None
-    gemma = LocalBackend(dtype="float32", compile="auto")
-    gemma.load(str(tiny_model_factory("gemma3")))
-    assert gemma.compile_in_background() is None  # not covered by the compiled path
+    windowed = LocalBackend(dtype="float32", compile="auto")
+    windowed.load(str(tiny_model_factory("mistral", sliding_window=8)))
+    assert windowed.compile_in_background() is None  # not covered by the compiled path
+
+
+def stop_builder() -> None:
+    """Stop the build a CLI test started: it outlives its chat or server by design, but not the test."""
+    locks = list(compiled_dir().glob("*.lock"))
+    assert len(locks) == 1
+    deadline = time.monotonic() + 10
+    while not locks[0].read_text().strip() and time.monotonic() < deadline:  # the starter writes the id just after
+        time.sleep(0.1)
+    try:
+        os.kill(int(locks[0].read_text()), signal.SIGTERM)
+    except (ProcessLookupError, FileNotFoundError):
+        pass  # it finished already
+
+
+def test_the_server_builds_in_the_background_too(tiny_llama_dir):
+    chatcli = str(Path(sys.executable).with_name("chatcli"))
+    proc = subprocess.Popen([chatcli, "serve", "--port", "0", "--model", str(tiny_llama_dir), "--compile", "auto"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        for line in proc.stderr:
+            lines.append(line)
+            if "Ctrl-C stops" in line:
+                break
+        assert any("compiling the decode step in the background" in ln for ln in lines), lines
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    stop_builder()
 
 
 def test_the_chat_says_it_is_building(tiny_llama_dir):
@@ -116,13 +149,5 @@ def test_the_chat_says_it_is_building(tiny_llama_dir):
     t = Term("--model", str(tiny_llama_dir), "--compile", "auto", prompt=r"\d+/\d+ tokens")
     shown = t.prompt()
     assert "compiling the decode step in the background" in shown
-    locks = list(compiled_dir().glob("*.lock"))
-    assert len(locks) == 1
     t.close()
-    deadline = time.monotonic() + 10
-    while not locks[0].read_text().strip() and time.monotonic() < deadline:  # the starter writes the id just after
-        time.sleep(0.1)
-    try:
-        os.kill(int(locks[0].read_text()), signal.SIGTERM)  # the build outlives the chat by design; not this test's
-    except (ProcessLookupError, FileNotFoundError):
-        pass  # it finished already
+    stop_builder()

@@ -131,7 +131,7 @@ def test_what_the_ahead_of_time_path_covers(tiny_model_factory):
     llama = tiny_model_factory("llama")
     assert covers("none", llama)
     assert covers("int4", llama) and covers("int8", llama)
-    assert not covers("none", tiny_model_factory("gemma3"))
+    assert covers("none", tiny_model_factory("gemma3")) and covers("int4", tiny_model_factory("gemma3"))
 
     dense, int4 = load_model(llama, "float32", quant="none"), load_model(llama, "float32", quant="int4")
     assert compiling.aot_supported(dense) and compiling.aot_supported(int4)
@@ -139,11 +139,24 @@ def test_what_the_ahead_of_time_path_covers(tiny_model_factory):
     assert not covers("none", tiny_model_factory("mistral", sliding_window=8))
 
 
-def test_jit_fallback_matches_eager(tiny_model_factory):
-    """Gemma 3 is not exported: `on` compiles its step in process with torch.compile, with eager's tokens."""
+def test_gemma3_compiled_step_matches_eager(tiny_model_factory):
+    """Gemma 3's local layers keep a ring of 16 slots here (window 8): the two turns wrap it, and the compiled step,
+    which takes the ring mask as an input, gives eager's tokens and logits within 1e-4 (float32)."""
     gemma = tiny_model_factory("gemma3")
     _, eager_text, eager_logits = run(gemma, "off")
     backend, text, logits = run(gemma, "on")
+    assert backend.compiled == "aot"
+    assert backend.model.ring_size == 16 and len(backend._cache.tokens) > 2 * backend.model.ring_size
+    assert text == eager_text
+    assert torch.allclose(logits, eager_logits, atol=1e-4, rtol=0)
+
+
+def test_jit_fallback_matches_eager(tiny_model_factory):
+    """Mistral's sliding window is not exported: `on` compiles its step in process with torch.compile, with eager's
+    tokens."""
+    mistral = tiny_model_factory("mistral", sliding_window=8)
+    _, eager_text, eager_logits = run(mistral, "off")
+    backend, text, logits = run(mistral, "on")
     assert backend.compiled == "jit"
     assert text == eager_text
     assert torch.allclose(logits, eager_logits, atol=1e-3, rtol=0)

@@ -58,6 +58,7 @@ def serve(
     dtype: Annotated[Optional[str], typer.Option("--dtype", help="Weights dtype for the local backend: auto, float32 or bfloat16.")] = None,
     quant: Annotated[Optional[str], typer.Option("--quant", help="Weight quantisation for the local backend (none, int8, int4).")] = None,
     threads: Annotated[Optional[int], typer.Option("--threads", help="Torch threads for the local backend (0: all cores).")] = None,
+    compile: Annotated[Optional[str], typer.Option("--compile", metavar="MODE", help="The compiled decode step of the local backend: auto (use a stored one, else build one in the background), on (build it now), off.")] = None,
 ) -> None:
     """Serve a model over the OpenAI API (/v1/chat/completions, /v1/completions, /v1/models, /health)."""
     from chatcli.backends.registry import make_backend
@@ -66,10 +67,14 @@ def serve(
     from chatcli.settings import load_settings
 
     sock = bind(host, port)  # a busy port fails now, not after loading the model
-    settings = load_settings().apply_flags(model=model, backend=backend, dtype=dtype, quant=quant, threads=threads)
+    settings = load_settings().apply_flags(model=model, backend=backend, dtype=dtype, quant=quant, threads=threads, compile=compile)
     engine = make_backend(settings["backend"], settings, base_url=base_url)
     model_name = str(settings["model"])
     engine.load(model_name)
+    start_build = getattr(engine, "compile_in_background", None)  # a server runs long enough to pay for one
+    building = start_build() if callable(start_build) else None
+    if building:
+        sys.stderr.write(f"chatcli serve: {building}\n")
     model_id = os.path.basename(model_name.rstrip("/\\")) if os.sep in model_name else model_name
     if host not in LOOPBACK and not api_key:
         sys.stderr.write(f"chatcli serve: warning: listening on {host} without --api-key; anyone who can reach "

@@ -21,9 +21,10 @@ How it fits with the rest of the engine:
   directory, and checked against eager on one step before it is kept. `on` builds it when missing; `auto` uses it
   when it is there (a one-shot `ask` must not wait a minute) and otherwise stays eager, while a chat has it built in
   a separate idle-priority process (engine/background.py) and switches to it between replies.
-- Dense, int8 and int4 blocks are covered. Gemma 3 and sliding windows fall back to torch.compile of the step in
-  process (`jit_decode`), which recompiles in every process (37-63 s): with freezing, inductor bypasses its graph
-  caches.
+- Dense, int8 and int4 blocks of the Llama family and of Gemma 3 are covered. Gemma's local layers take their ring
+  whole, under a mask the model computes outside the graph (decode_extras). Mistral's sliding window falls back to
+  torch.compile of the step in process (`jit_decode`), which recompiles in every process (37-63 s for Gemma when
+  it went that way): with freezing, inductor bypasses its graph caches.
 
 Measured (SmolLM2-135M, 2 threads, `chatcli bench --compile on` and one-process A/B scripts): bf16 16-23 ms a token
 against eager's 26-34; fp32 30-31 against 25-27 tok/s; int8 53-54 against 33-40; int4 126-140 against 78-80.
@@ -55,8 +56,8 @@ class CompileError(EngineError):
 
 
 def aot_supported(model: nn.Module) -> bool:
-    """True when MODEL's one-token step can be exported: a Llama-family model without a sliding window whose blocks'
-    linear layers are all prepacked dense ones (quant "none") or all weight-only int4 and int8 ones (the unembedding
+    """True when MODEL's one-token step can be exported: a Llama-family model without a sliding window, or Gemma 3,
+    whose blocks' linear layers are all prepacked dense ones (quant "none") or all weight-only int4 and int8 ones (the unembedding
     runs outside the graph, so it may be anything)."""
     from chatcli.engine.linear import Int4Linear, Int8Linear, PackedLinear
 
@@ -78,12 +79,14 @@ def aot_supported_config(quant: str, config) -> bool:
 
 
 def _exportable_architecture(model_class: type, config) -> bool:
-    """The Llama family's forward takes its caches as inputs; a sliding window would make the attended range depend
-    on the position in Python, which export cannot keep symbolic."""
+    """The Llama family and Gemma 3 take their caches (and Gemma's ring mask) as inputs of a one-token step. Mistral's
+    sliding window would make the attended range depend on the position in Python, which export cannot keep
+    symbolic; Gemma's local layers read their whole ring under a mask computed outside the graph instead."""
+    from chatcli.engine.models.gemma3 import Model as Gemma3
     from chatcli.engine.models.llama import Model as Llama
     from chatcli.engine.models.llama import attention_window
 
-    return model_class is Llama and attention_window(config) is None
+    return (model_class is Llama and attention_window(config) is None) or model_class is Gemma3
 
 
 def _is_linear(m: nn.Module) -> bool:
@@ -144,15 +147,18 @@ def _cpu_flags() -> str:
 
 
 class _DecodeStep(nn.Module):
-    """What is exported: MODEL's forward for one token, with the KV caches as inputs and the position as the length
-    of `seq` minus one (a tensor dimension, so it stays symbolic: one graph for every position)."""
+    """What is exported: MODEL's forward for one token, with the KV caches (and the model's decode_extras, Gemma's
+    ring mask) as inputs and the position as the length of `seq` minus one (a tensor dimension, so it stays
+    symbolic: one graph for every position). It returns the final norm's output."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, tokens: torch.Tensor, seq: torch.Tensor, caches: list[torch.Tensor]) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, seq: torch.Tensor, extras: list[torch.Tensor], caches: list[torch.Tensor]) -> torch.Tensor:
         pairs = [(caches[i], caches[i + 1]) for i in range(0, len(caches), 2)]
+        if extras:
+            return self.model(tokens, seq.shape[0] - 1, caches=pairs, extras=extras)
         return self.model(tokens, seq.shape[0] - 1, caches=pairs)
 
 
@@ -223,7 +229,11 @@ def build(model: nn.Module, path: Path) -> Path:
     except OSError as e:
         raise CompileError(f"cannot write the compiled step under {path.parent}: {e.strerror}") from e
     seq = torch.arange(model.max_seq_len)
-    example = (torch.zeros(1, 1, dtype=torch.long), seq[:3], _cache_tensors(model))
+    with torch.inference_mode():
+        model(torch.tensor([[0, 1]]), 0)  # slots 0 and 1, so that a step at position 2 reads written values
+    extras = model.decode_extras(2)
+    model.decode_done(2)
+    example = (torch.zeros(1, 1, dtype=torch.long), seq[:3], extras, _cache_tensors(model))
     S = torch.export.Dim("S", min=2, max=model.max_seq_len - 1)  # at max_seq_len the slice is the whole buffer
     # Freezing is what lets inductor prepack dense weights for oneDNN; int4 weights are packed already.
     freeze = bool(order["packed"])
@@ -235,7 +245,7 @@ def build(model: nn.Module, path: Path) -> Path:
             with _Swapped(model), torch.inference_mode(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 step = _DecodeStep(model).eval()
-                exported = torch.export.export(step, example, dynamic_shapes=(None, {0: S}, [None] * len(example[2])))
+                exported = torch.export.export(step, example, dynamic_shapes=(None, {0: S}, [None] * len(extras), [None] * len(example[3])))
                 inductor.freezing = freeze
                 torch._inductor.aoti_compile_and_package(
                     exported, package_path=str(tmp_pkg),
@@ -300,13 +310,16 @@ def _bind(model: nn.Module, package: Path, constants: dict[str, list[str]]):
 
 
 def _compiled_step(model: nn.Module, package: Path, constants: dict[str, list[str]]):
-    """step(tokens [1, 1], pos) -> logits [1, 1, vocab] float32 through the compiled PACKAGE, then the unembedding."""
+    """step(tokens [1, 1], pos) -> logits [1, 1, vocab] float32 through the compiled PACKAGE, then the unembedding
+    (the model's own bookkeeping around it: decode_extras before, decode_done after)."""
     runner, bound = _bind(model, package, constants)
-    seq, inputs, head, dtype = torch.arange(model.max_seq_len), _cache_tensors(model), model.lm_head, model.compute_dtype
+    seq, inputs, dtype = torch.arange(model.max_seq_len), _cache_tensors(model), model.compute_dtype
 
     def step(tokens: torch.Tensor, pos: int) -> torch.Tensor:
-        hidden = runner.run([tokens, seq[: pos + 1], *inputs])[0]  # the final norm's output, as float32 (exact)
-        return head(hidden.to(dtype)).float()
+        extras = model.decode_extras(pos)
+        hidden = runner.run([tokens, seq[: pos + 1], *extras, *inputs])[0]  # the final norm's output, as float32 (exact)
+        model.decode_done(pos)
+        return model.unembed(hidden.to(dtype))
 
     step.constants = bound  # kept alive with the step
     return step
@@ -320,6 +333,7 @@ def _check_against_eager(model: nn.Module, package: Path, constants: dict[str, l
     with torch.inference_mode():
         model(torch.tensor([[0, 1]]), 0)  # slots 0 and 1
         eager = model(tok, 2)[0, -1]
+        model(torch.tensor([[0, 1]]), 0)  # the same state again (Gemma's rings track what they hold)
         compiled = step(tok, 2)[0, -1]
     cos = torch.nn.functional.cosine_similarity(eager, compiled, dim=0).item()
     if not (cos > 0.999 and int(eager.argmax()) == int(compiled.argmax())):

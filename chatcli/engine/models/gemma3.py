@@ -47,11 +47,19 @@ class GemmaRMSNorm(nn.Module):
         super().__init__()
         self.eps = eps
         self.weight = nn.Parameter(torch.zeros(dim))
+        self.register_buffer("scale", None, persistent=False)  # 1 + weight in float32, once the weights are in
+
+    def prepare(self) -> None:
+        """Precompute the float32 scale from the loaded weight: the same numbers as computing it per call, and an
+        exported step then reads it as a named constant rather than one inductor derives (which chatcli could not
+        bind to the model's own tensors)."""
+        self.scale = 1.0 + self.weight.detach().float()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x.float()
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (h * (1.0 + self.weight.float())).to(x.dtype)
+        scale = self.scale if self.scale is not None else 1.0 + self.weight.float()
+        return (h * scale).to(x.dtype)
 
 
 class RingKVCache(nn.Module):
@@ -92,13 +100,29 @@ class Attention(nn.Module):
         self.scale = (c.query_pre_attn_scalar or 256) ** -0.5
         self.cache: KVCache | RingKVCache | None = None
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, start_pos: int, mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, start_pos: int, mask: torch.Tensor | None,
+                kv: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """kv: for one token, the cache tensors to use instead of this layer's own (an exported step takes them as
+        inputs): the whole-context cache of a global layer, the ring of a local one."""
         B, T, _ = x.shape
         q = self.q_norm(self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2))  # [B, H, T, D]
         k = self.k_norm(self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2))  # [B, KV, T, D]
         v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if not self.is_local:
+        if kv is not None:
+            k_cache, v_cache = kv
+            # The position's slot: in the ring, start_pos % size, computed as a tensor so that an exported graph keeps
+            # one graph for every position (a slice would need the remainder as a symbolic size).
+            slot = torch.arange(start_pos, start_pos + 1) % k_cache.shape[2] if self.is_local else None
+            if slot is None:
+                k_cache[:, :, start_pos : start_pos + 1].copy_(k)
+                v_cache[:, :, start_pos : start_pos + 1].copy_(v)
+                k, v = k_cache[:, :, : start_pos + 1], v_cache[:, :, : start_pos + 1]
+            else:
+                k_cache.index_copy_(2, slot, k)
+                v_cache.index_copy_(2, slot, v)
+                k, v = k_cache, v_cache
+        elif not self.is_local:
             k, v = self.cache.update(start_pos, k, v)  # [B, KV, start_pos+T, D]
         elif T == 1:
             # The slot a decode step overwrites held position start_pos - size, outside the window already.
@@ -150,8 +174,9 @@ class Block(nn.Module):
         self.mlp = MLP(config)
         self.post_feedforward_layernorm = GemmaRMSNorm(dim, eps)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, start_pos: int, mask: torch.Tensor | None) -> torch.Tensor:
-        h = x + self.post_attention_layernorm(self.self_attn(self.input_layernorm(x), cos, sin, start_pos, mask))
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, start_pos: int, mask: torch.Tensor | None,
+                kv: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        h = x + self.post_attention_layernorm(self.self_attn(self.input_layernorm(x), cos, sin, start_pos, mask, kv))
         return h + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(h)))
 
 
@@ -183,6 +208,12 @@ class Model(nn.Module):
         self.ring_size = 0  # slots of each local layer's ring; 0 when there are no local layers
         self._ring = (0, 0)  # [lo, hi): the positions every local ring holds for the current token sequence
 
+    def prepare(self) -> None:
+        """Called by the loader once the weights are in (and again after the blocks): precompute every norm's scale."""
+        for m in self.modules():
+            if isinstance(m, GemmaRMSNorm):
+                m.prepare()
+
     def tie_weights(self) -> None:
         """Share the unembedding with the embedding (Gemma 3 checkpoints always tie them)."""
         if self.config.tie_word_embeddings:
@@ -212,11 +243,11 @@ class Model(nn.Module):
             else:
                 attn.cache = KVCache(batch, c.num_key_value_heads, self.max_seq_len, c.head_dim, dtype)
         # cos/sin are computed per forward from these (as transformers does): two full tables would cost as much
-        # memory as the global KV cache.
-        self.inv_freq = {
-            GLOBAL: inv_frequencies(c.head_dim, c.rope_theta, c.rope_scaling),
-            LOCAL: inv_frequencies(c.head_dim, c.rope_local_base_freq or 10000.0, None),
-        }
+        # memory as the global KV cache. Buffers, so that an exported step finds them by name among its constants.
+        inv_global, self.rope_global_scaling = inv_frequencies(c.head_dim, c.rope_theta, c.rope_scaling)
+        inv_local, self.rope_local_scaling = inv_frequencies(c.head_dim, c.rope_local_base_freq or 10000.0, None)
+        self.register_buffer("rope_global_inv_freq", inv_global, persistent=False)
+        self.register_buffer("rope_local_inv_freq", inv_local, persistent=False)
         # transformers multiplies by sqrt(hidden_size) rounded to the weights' dtype (55.4256 becomes 55.5 in bf16).
         self.embed_scale = float(torch.tensor(c.hidden_size**0.5, dtype=torch.float32, device="cpu").to(dtype))
 
@@ -229,30 +260,53 @@ class Model(nn.Module):
         s = min(want, cached_len, hi)
         return s if max(0, s - self.window + 1) >= min(lo, s) else 0
 
-    def forward(self, tokens: torch.Tensor, start_pos: int = 0, last_only: bool = False) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, start_pos: int = 0, last_only: bool = False,
+                caches: list[tuple[torch.Tensor, torch.Tensor]] | None = None, extras: list[torch.Tensor] | None = None) -> torch.Tensor:
         """Logits (float32) [B, T, vocab] for tokens [B, T] placed at positions start_pos..start_pos+T-1.
 
         last_only: only the last position's logits [B, 1, vocab]; a prefill needs no more, and Gemma's 262k-row
         unembedding costs about as much as the rest of the model per position.
+        caches, extras: the exported one-token step (engine.compile): per layer the (k, v) cache tensors, and
+        decode_extras(start_pos), as graph inputs; the ring bookkeeping is then the caller's (decode_extras before,
+        decode_done after), and the result is the final norm's output [B, 1, hidden] as float32, for unembed().
         """
         T, s = tokens.shape[1], start_pos
-        if s + T > self.max_seq_len:
+        if caches is None and s + T > self.max_seq_len:
             raise EngineError(f"positions {s}..{s + T - 1} do not fit the cache of {self.max_seq_len}; call setup_cache with a larger max_seq_len")
-        local_mask = self._claim_ring(s, T) if self.ring_size else None
+        if caches is not None:
+            local_mask = extras[0] if extras else None
+        else:
+            local_mask = self._claim_ring(s, T) if self.ring_size else None
         global_mask = causal_mask(s, T)
         positions = torch.arange(s, s + T, dtype=torch.float32)
         dtype = self.compute_dtype
-        rope = {kind: _cos_sin(positions, *self.inv_freq[kind], dtype) for kind in (LOCAL, GLOBAL)}
+        rope = {LOCAL: _cos_sin(positions, self.rope_local_inv_freq, self.rope_local_scaling, dtype),
+                GLOBAL: _cos_sin(positions, self.rope_global_inv_freq, self.rope_global_scaling, dtype)}
         x = self.model.embed_tokens(tokens).to(dtype) * self.embed_scale  # [B, T, hidden]
-        for layer, kind in zip(self.model.layers, self.kinds):
-            x = layer(x, *rope[kind], s, local_mask if kind == LOCAL else global_mask)
-        if self.ring_size:
-            self._ring = (max(self._ring[0], s + T - self.ring_size), s + T)
+        for i, (layer, kind) in enumerate(zip(self.model.layers, self.kinds)):
+            x = layer(x, *rope[kind], s, local_mask if kind == LOCAL else global_mask, None if caches is None else caches[i])
+        if caches is not None:
+            return self.model.norm(x).float()
+        self.decode_done(s + T - 1)
         if last_only:
             x = x[:, -1:]
-        logits = self.lm_head(self.model.norm(x)).float()
+        return self.unembed(self.model.norm(x))
+
+    def unembed(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits (float32) from the final norm's output, soft-capped as the config says."""
+        logits = self.lm_head(hidden).float()
         cap = self.config.final_logit_softcapping
         return logits if cap is None else torch.tanh(logits / cap) * cap
+
+    def decode_extras(self, pos: int) -> list[torch.Tensor]:
+        """What an exported one-token step at POS takes besides the token and the caches: the local layers' mask
+        over the ring (claiming the slot POS overwrites, as a forward pass does)."""
+        return [self._claim_ring(pos, 1)] if self.ring_size else []
+
+    def decode_done(self, last: int) -> None:
+        """The rings now hold positions up to LAST (after a forward pass, or an exported step, ending there)."""
+        if self.ring_size:
+            self._ring = (max(self._ring[0], last + 1 - self.ring_size), last + 1)
 
     def _claim_ring(self, s: int, T: int) -> torch.Tensor:
         """Check that the rings hold the window before position s, mark what this forward overwrites, and return the

@@ -198,7 +198,8 @@ class Model(nn.Module):
         last_only: only the last position's logits [B, 1, vocab], which is all a prefill needs (the unembedding of
         every prompt position would cost about a fifth of SmolLM2's prefill).
         caches: per layer, the (k, v) cache tensors to use for one token instead of the layers' own (engine.compile
-        exports this path with the caches as graph inputs).
+        exports this path with the caches as graph inputs); it returns the final norm's output [B, 1, hidden] as
+        float32, for unembed() to finish outside the graph.
         """
         T = tokens.shape[1]
         end = start_pos + T
@@ -208,6 +209,19 @@ class Model(nn.Module):
         x = self.model.embed_tokens(tokens).to(self.compute_dtype)  # [B, T, hidden]; rows widened exactly if stored narrow
         for i, layer in enumerate(self.model.layers):
             x = layer(x, rope, start_pos, mask, None if caches is None else caches[i])
+        if caches is not None:
+            return self.model.norm(x).float()
         if last_only:
             x = x[:, -1:]
-        return self.lm_head(self.model.norm(x)).float()
+        return self.unembed(self.model.norm(x))
+
+    def unembed(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits (float32) from the final norm's output."""
+        return self.lm_head(hidden).float()
+
+    def decode_extras(self, pos: int) -> list[torch.Tensor]:
+        """Inputs besides the token and the caches that an exported one-token step at POS takes: none here."""
+        return []
+
+    def decode_done(self, last: int) -> None:
+        """Bookkeeping after an exported one-token step ending at position LAST: none here."""
