@@ -76,6 +76,28 @@ def test_a_chat_switches_to_the_step_built_in_the_background(tiny_model_factory)
     assert not package.with_suffix(".lock").exists()
 
 
+def test_a_failed_background_build_is_told_once_and_not_retried(tiny_model_factory, monkeypatch, capsys):
+    """A machine without a working C++ compiler (CXX=/bin/false for the build): the chat says so once, between
+    replies, gets its thread back, and later chats do not try again."""
+    import torch
+
+    monkeypatch.setenv("CXX", "/bin/false")  # read by the build process's inductor
+    folder = tiny_model_factory("llama")
+    backend = LocalBackend(dtype="float32", compile="auto")
+    backend.load(str(folder))
+    threads = torch.get_num_threads()
+    assert backend.compile_in_background()
+    package = compiling.package_path(backend.model, folder, compiled_dir())
+    wait_until_built(package)
+    assert package.with_suffix(".failed").exists() and not compiling.is_stored(package)
+    two_turns(backend)
+    err = capsys.readouterr().err
+    assert err.count("the background build failed") == 1 and "--compile on tries again" in err
+    assert "Traceback" not in err
+    assert backend.compiled == "eager" and torch.get_num_threads() == threads
+    assert backend.compile_in_background() is None
+
+
 def test_what_a_background_build_does_not_start(tiny_model_factory, monkeypatch, capsys):
     folder = tiny_model_factory("llama")
     backend = LocalBackend(dtype="float32", compile="auto")

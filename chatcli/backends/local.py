@@ -107,7 +107,8 @@ class LocalBackend:
         from chatcli import settings
         from chatcli.engine import background
 
-        package = background.start(self.model, self.model_path, settings.cache_dir() / "compiled", self.dtype, self.quant or "none")
+        dtype = str(self.model.compute_dtype).removeprefix("torch.")  # as resolved here, so the builder loads the same
+        package = background.start(self.model, self.model_path, settings.cache_dir() / "compiled", dtype, self.quant or "none")
         if package is None:
             return None
         self._pending_package = package
@@ -263,9 +264,13 @@ class LocalBackend:
 
         package = self._pending_package
         if not compiling.is_stored(package):
-            if not background.running(package):  # it failed (NAME.failed says why) or was killed
+            if not background.running(package):  # it failed or was killed
                 self._pending_package = None
                 self._restore_threads()
+                reason = background.failure(package)
+                if reason:
+                    sys.stderr.write(f"chatcli: compiled decode step: the background build failed ({reason}); decoding "
+                                     f"without it (--compile on tries again; its log: {package.with_suffix('.log')})\n")
             return
         self._pending_package = None
         self._restore_threads()

@@ -72,6 +72,15 @@ def running(package: Path) -> bool:
     return True
 
 
+def failure(package: Path) -> str | None:
+    """Why the background build of PACKAGE failed (the first line of NAME.failed), or None."""
+    try:
+        lines = package.with_suffix(".failed").read_text().strip().splitlines()
+    except OSError:
+        return None
+    return lines[0] if lines else "no reason given"
+
+
 def main(argv: list[str]) -> int:
     """`python -m chatcli.engine.background FOLDER DTYPE QUANT PACKAGE`: load, build, and drop older packages."""
     folder, dtype, quant, package = Path(argv[0]), argv[1], argv[2], Path(argv[3])
