@@ -43,12 +43,13 @@ def test_compiled_step_matches_eager_and_is_built_once(tiny_llama_dir, monkeypat
     for f in (stale, other):
         f.write_bytes(b"old")
         f.with_suffix(".json").write_text("{}")
+    stale.with_suffix(".failed").write_text("an old failure\n")
     backend, text, logits = run(tiny_llama_dir, "on")
     assert backend.compiled == "aot"
     assert text == eager_text
     assert torch.allclose(logits, eager_logits, atol=1e-4, rtol=0)
 
-    assert not stale.exists() and not stale.with_suffix(".json").exists() and other.exists()
+    assert not any(stale.with_suffix(x).exists() for x in (".pt2", ".json", ".failed")) and other.exists()
     packages = [p for p in compiling_dir().glob("*.pt2") if p != other]
     assert len(packages) == 1 and packages[0].with_suffix(".json").is_file()  # the package and its constants map
 

@@ -130,10 +130,11 @@ def _digest(parts: list) -> str:
 
 
 def drop_stale(package: Path) -> None:
-    """Remove the packages of PACKAGE's variant other than PACKAGE itself (built for older weights or engine code)."""
+    """Remove the packages of PACKAGE's variant other than PACKAGE itself (built for older weights or engine code),
+    with their background builds' logs and failure notes."""
     variant = package.stem.split("-")[0]
     for old in package.parent.glob(f"{variant}-*"):
-        if old.suffix in (".pt2", ".json") and old.stem != package.stem:
+        if old.suffix in (".pt2", ".json", ".log", ".failed") and old.stem != package.stem:
             old.unlink(missing_ok=True)
 
 
