@@ -96,7 +96,8 @@ class LocalBackend:
         self.model, self.tokenizer = model_obj, tokenizer
         self.model_path, self.model_name = path, model if not Path(model).is_dir() else path.name
         self._cache = PromptCache()
-        self._pending_package = None
+        self._pending_package = None  # another model's build (a /model switch) is no longer this chat's
+        self._restore_threads()
 
     def compile_in_background(self) -> str | None:
         """Under `--compile auto` with no stored compiled step for this model: start building one in a separate
@@ -283,9 +284,10 @@ class LocalBackend:
         self.compiled = "aot"
 
     def _restore_threads(self) -> None:
-        import torch
-
+        """The thread count from before a background build (no-op when none was started)."""
         if self._threads_before_build:
+            import torch
+
             torch.set_num_threads(self._threads_before_build)
             self._threads_before_build = 0
 
