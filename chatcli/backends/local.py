@@ -79,6 +79,9 @@ class LocalBackend:
         path = resolve_model(model, self.models_dir)
         if self.model is not None and path == self.model_path:
             return
+        # Another model's background build (a /model switch) is no longer this backend's to wait for; loading sets
+        # the thread count afresh.
+        self._pending_package, self._threads_before_build = None, 0
         from concurrent.futures import ThreadPoolExecutor
 
         from chatcli.engine.config import ModelConfig
@@ -96,8 +99,6 @@ class LocalBackend:
         self.model, self.tokenizer = model_obj, tokenizer
         self.model_path, self.model_name = path, model if not Path(model).is_dir() else path.name
         self._cache = PromptCache()
-        self._pending_package = None  # another model's build (a /model switch) is no longer this chat's
-        self._restore_threads()
 
     def compile_in_background(self) -> str | None:
         """Under `--compile auto` with no stored compiled step for this model: start building one in a separate
