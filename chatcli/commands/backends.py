@@ -62,6 +62,7 @@ def serve(
 ) -> None:
     """Serve a model over the OpenAI API (/v1/chat/completions, /v1/completions, /v1/models, /health)."""
     from chatcli.backends.registry import make_backend
+    from chatcli.repl.boot import compile_in_background
     from chatcli.server import serve as run_server
     from chatcli.server.run import bind
     from chatcli.settings import load_settings
@@ -71,8 +72,7 @@ def serve(
     engine = make_backend(settings["backend"], settings, base_url=base_url)
     model_name = str(settings["model"])
     engine.load(model_name)
-    start_build = getattr(engine, "compile_in_background", None)  # a server runs long enough to pay for one
-    building = start_build() if callable(start_build) else None
+    building = compile_in_background(engine)
     if building:
         sys.stderr.write(f"chatcli serve: {building}\n")
     model_id = os.path.basename(model_name.rstrip("/\\")) if os.sep in model_name else model_name

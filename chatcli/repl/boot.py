@@ -88,6 +88,13 @@ def open_backend(s, opts: Options):
     return backend
 
 
+def compile_in_background(backend) -> str | None:
+    """Have BACKEND build its compiled decode step in the background where it can (the local backend under `auto`
+    with none stored): for a chat or a server, which last long enough to pay for it. A line for the user, or None."""
+    start = getattr(backend, "compile_in_background", None)
+    return start() if callable(start) else None
+
+
 def model_label(s) -> str:
     """The model's name as the user knows it (a folder's name for a path)."""
     model = str(s.get("model"))

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from chatcli.errors import USER_ERRORS
 from chatcli.repl.ask import Answer, consume
-from chatcli.repl.boot import Options, load_settings, model_label, open_backend
+from chatcli.repl.boot import Options, compile_in_background, load_settings, model_label, open_backend
 from chatcli.repl.conversation import open_conversation, take_notices
 from chatcli.repl.input import TerminalReader, no_echo
 from chatcli.ui import UI
@@ -177,9 +177,7 @@ def run_chat(opts: Options) -> int:
         resolve_model(s.get("model"))
     with ui.status(f"loading {model_label(s)} …"):
         backend = open_backend(s, opts)
-    # A chat lasts long enough to pay for a compiled decode step built on idle time (the local backend, `auto`).
-    start_build = getattr(backend, "compile_in_background", None)
-    building = start_build() if callable(start_build) else None
+    building = compile_in_background(backend)
     if building:
         ui.note(building)
     conv = open_conversation(s, opts, backend, ui)

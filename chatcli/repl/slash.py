@@ -8,6 +8,7 @@ import sys
 from typing import Callable
 
 from chatcli.errors import UsageError
+from chatcli.repl.boot import compile_in_background
 from chatcli.repl.conversation import last_reply, param_source, parse_id
 
 EXIT = object()  # returned by /exit
@@ -201,6 +202,9 @@ def _model(repl, arg: str):
     if not repl.conv.custom_system:  # the system prompt may name the model ({{ model }})
         repl.conv.reload_prompt()
     repl.ui.note(f"model: {repl.model}")
+    building = compile_in_background(repl.backend)
+    if building:
+        repl.ui.note(building)
     repl._count()
 
 
