@@ -111,17 +111,17 @@ class Attention(nn.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if kv is not None:
             k_cache, v_cache = kv
-            # The position's slot: in the ring, start_pos % size, computed as a tensor so that an exported graph keeps
-            # one graph for every position (a slice would need the remainder as a symbolic size).
-            slot = torch.arange(start_pos, start_pos + 1) % k_cache.shape[2] if self.is_local else None
-            if slot is None:
-                k_cache[:, :, start_pos : start_pos + 1].copy_(k)
-                v_cache[:, :, start_pos : start_pos + 1].copy_(v)
-                k, v = k_cache[:, :, : start_pos + 1], v_cache[:, :, : start_pos + 1]
-            else:
+            if self.is_local:
+                # The ring slot start_pos % size as a tensor, so that an exported graph keeps one graph for every
+                # position (a slice would need the remainder as a symbolic size).
+                slot = torch.arange(start_pos, start_pos + 1) % k_cache.shape[2]
                 k_cache.index_copy_(2, slot, k)
                 v_cache.index_copy_(2, slot, v)
                 k, v = k_cache, v_cache
+            else:
+                k_cache[:, :, start_pos : start_pos + 1].copy_(k)
+                v_cache[:, :, start_pos : start_pos + 1].copy_(v)
+                k, v = k_cache[:, :, : start_pos + 1], v_cache[:, :, : start_pos + 1]
         elif not self.is_local:
             k, v = self.cache.update(start_pos, k, v)  # [B, KV, start_pos+T, D]
         elif T == 1:
