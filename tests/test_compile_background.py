@@ -164,12 +164,20 @@ def test_the_server_builds_in_the_background_too(tiny_llama_dir):
     stop_builder()
 
 
-def test_the_chat_says_it_is_building(tiny_llama_dir):
-    """The REPL in a pty under `--compile auto`: one line says what runs in the background."""
+def test_the_chat_says_it_is_building_and_when_it_switches(tiny_llama_dir):
+    """The REPL in a pty under `--compile auto`: one line says what runs in the background, and one line, after the
+    first reply that uses the compiled step, says so."""
     from tests.test_repl import Term
 
-    t = Term("--model", str(tiny_llama_dir), "--compile", "auto", prompt=r"\d+/\d+ tokens")
+    t = Term("--model", str(tiny_llama_dir), "--compile", "auto", "--max-tokens", "4", prompt=r"\d+/\d+ tokens")
     shown = t.prompt()
     assert "compiling the decode step in the background" in shown
-    t.close()
-    stop_builder()
+    t.line("hello")
+    assert "compiled decode step is in use" not in t.prompt()  # this reply ran before the build could finish
+    (lock,) = compiled_dir().glob("*.lock")
+    wait_until_built(lock.with_suffix(".pt2"))
+    t.line("hello again")
+    assert "the compiled decode step is in use from this reply on" in t.prompt()
+    t.line("and again")
+    assert "compiled decode step is in use" not in t.prompt()  # said once
+    assert t.close() == 0

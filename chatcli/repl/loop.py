@@ -58,6 +58,7 @@ class Repl:
         self.model = model_label(settings)
         self.stats = SessionStats()
         self.tokens_used = self.context_length = 0  # cached for the toolbar, which is redrawn on every key
+        self.compiled = getattr(backend, "compiled", None)  # the local backend's decode step: "aot", "jit", "eager"
         self.reader = reader or self._make_reader()
 
     # -- input ----------------------------------------------------------------------------------------
@@ -149,6 +150,11 @@ class Repl:
 
             show_reply_probs(self.ui.console, answer.probs)
         self.ui.stats(answer.stats)
+        compiled = getattr(self.backend, "compiled", None)
+        if compiled != self.compiled:  # a background build finished and this reply switched to it
+            self.compiled = compiled
+            if compiled == "aot":
+                self.ui.note("the compiled decode step is in use from this reply on")
         self._count()
         return answer
 
