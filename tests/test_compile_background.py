@@ -164,12 +164,14 @@ def test_the_server_builds_in_the_background_too(tiny_llama_dir):
     stop_builder()
 
 
-def test_the_chat_says_it_is_building_and_when_it_switches(tiny_llama_dir):
+def test_the_chat_says_it_is_building_and_when_it_switches(tiny_llama_dir, tmp_path):
     """The REPL in a pty under `--compile auto`: one line says what runs in the background, and one line, after the
-    first reply that uses the compiled step, says so."""
+    first reply that uses the compiled step, says so. The chat ends in os._exit, and leaves no extracted package in
+    $TMPDIR (AOTInductor's loader removes its copy only in a destructor that os._exit skips)."""
     from tests.test_repl import Term
 
-    t = Term("--model", str(tiny_llama_dir), "--compile", "auto", "--max-tokens", "4", prompt=r"\d+/\d+ tokens")
+    t = Term("--model", str(tiny_llama_dir), "--compile", "auto", "--max-tokens", "4", prompt=r"\d+/\d+ tokens",
+             env={"TMPDIR": str(tmp_path)})
     shown = t.prompt()
     assert "compiling the decode step in the background" in shown
     t.line("hello")
@@ -181,3 +183,4 @@ def test_the_chat_says_it_is_building_and_when_it_switches(tiny_llama_dir):
     t.line("and again")
     assert "compiled decode step is in use" not in t.prompt()  # said once
     assert t.close() == 0
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(("aotinductor", "chatcli-aoti"))]

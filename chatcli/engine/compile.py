@@ -32,10 +32,12 @@ against eager's 26-34; fp32 30-31 against 25-27 tok/s; int8 53-54 against 33-40;
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import platform
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -269,7 +271,7 @@ def _constants_map(model: nn.Module, package: Path, order: dict[str, list[str]])
     """{graph constant: [kind, name]} for every constant the compiled step reads: ["packed", layer] for a frozen
     (prepacked) weight, numbered in call order; ["int4_group", layer] for the group size the int4 kernel takes as a
     tensor, also numbered in call order; ["tensor", parameter or buffer] for the rest, which keep their names."""
-    loader = torch._C._aoti.AOTIModelPackageLoader(str(package), "model", True, 1, -1)
+    loader = _load_package(package)
     names = loader.get_constant_fqns()
 
     def numbered(prefix: str) -> list[str]:
@@ -293,10 +295,38 @@ def _constants_map(model: nn.Module, package: Path, order: dict[str, list[str]])
     return out
 
 
+def _load_package(package: Path):
+    """AOTInductor's loader for PACKAGE. It extracts the package into $TMPDIR/aotinductor_XXXXXX and removes that
+    only in its destructor, which a process ending in os._exit (`chatcli ask`, `chatcli chat`) or killed never runs:
+    66 folders of 4 MB each had piled up in /tmp here. So it extracts into a folder of ours, removed once the library
+    is loaded (it stays mapped; the destructor's own removal then finds nothing to do)."""
+    scratch = tempfile.mkdtemp(prefix="chatcli-aoti-")
+    with _environ(TMPDIR=scratch):
+        try:
+            return torch._C._aoti.AOTIModelPackageLoader(str(package), "model", True, 1, -1)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _environ(**values: str):
+    """Environment variables set for the duration (C++ code reads them, so os.environ it is)."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def _bind(model: nn.Module, package: Path, constants: dict[str, list[str]]):
     """The package's runner with its constants bound to MODEL's own tensors (no copy). The caller keeps the returned
     tensors alive: a user-managed constant is not owned by the runner."""
-    loader = torch._C._aoti.AOTIModelPackageLoader(str(package), "model", True, 1, -1)
+    loader = _load_package(package)
     tensors = _named_tensors(model)
     bound = {}
     for name, (kind, target) in constants.items():
