@@ -36,6 +36,11 @@ def default_threads() -> int:
     return max(1, min(cores, int(cores - busy + 0.5)))
 
 
+def _decoding_eagerly(reason: str) -> None:
+    """One stderr line: the compiled decode step is not used, and why (the chat goes on, only slower)."""
+    sys.stderr.write(f"chatcli: compiled decode step: {reason}; decoding without it\n")
+
+
 def _building() -> None:
     """Tell the user why loading pauses (stderr: stdout may carry an answer)."""
     sys.stderr.write("chatcli: compiling the decode step for this machine, once (about a minute for a small model) ...\n")
@@ -149,7 +154,7 @@ class LocalBackend:
         try:
             self.compiled = compiling.use(model_obj, mode, path, settings.cache_dir() / "compiled", on_build=_building)
         except compiling.CompileError as e:  # a missing C++ compiler or a broken file must not stop the chat: it only runs slower
-            sys.stderr.write(f"chatcli: compiled decode step: {e}; decoding without it\n")
+            _decoding_eagerly(str(e))
             self.compiled = "eager"
         return model_obj
 
@@ -271,16 +276,15 @@ class LocalBackend:
                 self._restore_threads()
                 reason = background.failure(package)
                 if reason:
-                    sys.stderr.write(f"chatcli: compiled decode step: the background build failed ({reason}); decoding "
-                                     f"without it (--compile on tries again; its log: {package.with_suffix('.log')})\n")
+                    _decoding_eagerly(f"the background build failed ({reason}; its log: {package.with_suffix('.log')}, "
+                                      "--compile on tries again)")
             return
         self._pending_package = None
         self._restore_threads()
         try:
-            compiling.attach(self.model, package)
-        except Exception as e:  # the same outcome as a broken stored package at load: decode eagerly
-            sys.stderr.write(f"chatcli: compiled decode step: {package.name} could not be loaded ({type(e).__name__}); "
-                             "decoding without it\n")
+            compiling.attach_stored(self.model, package)
+        except compiling.CompileError as e:  # as for a broken package found at load
+            _decoding_eagerly(str(e))
             return
         self.compiled = "aot"
 

@@ -44,7 +44,7 @@ def start(model: nn.Module, folder: Path, cache_dir: Path, dtype: str, quant: st
     try:
         with open(package.with_suffix(".log"), "wb") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "chatcli.engine.background", str(folder), str(dtype), quant, str(package)],
+                [sys.executable, "-m", "chatcli.engine.background", str(folder), dtype, quant, str(package)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         os.write(fd, str(proc.pid).encode())
     except OSError:

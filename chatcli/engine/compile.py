@@ -417,14 +417,20 @@ def use(model: nn.Module, mode: str, folder: Path, cache_dir: Path, on_build: Ca
         package.with_suffix(".failed").unlink(missing_ok=True)  # `on` tries again what a background build gave up
         build(model, package)
         drop_stale(package)
+    attach_stored(model, package)
+    return "aot"
+
+
+def attach_stored(model: nn.Module, package: Path) -> nn.Module:
+    """attach() a stored PACKAGE; one that cannot be loaded (a truncated or foreign file) is removed, so that `on`
+    builds a sound one next time, and CompileError says so."""
     try:
-        attach(model, package)
-    except Exception as e:  # a truncated or foreign file: drop it, so that `on` builds a sound one next time
+        return attach(model, package)
+    except Exception as e:
         for f in (package, package.with_suffix(".json")):
             f.unlink(missing_ok=True)
         raise CompileError(f"the stored compiled step {package.name} could not be loaded ({type(e).__name__}) and was "
                            "removed; --compile on builds it again") from e
-    return "aot"
 
 
 def jit_decode(model: nn.Module, cache_dir: Path | None = None) -> nn.Module:

@@ -209,7 +209,7 @@ class Model(nn.Module):
         self._ring = (0, 0)  # [lo, hi): the positions every local ring holds for the current token sequence
 
     def prepare(self) -> None:
-        """Called by the loader once the weights are in (and again after the blocks): precompute every norm's scale."""
+        """Called by the loader once the weights are in: precompute every norm's scale."""
         for m in self.modules():
             if isinstance(m, GemmaRMSNorm):
                 m.prepare()
