@@ -33,10 +33,8 @@ against eager's 26-34; fp32 30-31 against 25-27 tok/s; int8 53-54 against 33-40;
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
-import platform
 import shutil
 import tempfile
 import warnings
@@ -46,6 +44,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from chatcli.engine import fingerprint
 from chatcli.engine.errors import EngineError
 
 MODES = ("auto", "on", "off")
@@ -112,23 +111,13 @@ def package_key(model: nn.Module, folder: Path) -> str:
     Not the thread count, which `--threads 0` picks per process from the load: inductor bakes the count of the build
     into its own loops, but in this step those are the small elementwise ones; the GEMVs (oneDNN) and attention
     follow torch.get_num_threads() at run time."""
-    from chatcli.engine.loader import weight_files
-
     layers = [(n, type(m).__name__, getattr(m, "group_size", None)) for n, m in model.named_modules() if _is_linear(m)]
     variant = [str(folder.resolve()), str(model.compute_dtype), layers, model.max_seq_len]
-    parts = [torch.__version__, platform.machine(), _cpu_flags(), (folder / "config.json").read_bytes().hex()]
-    for f in weight_files(folder):
-        st = f.stat()
-        parts += [f.name, st.st_size, st.st_mtime_ns]
     # The graph is this code traced: the model, its layers, the rope, this module. The whole engine is hashed rather
     # than a list of files that could miss one.
-    for source in sorted(Path(__file__).parent.rglob("*.py")):
-        parts.append(hashlib.sha256(source.read_bytes()).hexdigest())
-    return f"{_digest(variant)[:12]}-{_digest(parts)[:24]}"
-
-
-def _digest(parts: list) -> str:
-    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
+    engine = sorted(Path(__file__).parent.rglob("*.py"))
+    parts = fingerprint.machine() + fingerprint.weights(folder) + fingerprint.sources(*engine)
+    return f"{fingerprint.digest(variant)[:12]}-{fingerprint.digest(parts)[:24]}"
 
 
 def drop_stale(package: Path) -> None:
@@ -138,15 +127,6 @@ def drop_stale(package: Path) -> None:
     for old in package.parent.glob(f"{variant}-*"):
         if old.suffix in (".pt2", ".json", ".log", ".failed") and old.stem != package.stem:
             old.unlink(missing_ok=True)
-
-
-def _cpu_flags() -> str:
-    """The CPU's model and flags: inductor generates code for the vector ISA it finds (AVX-512 here)."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return platform.processor()
-    return "|".join(sorted({ln for ln in lines if ln.startswith(("model name", "flags"))}))
 
 
 class _DecodeStep(nn.Module):

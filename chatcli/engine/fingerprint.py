@@ -1,0 +1,44 @@
+"""What a file derived from a model depends on, for the keys of the files kept beside it (compiled decode steps,
+stored quantized weights): a derived file is reused only while every part of its key is unchanged."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from pathlib import Path
+
+import torch
+
+
+def digest(parts: list) -> str:
+    """A SHA-256 hex digest of PARTS (anything JSON can write, with str() for the rest)."""
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
+
+
+def machine() -> list[str]:
+    """torch's version, the architecture and the CPU's model and flags: kernels pack weights and inductor generates
+    code for the vector ISA they find (AVX-512 here), so a file made on one machine may not suit another."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        cpu = "|".join(sorted({ln for ln in lines if ln.startswith(("model name", "flags"))}))
+    except OSError:
+        cpu = platform.processor()
+    return [torch.__version__, platform.machine(), cpu]
+
+
+def weights(folder: Path) -> list:
+    """config.json's bytes and each weight file's name, size and modification time (hashing hundreds of MB of
+    weights at every start would cost more than what the derived file saves)."""
+    from chatcli.engine.loader import weight_files
+
+    parts: list = [(folder / "config.json").read_bytes().hex()]
+    for f in weight_files(folder):
+        st = f.stat()
+        parts += [f.name, st.st_size, st.st_mtime_ns]
+    return parts
+
+
+def sources(*files: Path) -> list[str]:
+    """The SHA-256 of each source file: the code that produced a derived file is part of what it depends on."""
+    return [hashlib.sha256(f.read_bytes()).hexdigest() for f in files]
