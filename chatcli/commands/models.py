@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 models_app = typer.Typer(
-    help="List the models in the store; `show` and `rm` one of them.",
+    help="List the models in the store; `show`, `quantize` or `rm` one of them.",
     invoke_without_command=True,
     rich_markup_mode=None,
 )
@@ -20,6 +20,17 @@ class Dtype(str, Enum):
     bfloat16 = "bfloat16"
     float32 = "float32"
     float16 = "float16"
+
+
+class QuantMode(str, Enum):
+    int8 = "int8"
+    int4 = "int4"
+
+
+class ComputeDtype(str, Enum):
+    auto = "auto"
+    bfloat16 = "bfloat16"
+    float32 = "float32"
 
 
 def _human_bytes(n: int) -> str:
@@ -105,6 +116,9 @@ def show(
     ]
     if data["origin"]:
         lines.append("origin: " + json.dumps(data["origin"]))
+    for q in data["quantized"]:
+        lines.append(f"stored quantization: {q['mode']} for {q['dtype']} activations, {_human_bytes(q['size_bytes'])}, {q['status']}"
+                     + ("" if q["status"] == "current" else f" (`chatcli models quantize {info['name']} {q['mode']}` remakes it)"))
     lines.append("special tokens: " + json.dumps(data["special_tokens"]))
     lines.append("generation config: " + json.dumps(data["generation_config"]))
     lines.append("config.json:\n" + json.dumps(data["config"], indent=2))
@@ -114,20 +128,53 @@ def show(
     typer.echo(sanitize("\n".join(lines)))
 
 
+@models_app.command("quantize")
+def quantize(
+    name: Annotated[str, typer.Argument(help="A model in the store.")],
+    mode: Annotated[QuantMode, typer.Argument(help="int8 or int4 weights.")],
+    dtype: Annotated[Optional[ComputeDtype], typer.Option("--dtype", help="The activations' dtype it is for (default: the config's, auto).")] = None,
+) -> None:
+    """Store the model's weights quantized, so that `--quant MODE` loads them instead of quantizing at every start."""
+    from chatcli import settings
+    from chatcli.store.fsutil import disk_error, store_lock, store_root
+
+    folder = _stored_model(name)
+    from chatcli.backends.local import default_threads
+    from chatcli.engine import quantstore
+    from chatcli.engine.torchimport import import_torch
+
+    import_torch().set_num_threads(default_threads())
+    with store_lock(store_root(), folder.name):  # not while a pull replaces the folder
+        try:
+            path, size, seconds = quantstore.save(folder, mode.value, (dtype.value if dtype else None) or settings.load_settings()["dtype"])
+        except OSError as e:
+            raise disk_error(e, folder / quantstore.FOLDER) from None
+    typer.echo(f"{folder.name}: {mode.value} weights stored at {path} ({_human_bytes(size)}, {seconds:.1f} s); "
+               f"`--quant {mode.value}` loads them from now on")
+
+
+def _stored_model(name: str):
+    """The folder of NAME in the store, or a UsageError that says how to list the store."""
+    from chatcli import settings
+    from chatcli.errors import UsageError
+    from chatcli.store.resolve import check_name
+
+    path = settings.models_dir() / check_name(name)
+    if not path.is_dir():
+        raise UsageError(f"model {name!r} is not in the store ({settings.models_dir()}); `chatcli models` lists what is there")
+    return path
+
+
 @models_app.command("rm")
 def rm(
     name: Annotated[str, typer.Argument(help="A model in the store.")],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Remove a model folder from the store (asks first unless --yes; the cached GGUF is kept)."""
-    from chatcli import settings
     from chatcli.errors import UsageError
     from chatcli.store.pull import remove
-    from chatcli.store.resolve import check_name
 
-    path = settings.models_dir() / check_name(name)
-    if not path.is_dir():
-        raise UsageError(f"model {name!r} is not in the store ({settings.models_dir()}); `chatcli models` lists what is there")
+    path = _stored_model(name)
     if not yes:
         if not sys.stdin.isatty():
             raise UsageError(f"refusing to remove {name} without confirmation; pass --yes")

@@ -38,6 +38,16 @@ def _unflat(y: torch.Tensor, x: torch.Tensor, bias: torch.Tensor | None) -> torc
     return y if y.dtype == x.dtype else y.to(x.dtype)
 
 
+def _stored(stored: dict[str, torch.Tensor], name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """STORED[NAME], checked: a stored quantization that does not fit this layer raises ValueError (the caller then
+    quantizes the layer afresh)."""
+    t = stored.get(name)
+    if t is None or tuple(t.shape) != tuple(shape) or t.dtype != dtype:
+        found = "missing" if t is None else f"{t.dtype} {list(t.shape)}"
+        raise ValueError(f"stored {name} is {found}, this layer needs {dtype} {list(shape)}")
+    return t
+
+
 class _WeightView:
     """Mixin: `.weight` reads back the float weight (tied unembeddings keep their source, so `is` still holds)."""
 
@@ -88,15 +98,25 @@ def can_pack() -> bool:
 
 
 class Int8Linear(_WeightView, nn.Module):
-    """Weight-only int8: w = w_int8 * scale, one symmetric scale per output row (aten._weight_int8pack_mm)."""
+    """Weight-only int8: w = w_int8 * scale, one symmetric scale per output row (aten._weight_int8pack_mm).
 
-    def __init__(self, linear: nn.Linear):
+    stored: the tensors a former layer's stored() gave, instead of quantizing linear.weight (engine/quantstore.py)."""
+
+    def __init__(self, linear: nn.Linear, stored: dict[str, torch.Tensor] | None = None):
         super().__init__()
-        self.in_features, self.out_features = linear.in_features, linear.out_features
-        q, scale = quantize_int8_rows(linear.weight.detach())
+        N, K = self.out_features, self.in_features = linear.out_features, linear.in_features
+        if stored is None:
+            q, scale = quantize_int8_rows(linear.weight.detach())
+            scale = scale.to(COMPUTE_DTYPE)
+        else:
+            q, scale = _stored(stored, "weight_int8", (N, K), torch.int8), _stored(stored, "scales", (N,), COMPUTE_DTYPE)
         self.register_buffer("weight_int8", q)
-        self.register_buffer("scales", scale.to(COMPUTE_DTYPE))
+        self.register_buffer("scales", scale)
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().to(COMPUTE_DTYPE))
+
+    def stored(self) -> dict[str, torch.Tensor]:
+        """What a stored quantization keeps of this layer (the bias stays in the model's own weights)."""
+        return {"weight_int8": self.weight_int8, "scales": self.scales}
 
     def dequantized_weight(self) -> torch.Tensor:
         """The weight this layer computes with, float32 [out_features, in_features]."""
@@ -115,10 +135,13 @@ class DynamicInt8Linear(_WeightView, nn.Module):
     """int8 weights, and activations quantized to int8 per token on the fly: fbgemm's VNNI kernels, about twice as
     fast here as the weight-only aten kernel for one token, and faster than the bfloat16 GEMM for a prompt."""
 
-    def __init__(self, linear: nn.Linear):
+    def __init__(self, linear: nn.Linear, stored: dict[str, torch.Tensor] | None = None):
         super().__init__()
-        self.in_features, self.out_features = linear.in_features, linear.out_features
-        q, scale = quantize_int8_rows(linear.weight.detach())
+        N, K = self.out_features, self.in_features = linear.out_features, linear.in_features
+        if stored is None:
+            q, scale = quantize_int8_rows(linear.weight.detach())
+        else:  # fbgemm's packed layout is opaque: the codes are stored, and packed again here (0.3 s for SmolLM2's head)
+            q, scale = _stored(stored, "codes", (N, K), torch.int8), _stored(stored, "scales", (N,), torch.float32)
         with warnings.catch_warnings():  # quantized tensors are deprecated in favour of torchao, which we do not ship
             warnings.simplefilter("ignore")
             qw = torch._make_per_channel_quantized_tensor(q, scale.double(), torch.zeros_like(scale, dtype=torch.long), 0)
@@ -129,6 +152,11 @@ class DynamicInt8Linear(_WeightView, nn.Module):
         """The weight this layer computes with, float32 [out_features, in_features]."""
         qw, _ = torch.ops.quantized.linear_unpack(self.packed)
         return qw.dequantize()
+
+    def stored(self) -> dict[str, torch.Tensor]:
+        """The codes and row scales read back from fbgemm's packed weight (exactly what was packed)."""
+        qw, _ = torch.ops.quantized.linear_unpack(self.packed)
+        return {"codes": qw.int_repr(), "scales": qw.q_per_channel_scales().float()}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x2 = _flat(x, self.in_features, torch.float32)  # fbgemm takes float32 activations
@@ -162,22 +190,44 @@ class Int4Linear(_WeightView, nn.Module):
     tokens 238 against 368; at 64 tokens the two tie).
     """
 
-    def __init__(self, linear: nn.Linear, group_size: int):
+    def __init__(self, linear: nn.Linear, group_size: int, stored: dict[str, torch.Tensor] | None = None):
         super().__init__()
-        N, K = linear.weight.shape
+        N, K = linear.out_features, linear.in_features
         self.in_features, self.out_features, self.group_size = K, N, group_size
-        q, scale, zero = quantize_int4_groups(linear.weight.detach(), group_size)
-        self.register_buffer("weight_int4", torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1))  # [N, K/2] uint8
-        # The kernel's layout: [K / group_size, N, 2] holding (scale, zero) per group and output row.
-        self.register_buffer("scales_and_zeros", torch.stack([scale, zero], -1).transpose(0, 1).contiguous().to(COMPUTE_DTYPE))
+        dense = int4_layout_known() and N % INT4_BLOCK_N == 0  # whether prompts can dequantize from the packed layout
+        groups = K // group_size
+        if stored is None:
+            q, scale, zero = quantize_int4_groups(linear.weight.detach(), group_size)
+            packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1)  # [N, K/2] uint8, the kernel's own layout
+            # The kernel's layout: [K / group_size, N, 2] holding (scale, zero) per group and output row.
+            scales_and_zeros = torch.stack([scale, zero], -1).transpose(0, 1).contiguous().to(COMPUTE_DTYPE)
+            # For prompts: w = q * scale + (zero - 8 * scale), as [K / group_size, 1, N] to broadcast over a group's
+            # rows (4 bytes per group and row: 13 MB for SmolLM2).
+            if dense:
+                row_scales = scale.T.unsqueeze(1).to(COMPUTE_DTYPE).contiguous()
+                row_offsets = (zero - 8.0 * scale).T.unsqueeze(1).to(COMPUTE_DTYPE).contiguous()
+        else:
+            # The packed layout is the kernel's for this torch and CPU, both part of the stored file's key.
+            packed = _stored(stored, "weight_int4", (N, K // 2), torch.uint8)
+            scales_and_zeros = _stored(stored, "scales_and_zeros", (groups, N, 2), COMPUTE_DTYPE)
+            if dense:
+                row_scales = _stored(stored, "row_scales", (groups, 1, N), COMPUTE_DTYPE)
+                row_offsets = _stored(stored, "row_offsets", (groups, 1, N), COMPUTE_DTYPE)
+        self.register_buffer("weight_int4", packed)
+        self.register_buffer("scales_and_zeros", scales_and_zeros)
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().to(COMPUTE_DTYPE))
-        # For prompts: w = q * scale + (zero - 8 * scale), as [K / group_size, 1, N] to broadcast over a group's rows
-        # (4 bytes per group and row: 13 MB for SmolLM2). Derived state, not saved.
-        if int4_layout_known() and N % INT4_BLOCK_N == 0:
-            self.register_buffer("row_scales", scale.T.unsqueeze(1).to(COMPUTE_DTYPE).contiguous(), persistent=False)
-            self.register_buffer("row_offsets", (zero - 8.0 * scale).T.unsqueeze(1).to(COMPUTE_DTYPE).contiguous(), persistent=False)
+        if dense:  # derived state: not in state_dict(), but kept by a stored quantization
+            self.register_buffer("row_scales", row_scales, persistent=False)
+            self.register_buffer("row_offsets", row_offsets, persistent=False)
         else:
             self.row_scales = self.row_offsets = None
+
+    def stored(self) -> dict[str, torch.Tensor]:
+        """What a stored quantization keeps of this layer: the kernel's packed weight and every scale it uses."""
+        out = {"weight_int4": self.weight_int4, "scales_and_zeros": self.scales_and_zeros}
+        if self.row_scales is not None:
+            out |= {"row_scales": self.row_scales, "row_offsets": self.row_offsets}
+        return out
 
     def dequantized_weight(self) -> torch.Tensor:
         """The weight this layer computes with, float32 [out_features, in_features] (read through the kernel, whose

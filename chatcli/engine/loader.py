@@ -111,11 +111,14 @@ def load_state(folder: Path, maps: list | None = None) -> dict[str, torch.Tensor
     return state
 
 
-def load_model(path: str | Path, dtype: str | torch.dtype | None = None, max_seq_len: int | None = None, quant: str | None = None):
+def load_model(path: str | Path, dtype: str | torch.dtype | None = None, max_seq_len: int | None = None, quant: str | None = None,
+               *, record: dict | None = None, use_stored: bool = True):
     """Build the architecture named by config.json and load its weights with a strict name and shape check.
 
     quant: when given, engine.quant.quantize(model, quant) is applied block by block as the weights are converted
-    ("none" prepacks the dense weights), which keeps the peak memory near the final size.
+    ("none" prepacks the dense weights), which keeps the peak memory near the final size. A current stored
+    quantization of the folder (engine/quantstore.py) is used instead of quantizing, unless use_stored is False;
+    model.quantized_from names it. record: filled with {path: quantized layer} (what quantstore.save stores).
     """
     folder = Path(path)
     if not folder.is_dir():
@@ -148,9 +151,15 @@ def load_model(path: str | Path, dtype: str | torch.dtype | None = None, max_seq
     model.tie_weights()
     model.eval().requires_grad_(False)
     model.weight_maps = maps
-    quantize = None
+    quantize = stored = None
     if quant is not None:
         from chatcli.engine.quant import quantize  # quant imports this module
+    if quant not in (None, "none") and use_stored:
+        from chatcli.engine import quantstore
+
+        stored = quantstore.open_stored(folder, quant, dtype)
+    model.quantized_from = None if stored is None else stored.path
+    paths = {id(m): name for name, m in model.named_modules()}
     # Convert, prepare (fuse) and quantize one block at a time, letting the file's pages go after each: the process
     # never holds the file, a converted copy and a packed copy of the whole model at once.
     keep = _narrow_embedding(model, dtype, replaced_head=quant is not None and (quant != "none" or can_pack()))
@@ -160,13 +169,14 @@ def load_model(path: str | Path, dtype: str | torch.dtype | None = None, max_seq
         if hasattr(module, "prepare"):
             module.prepare()
         if quantize is not None:
-            quantize(module, quant, dtype=dtype)
+            prefix = paths[id(module)] + "." if paths[id(module)] else ""
+            quantize(module, quant, dtype=dtype, prefix=prefix, stored=stored, record=record)
         release_file_pages(model)
 
     if quantize is not None:
         # The unembedding first, while the blocks are still in the file: its converted copy and its packed or quantized
         # one (113 MB each for SmolLM2 in float32) then never sit beside the converted blocks, which lowers the peak.
-        quantize(model, quant, only="lm_head", dtype=dtype)
+        quantize(model, quant, only="lm_head", dtype=dtype, stored=stored, record=record)
         release_file_pages(model)
     for block in getattr(getattr(model, "model", None), "layers", ()):
         finish(block)

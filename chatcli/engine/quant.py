@@ -24,17 +24,17 @@ from chatcli.engine.linear import (
 MODES = ("none", "int8", "int4")
 
 
-def _targets(model: nn.Module, only: str | None = None) -> list[tuple[nn.Module, str, nn.Linear]]:
-    """(parent, attribute, layer) for every plain nn.Linear in MODEL (the unembedding included), or only for the one
-    that is MODEL's attribute ONLY."""
+def _targets(model: nn.Module, only: str | None = None, prefix: str = "") -> list[tuple[str, nn.Module, str, nn.Linear]]:
+    """(path, parent, attribute, layer) for every plain nn.Linear in MODEL (the unembedding included), or only for
+    the one that is MODEL's attribute ONLY. PREFIX is MODEL's own path in the whole model ("model.layers.3.")."""
     if only is not None:
         layer = getattr(model, only, None)
-        return [(model, only, layer)] if isinstance(layer, nn.Linear) else []
+        return [(prefix + only, model, only, layer)] if isinstance(layer, nn.Linear) else []
     found = []
-    for parent in model.modules():
+    for parent_path, parent in model.named_modules():
         for name, child in parent.named_children():
             if isinstance(child, nn.Linear):
-                found.append((parent, name, child))
+                found.append((f"{prefix}{parent_path}{'.' if parent_path else ''}{name}", parent, name, child))
     return found
 
 
@@ -48,7 +48,7 @@ def pack(model: nn.Module, *, only: str | None = None, dtype: torch.dtype | None
     the weights' own dtype), once; return MODEL. Without oneDNN the layers stay plain."""
     if not can_pack():
         return model
-    for parent, name, layer in _targets(model, only):
+    for _, parent, name, layer in _targets(model, only):
         # A tied embedding table the loader left in the file's 16-bit dtype is widened here, for this layer only.
         weight = layer.weight if dtype is None or layer.weight.dtype == dtype else layer.weight.to(dtype)
         # A tied unembedding is packed too, although the packed copy costs memory beside the embedding (113 MB for
@@ -68,32 +68,49 @@ LM_HEAD = {"int8": "int8", "int4": "dyn8"}
 
 
 def quantize(model: nn.Module, mode: str, *, lm_head: str | None = None, only: str | None = None,
-             dtype: torch.dtype | None = None) -> nn.Module:
+             dtype: torch.dtype | None = None, prefix: str = "", stored=None, record: dict | None = None) -> nn.Module:
     """Replace MODEL's linear layers in place by MODE ("none": prepacked dense; "int8"; "int4"); return the model.
 
     lm_head overrides how the unembedding computes: "int8" (weight-only), "dyn8" (fbgemm's dynamic int8, where this
     build has it), "bf16" (a prepacked bfloat16 copy) or "int4". A layer the int4 kernel cannot take becomes int8.
     only: just MODEL.<ONLY> (the loader does the unembedding first); dtype: the activations' dtype (for "none").
+    prefix: MODEL's path in the whole model, which names each layer for STORED and RECORD.
+    stored: a quantstore.Stored whose tensors replace the quantization of the layers it holds and fits.
+    record: filled with {path: new layer}, for quantstore to store.
     """
     if mode not in MODES:
         raise ModelLoadError(f"quantization {mode!r} is not supported; use one of {', '.join(MODES)}")
     if mode == "none":
         return pack(model, only=only, dtype=dtype)
     head = getattr(model, "lm_head", None)
-    for parent, name, layer in _targets(model, only):
+    for path, parent, name, layer in _targets(model, only, prefix):
         want = (lm_head or LM_HEAD[mode]) if layer is head else mode
-        group = int4_group_size(layer.in_features, layer.out_features) if want == "int4" else None
-        if group:
-            new = Int4Linear(layer, group)
-        elif want == "dyn8" and can_dynamic_int8():
-            new = DynamicInt8Linear(layer)
-        elif want == "bf16":
-            meta = nn.Linear(layer.in_features, layer.out_features, bias=False, device="meta")
-            new = PackedLinear(meta, weight=layer.weight.to(torch.bfloat16))
-        else:
-            new = Int8Linear(layer)
+        new = _quantized(layer, want, None if stored is None else stored.layer(path))
+        if record is not None:
+            record[path] = new
         setattr(parent, name, new)
     model.quantization = mode
     release_file_pages(model)
     return model
+
+
+def _quantized(layer: nn.Linear, want: str, stored: tuple[str, dict[str, torch.Tensor]] | None) -> nn.Module:
+    """LAYER as WANT computes it ("int4", "int8", "dyn8" or "bf16"), from STORED (the class name a stored quantization
+    recorded for it, and its tensors) when that is what would be built here and it fits, else quantized now."""
+    group = int4_group_size(layer.in_features, layer.out_features) if want == "int4" else None
+    if group:
+        cls, args = Int4Linear, (group,)
+    elif want == "dyn8" and can_dynamic_int8():
+        cls, args = DynamicInt8Linear, ()
+    elif want == "bf16":
+        meta = nn.Linear(layer.in_features, layer.out_features, bias=False, device="meta")
+        return PackedLinear(meta, weight=layer.weight.to(torch.bfloat16))
+    else:
+        cls, args = Int8Linear, ()
+    if stored is not None and stored[0] == cls.__name__:
+        try:
+            return cls(layer, *args, stored=stored[1])
+        except ValueError:  # made by other code or for another shape: quantize afresh
+            pass
+    return cls(layer, *args)
 

@@ -16,9 +16,8 @@ DTYPE_SIZES = {
 MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit
 
 
-def read_header(path: str | Path) -> tuple[dict[str, dict], int]:
-    """The tensor entries {name: {dtype, shape, data_offsets}} and the byte offset where data starts."""
-    path = Path(path)
+def _json_header(path: Path) -> tuple[dict, int, int]:
+    """The header as parsed JSON, its length and the file's size."""
     size = os.path.getsize(path)
     if size < 8:
         raise ModelLoadError(f"{path}: truncated safetensors file ({size} bytes); re-download or re-convert it")
@@ -35,6 +34,19 @@ def read_header(path: str | Path) -> tuple[dict[str, dict], int]:
         raise ModelLoadError(f"{path}: header is not valid JSON ({e.msg} at {e.pos}); the file is corrupt") from None
     if not isinstance(header, dict):
         raise ModelLoadError(f"{path}: header is not a JSON object")
+    return header, n, size
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The header's free-form `__metadata__` (string keys and values), or {} when it has none."""
+    meta = _json_header(Path(path))[0].get("__metadata__")
+    return {k: v for k, v in meta.items() if isinstance(k, str) and isinstance(v, str)} if isinstance(meta, dict) else {}
+
+
+def read_header(path: str | Path) -> tuple[dict[str, dict], int]:
+    """The tensor entries {name: {dtype, shape, data_offsets}} and the byte offset where data starts."""
+    path = Path(path)
+    header, n, size = _json_header(path)
     header.pop("__metadata__", None)
     data_len = size - 8 - n
     spans = []

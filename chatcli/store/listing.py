@@ -124,4 +124,25 @@ def show(name: str, models_dir: str | os.PathLike | None = None) -> dict[str, An
         "special_tokens": {k: tok.get(k) for k in ("bos_token", "eos_token", "pad_token", "unk_token", "add_bos_token")},
         "chat_template": template,
         "files": sorted(p.name for p in folder.iterdir()),
+        "quantized": _quantized(folder),
     }
+
+
+def _quantized(folder: Path) -> list[dict[str, Any]]:
+    """The folder's stored quantizations: mode, dtype, size and whether loading would use them (which imports torch,
+    so only when there are some)."""
+    files = sorted((folder / "quantized").glob("*-*.safetensors"))
+    if not files:
+        return []
+    from chatcli.engine import quantstore
+    from chatcli.engine.loader import resolve_dtype
+
+    out = []
+    for f in files:
+        mode, _, dtype = f.name.removesuffix(".safetensors").partition("-")
+        try:
+            state = quantstore.status(folder, mode, resolve_dtype(dtype))
+        except Exception:  # a stray file named like one: listed as what it is
+            state = "unreadable"
+        out.append({"file": f.name, "mode": mode, "dtype": dtype, "size_bytes": f.stat().st_size, "status": state})
+    return out
