@@ -100,6 +100,8 @@ def worker_local(a: dict) -> dict:
         "turn2_ttft_s": stats.ttft_s, "turn2_prompt_tokens": stats.prompt_tokens, "turn2_cached_tokens": stats.cached_tokens,
         "turn2_alone_s": alone, "peak_rss_mb": _peak_rss_mb(), "dtype": str(model.compute_dtype).removeprefix("torch."),
         "threads": torch.get_num_threads(), "compiled": backend.compiled,
+        # int8/int4 weights read from `chatcli models quantize`'s file, or quantized as the model loaded
+        "quantized": "stored" if getattr(model, "quantized_from", None) else ("at load" if a["quant"] != "none" else ""),
     }
 
 

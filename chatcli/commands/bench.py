@@ -54,7 +54,8 @@ def render(report: dict, plain: bool) -> None:
             ratio = peer.get("ratio", {}).get(key)
             row += [_cell(peer, key, fmt), f"{ratio:.2f}x" if ratio else "-"]
         rows.append(row)
-    ui.line(f"{report['model']} · {report.get('dtype')} · quant {report['quant']} · compile {report['compile']}"
+    ui.line(f"{report['model']} · {report.get('dtype')} · quant {report['quant']}"
+            f"{' (' + report['quantized'] + ')' if report.get('quantized') else ''} · compile {report['compile']}"
             f"{' (' + report['compiled'] + ')' if report.get('compiled') else ''} · "
             f"{report.get('threads')} threads · {report['prompt_tokens']} prompt + {report['new_tokens']} new tokens · "
             f"median of {report.get('runs')} runs [min-max]")
