@@ -165,3 +165,20 @@ def test_float32_from_a_bfloat16_file_widens_embedding_rows_not_the_table(arch, 
             assert model.lm_head.weight is model.model.embed_tokens.weight  # still tied for introspection
         got, want = model(ids, 0), whole(ids, 0)
         assert (got - want).abs().max() < (1e-4 if quant == "none" else 0.1 * want.abs().max()), quant
+
+
+def test_dynamic_int8_packed_in_parts_computes_the_same(monkeypatch):
+    """A tall matrix (Gemma 3's unembedding) is packed in parts, side by side: the same outputs, weight and stored
+    codes as one packed matrix."""
+    if not L.can_dynamic_int8():
+        pytest.skip("fbgemm's dynamic int8 linear is not in this build")
+    layer = dense(n_out=100)
+    whole = L.DynamicInt8Linear(layer)
+    monkeypatch.setattr(L, "PACK_ROWS", 40)
+    parts = L.DynamicInt8Linear(layer)
+    assert len(whole.packed) == 1 and len(parts.packed) == 3
+    for tokens in (1, 5):
+        x = torch.randn(1, tokens, 64)
+        assert torch.equal(parts(x), whole(x))
+    assert torch.equal(parts.dequantized_weight(), whole.dequantized_weight())
+    assert all(torch.equal(a, b) for a, b in zip(parts.stored().values(), whole.stored().values()))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import torch.nn.functional as F
@@ -140,34 +141,63 @@ class DynamicInt8Linear(_WeightView, nn.Module):
         N, K = self.out_features, self.in_features = linear.out_features, linear.in_features
         if stored is None:
             q, scale = quantize_int8_rows(linear.weight.detach())
-        else:  # fbgemm's packed layout is opaque: the codes are stored, and packed again here (0.3 s for SmolLM2's head)
+        else:  # fbgemm's packed layout is opaque: the codes are stored, and packed again here
             q, scale = _stored(stored, "codes", (N, K), torch.int8), _stored(stored, "scales", (N,), torch.float32)
-        with warnings.catch_warnings():  # quantized tensors are deprecated in favour of torchao, which we do not ship
-            warnings.simplefilter("ignore")
-            qw = torch._make_per_channel_quantized_tensor(q, scale.double(), torch.zeros_like(scale, dtype=torch.long), 0)
-            self.packed = torch.ops.quantized.linear_prepack(qw, None)  # fbgemm's own layout; q is not kept
+        parts = [(q[i : i + PACK_ROWS], scale[i : i + PACK_ROWS]) for i in range(0, N, PACK_ROWS)]
+        if len(parts) == 1:
+            self.packed = [_prepack_int8(*parts[0])]
+        else:  # fbgemm's packing runs outside the GIL, so the parts pack side by side
+            with ThreadPoolExecutor(max(1, torch.get_num_threads())) as pool:
+                self.packed = list(pool.map(lambda part: _prepack_int8(*part), parts))
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float())
+
+    def _unpacked(self) -> torch.Tensor:
+        """The packed weight read back as one per-row quantized tensor [out_features, in_features]."""
+        rows = [torch.ops.quantized.linear_unpack(p)[0] for p in self.packed]
+        if len(rows) == 1:
+            return rows[0]
+        codes = torch.cat([r.int_repr() for r in rows])
+        scales = torch.cat([r.q_per_channel_scales() for r in rows])
+        return torch._make_per_channel_quantized_tensor(codes, scales, torch.zeros_like(scales, dtype=torch.long), 0)
 
     def dequantized_weight(self) -> torch.Tensor:
         """The weight this layer computes with, float32 [out_features, in_features]."""
-        qw, _ = torch.ops.quantized.linear_unpack(self.packed)
-        return qw.dequantize()
+        return self._unpacked().dequantize()
 
     def stored(self) -> dict[str, torch.Tensor]:
         """The codes and row scales read back from fbgemm's packed weight (exactly what was packed)."""
-        qw, _ = torch.ops.quantized.linear_unpack(self.packed)
+        qw = self._unpacked()
         return {"codes": qw.int_repr(), "scales": qw.q_per_channel_scales().float()}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x2 = _flat(x, self.in_features, torch.float32)  # fbgemm takes float32 activations
         if x2.shape[0] == 1:
-            y = torch.ops.quantized.linear_dynamic(x2, self.packed)
+            y = self._linear(x2)
         else:
             # fbgemm quantizes the whole activation matrix with one scale; dividing each row by its own max first makes
             # that scale per token, so one loud token does not flatten the others.
             amax = x2.abs().amax(-1, keepdim=True).clamp(min=1e-8)  # [M, 1]
-            y = torch.ops.quantized.linear_dynamic(x2 / amax, self.packed) * amax
+            y = self._linear(x2 / amax) * amax
         return _unflat(y, x, self.bias)
+
+    def _linear(self, x2: torch.Tensor) -> torch.Tensor:
+        if len(self.packed) == 1:
+            return torch.ops.quantized.linear_dynamic(x2, self.packed[0])
+        return torch.cat([torch.ops.quantized.linear_dynamic(x2, p) for p in self.packed], -1)
+
+
+# fbgemm packs a tall matrix several times slower per row than a few shorter ones: Gemma 3's 262,144 x 640 unembedding
+# took 3.1 s whole, and 0.74 s as 8 parts of 32,768 rows packed on 2 threads (SmolLM2's 49,152 rows: 0.26 -> 0.16 s).
+# Each part costs one more call per token, +0.05-0.08 ms for those two heads, so the parts stay large.
+PACK_ROWS = 32768
+
+
+def _prepack_int8(q: torch.Tensor, scale: torch.Tensor):
+    """fbgemm's packed weight for int8 codes Q [N, K] with one float32 scale per row."""
+    with warnings.catch_warnings():  # quantized tensors are deprecated in favour of torchao, which we do not ship
+        warnings.simplefilter("ignore")
+        qw = torch._make_per_channel_quantized_tensor(q, scale.double(), torch.zeros_like(scale, dtype=torch.long), 0)
+        return torch.ops.quantized.linear_prepack(qw, None)  # fbgemm's own layout; q is not kept
 
 
 @functools.cache
