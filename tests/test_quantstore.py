@@ -145,6 +145,20 @@ def test_models_quantize_command(_isolated_home, tiny_model_factory):
     assert "stored quantization: int4 for bfloat16 activations" in show.stdout and "current" in show.stdout
     after = cli(*ask)
     assert after.returncode == 0 and after.stdout == before.stdout  # the same reply, from the stored weights
+    assert "stored" not in after.stderr
+
+    # New weights: the stored file no longer fits. The answer still comes, and one line says how to store them again.
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(store / "tiny" / "model.safetensors")
+    weights["model.norm.weight"] = weights["model.norm.weight"] * 1.5
+    save_file(weights, store / "tiny" / "model.safetensors")
+    stale = cli(*ask)
+    assert stale.returncode == 0 and stale.stdout.strip(), stale.stderr
+    assert stale.stderr.strip().splitlines() == [
+        "chatcli: the stored int4 weights of tiny are stale, so they were quantized at load; "
+        "`chatcli models quantize tiny int4` stores them again"]
+    assert "stale (`chatcli models quantize tiny int4` remakes it)" in cli("models", "show", "tiny").stdout
 
     for args, needle in [(("models", "quantize", "nosuch", "int4"), "is not in the store"),
                          (("models", "quantize", "tiny", "int3"), "int3"),

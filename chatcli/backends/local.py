@@ -41,6 +41,17 @@ def _decoding_eagerly(reason: str) -> None:
     sys.stderr.write(f"chatcli: compiled decode step: {reason}; decoding without it\n")
 
 
+def _tell_if_stored_is_stale(folder: Path, quant: str, dtype) -> None:
+    """One stderr line when `chatcli models quantize` stored this model's weights but the file no longer fits (other
+    weights, chatcli, torch or CPU): the load quantized them again, which costs time at every start until remade."""
+    from chatcli.engine import quantstore
+
+    state = quantstore.status(folder, quant, dtype)
+    if state in ("stale", "unreadable"):
+        sys.stderr.write(f"chatcli: the stored {quant} weights of {folder.name} are {state}, so they were quantized at load; "
+                         f"`chatcli models quantize {folder.name} {quant}` stores them again\n")
+
+
 def _building() -> None:
     """Tell the user why loading pauses (stderr: stdout may carry an answer)."""
     sys.stderr.write("chatcli: compiling the decode step for this machine, once (about a minute for a small model) ...\n")
@@ -151,6 +162,8 @@ class LocalBackend:
         # itself, so it gets plain ones; everything else gets them prepacked (quant "none") or quantized.
         jit = mode == "on" and not compiling.aot_supported_config(quant, config)
         model_obj = load_model(path, self.dtype, quant=None if jit and quant == "none" else quant)
+        if quant != "none" and model_obj.quantized_from is None:
+            _tell_if_stored_is_stale(path, quant, model_obj.compute_dtype)
         try:
             self.compiled = compiling.use(model_obj, mode, path, settings.cache_dir() / "compiled", on_build=_building)
         except compiling.CompileError as e:  # a missing C++ compiler or a broken file must not stop the chat: it only runs slower
