@@ -134,6 +134,23 @@ def test_what_a_background_build_does_not_start(tiny_model_factory, monkeypatch,
     assert windowed.compile_in_background() is None  # not covered by the compiled path
 
 
+def test_no_background_build_without_the_memory_for_it(tiny_model_factory, monkeypatch):
+    """A machine short of memory cannot be arranged here, so what the kernel reports is replaced (the test says so):
+    with less available than a build takes, nothing starts, the chat says why in one line and keeps both threads."""
+    import torch
+
+    folder = tiny_model_factory("llama")
+    backend = LocalBackend(dtype="float32", compile="auto", threads=2)
+    backend.load(str(folder))
+    needed = background.memory_needed(folder, "float32")
+    assert needed > background.BUILD_BASE_BYTES  # the weights count
+    monkeypatch.setattr(background, "available_memory", lambda: needed - 1)
+    line = backend.compile_in_background()
+    assert line.startswith("not compiling the decode step in the background: ") and "GB of memory is available" in line
+    assert backend._pending_package is None and torch.get_num_threads() == 2
+    assert not compiled_dir().is_dir() or not list(compiled_dir().glob("*.lock"))  # no builder started
+
+
 def stop_builder() -> None:
     """Stop the build a CLI test started: it outlives its chat or server by design, but not the test."""
     locks = list(compiled_dir().glob("*.lock"))

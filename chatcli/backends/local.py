@@ -126,7 +126,10 @@ class LocalBackend:
         from chatcli.engine import background
 
         dtype = str(self.model.compute_dtype).removeprefix("torch.")  # as resolved here, so the builder loads the same
-        package = background.start(self.model, self.model_path, settings.cache_dir() / "compiled", dtype, self.quant or "none")
+        try:
+            package = background.start(self.model, self.model_path, settings.cache_dir() / "compiled", dtype, self.quant or "none")
+        except background.ShortOfMemory as e:
+            return f"not compiling the decode step in the background: {e}; replies stay uncompiled (`--compile on` builds it in the foreground)"
         if package is None:
             return None
         self._pending_package = package

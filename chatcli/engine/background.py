@@ -9,6 +9,10 @@ package for the next one. Beside the package, in the cache folder:
 - NAME.log: the build's output.
 - NAME.failed: the build failed (the reason inside); later chats do not try again, `--compile on` does, in the
   foreground, where the user sees why.
+
+A build holds its own copy of the model beside the chat's, and inductor's working set, so it does not start when
+the machine has less memory available than it would take (ShortOfMemory): the kernel would otherwise kill the
+largest process, which may be the chat.
 """
 
 from __future__ import annotations
@@ -23,10 +27,20 @@ from torch import nn
 from chatcli.engine import compile as compiling
 
 
+# The peak memory of a build (its process's maximum RSS), measured: SmolLM2-135M bf16, a 257 MB file, 0.6-1.1 GB;
+# Qwen2.5-0.5B bf16, a 1.2 GB file, 2.5 GB. That is about 0.75 GB plus 1.5 times the weights' bytes.
+BUILD_BASE_BYTES = 800 * 10**6
+BUILD_BYTES_PER_WEIGHT_BYTE = 1.5
+
+
+class ShortOfMemory(compiling.CompileError):
+    """Less memory is available than a background build would take."""
+
+
 def start(model: nn.Module, folder: Path, cache_dir: Path, dtype: str, quant: str) -> Path | None:
     """Start building MODEL's compiled step (MODEL was loaded from FOLDER with DTYPE and QUANT) unless it is stored,
     failed before, or cannot be compiled. The package's path when a build is running (started now or before),
-    else None."""
+    else None. ShortOfMemory when the machine lacks the memory for one."""
     if not compiling.aot_supported(model):
         return None
     package = compiling.package_path(model, folder, cache_dir)
@@ -34,6 +48,9 @@ def start(model: nn.Module, folder: Path, cache_dir: Path, dtype: str, quant: st
         return None
     if running(package):
         return package
+    available, needed = available_memory(), memory_needed(folder, dtype)
+    if available is not None and available < needed:
+        raise ShortOfMemory(f"{available / 1e9:.1f} GB of memory is available and a build takes about {needed / 1e9:.1f} GB")
     lock = package.with_suffix(".lock")
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
@@ -53,6 +70,27 @@ def start(model: nn.Module, folder: Path, cache_dir: Path, dtype: str, quant: st
         return None
     os.close(fd)
     return package
+
+
+def memory_needed(folder: Path, dtype: str) -> int:
+    """Bytes a build of the model in FOLDER at DTYPE may take at its peak (on the safe side: a float32 model is
+    counted as if widened from a 16-bit file, and a quantized one as if it were not)."""
+    from chatcli.engine.loader import weight_files
+
+    weights = sum(f.stat().st_size for f in weight_files(folder)) * (2 if dtype == "float32" else 1)
+    return int(BUILD_BASE_BYTES + BUILD_BYTES_PER_WEIGHT_BYTE * weights)
+
+
+def available_memory() -> int | None:
+    """MemAvailable from /proc/meminfo (what can be used without swapping), or None where that is not known."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def running(package: Path) -> bool:
