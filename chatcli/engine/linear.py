@@ -151,23 +151,21 @@ class DynamicInt8Linear(_WeightView, nn.Module):
                 self.packed = list(pool.map(lambda part: _prepack_int8(*part), parts))
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float())
 
-    def _unpacked(self) -> torch.Tensor:
-        """The packed weight read back as one per-row quantized tensor [out_features, in_features]."""
+    def _codes(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The int8 codes [out_features, in_features] and float32 row scales read back from fbgemm's packed parts
+        (exactly what was packed)."""
         rows = [torch.ops.quantized.linear_unpack(p)[0] for p in self.packed]
-        if len(rows) == 1:
-            return rows[0]
-        codes = torch.cat([r.int_repr() for r in rows])
-        scales = torch.cat([r.q_per_channel_scales() for r in rows])
-        return torch._make_per_channel_quantized_tensor(codes, scales, torch.zeros_like(scales, dtype=torch.long), 0)
+        return torch.cat([r.int_repr() for r in rows]), torch.cat([r.q_per_channel_scales() for r in rows]).float()
 
     def dequantized_weight(self) -> torch.Tensor:
         """The weight this layer computes with, float32 [out_features, in_features]."""
-        return self._unpacked().dequantize()
+        codes, scales = self._codes()
+        return codes.float() * scales[:, None]
 
     def stored(self) -> dict[str, torch.Tensor]:
-        """The codes and row scales read back from fbgemm's packed weight (exactly what was packed)."""
-        qw = self._unpacked()
-        return {"codes": qw.int_repr(), "scales": qw.q_per_channel_scales().float()}
+        """What a stored quantization keeps of this layer: its codes and row scales."""
+        codes, scales = self._codes()
+        return {"codes": codes, "scales": scales}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x2 = _flat(x, self.in_features, torch.float32)  # fbgemm takes float32 activations

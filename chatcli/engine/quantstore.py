@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from chatcli.engine import fingerprint
+from chatcli.engine.safetensors_check import read_metadata
 
 FOLDER = "quantized"
 FORMAT = 1  # the file's layout: tensors named PATH.BUFFER, the layers' class names in the header
@@ -55,25 +56,31 @@ class Stored:
 
 def status(folder: Path, mode: str, dtype: torch.dtype) -> str | None:
     """"current", "stale" (made from other weights, code, torch or CPU), "unreadable", or None when absent."""
+    return _header(folder, mode, dtype)[0]
+
+
+def _header(folder: Path, mode: str, dtype: torch.dtype) -> tuple[str | None, dict[str, str]]:
+    """status() and the file's header metadata (empty unless readable)."""
     path = stored_path(folder, mode, dtype)
     if not path.is_file():
-        return None
+        return None, {}
     try:
-        meta = _metadata(path)
+        meta = read_metadata(path)
     except Exception:  # any damage reads as unreadable; open_stored says nothing either, and loading quantizes
-        return "unreadable"
-    return "current" if meta.get("key") == key(folder, mode, dtype) else "stale"
+        return "unreadable", {}
+    return ("current" if meta.get("key") == key(folder, mode, dtype) else "stale"), meta
 
 
 def open_stored(folder: Path, mode: str, dtype: torch.dtype) -> Stored | None:
     """MODE's stored quantization for DTYPE in FOLDER when it is there and current, else None (load quantizes)."""
-    if status(folder, mode, dtype) != "current":
+    state, meta = _header(folder, mode, dtype)
+    if state != "current":
         return None
     from chatcli.engine.loader import read_tensors
 
     path = stored_path(folder, mode, dtype)
     try:
-        classes = json.loads(_metadata(path)["layers"])
+        classes = json.loads(meta["layers"])
         tensors = read_tensors(path)
     except Exception:  # a damaged file must not stop the load: quantizing costs a second, not the chat
         return None
@@ -97,10 +104,11 @@ def save(folder: Path, mode: str, dtype: str | torch.dtype | None = None) -> tup
         raise ValueError(f"mode {mode!r}")
     t0 = time.perf_counter()
     dtype = resolve_dtype(dtype)
-    layers: dict[str, torch.nn.Module] = {}
-    load_model(folder, dtype, max_seq_len=1, quant=mode, record=layers, use_stored=False)
-    tensors = {f"{p}.{name}": t.contiguous() for p, layer in layers.items() if hasattr(layer, "stored") for name, t in layer.stored().items()}
-    classes = {p: type(layer).__name__ for p, layer in layers.items() if hasattr(layer, "stored")}
+    record: dict[str, torch.nn.Module] = {}
+    load_model(folder, dtype, max_seq_len=1, quant=mode, record=record, use_stored=False)
+    layers = {p: layer for p, layer in record.items() if hasattr(layer, "stored")}  # not a "bf16" head (opaque)
+    tensors = {f"{p}.{name}": t.contiguous() for p, layer in layers.items() for name, t in layer.stored().items()}
+    classes = {p: type(layer).__name__ for p, layer in layers.items()}
     meta = {"format": str(FORMAT), "key": key(folder, mode, dtype), "mode": mode, "dtype": str(dtype), "layers": json.dumps(classes)}
     target = stored_path(folder, mode, dtype)
     target.parent.mkdir(exist_ok=True)
@@ -114,8 +122,3 @@ def save(folder: Path, mode: str, dtype: str | torch.dtype | None = None) -> tup
         tmp.unlink(missing_ok=True)
     return target, target.stat().st_size, time.perf_counter() - t0
 
-
-def _metadata(path: Path) -> dict[str, str]:
-    from chatcli.engine.safetensors_check import read_metadata
-
-    return read_metadata(path)
