@@ -57,3 +57,14 @@ def test_default_threads_within_the_machine():
     from chatcli.backends.local import default_threads
 
     assert 1 <= default_threads() <= (os.cpu_count() or 1)
+
+
+def test_attention_floor_script(tiny_llama_dir):
+    """bench/attention_floor.py (the second turn's floor on this machine, issue 6) runs and reports every line."""
+    script = Path(__file__).resolve().parents[1] / "bench" / "attention_floor.py"
+    out = subprocess.run([sys.executable, str(script), "--model", str(tiny_llama_dir), "--dtype", "float32",
+                          "--threads", "1", "--context", "40", "--new", "8", "--runs", "2"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    for line in ("alone", "turn2", "gemm", "softmax", "ratio now", "floor with these GEMMs", "budget for a ratio"):
+        assert line in out.stdout, line
