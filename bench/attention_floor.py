@@ -9,7 +9,8 @@ the cached keys. This script times, in one process and alternating (medians of -
 - alone: the engine prefilling N new tokens at position 0;
 - turn2: the engine prefilling them at position CONTEXT, after the context is in the cache;
 - gemm: only the two matrix products that attention cannot do without (the scores and the weighted values), for
-  every kv head of every layer, on contiguous tensors in the model's dtype: no softmax, no mask, no copies;
+  every kv head of every layer over all the keys, on contiguous tensors in the model's dtype: no softmax, no mask,
+  no copies (a model with sliding-window layers, such as Gemma 3, attends to fewer keys: its floor is lower);
 - softmax: PyTorch's softmax over those scores, every layer.
 (alone + gemm) / alone is a floor for the ratio on this machine: no attention built on these GEMMs gets under it.
 """
@@ -33,10 +34,10 @@ def main(argv: list[str]) -> int:
     a = p.parse_args(argv)
 
     from chatcli.backends.local import LocalBackend
-    from chatcli.store.resolve import resolve_model
     from chatcli.bench import prompt_ids
     from chatcli.engine.generate import generate_step
     from chatcli.engine.sampling import make_sampler
+    from chatcli.store.resolve import resolve_model
 
     backend = LocalBackend(dtype=a.dtype, quant="none", compile="off", threads=a.threads)
     backend.load(str(resolve_model(a.model)))
