@@ -236,6 +236,8 @@ def test_models_list_show_rm(store):
 
     as_json = json.loads(cli("models", "--json").stdout)
     assert [m["name"] for m in as_json] == ["fake-model"] and as_json[0]["chat_template"] is True
+    assert json.loads(cli("models", "list", "--json").stdout) == as_json  # `list` names the same listing
+    assert cli("models", "list", "--all").stdout == listing.stdout
 
     show = cli("models", "show", "fake-model")
     assert show.returncode == 0 and "architecture: LlamaForCausalLM" in show.stdout and "<|im_start|>" in show.stdout

@@ -1,4 +1,4 @@
-"""`chatcli pull`, `chatcli import` and `chatcli models [show|rm]`: the model store from the command line."""
+"""`chatcli pull`, `chatcli import` and `chatcli models [list|show|quantize|rm]`: the model store from the command line."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 models_app = typer.Typer(
-    help="List the models in the store; `show`, `quantize` or `rm` one of them.",
+    help="List the models in the store (`list`, or no subcommand); `show`, `quantize` or `rm` one of them.",
     invoke_without_command=True,
     rich_markup_mode=None,
 )
@@ -56,16 +56,25 @@ def _configured_default() -> str:
         return settings.DEFAULT_MODEL
 
 
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+AllOption = Annotated[bool, typer.Option("--all", help="Also list catalog models that are not pulled yet.")]
+PlainOption = Annotated[bool, typer.Option("--plain", help="Plain text, no colour.")]
+
+
 @models_app.callback()
-def list_models(
-    ctx: typer.Context,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
-    show_all: Annotated[bool, typer.Option("--all", help="Also list catalog models that are not pulled yet.")] = False,
-    plain: Annotated[bool, typer.Option("--plain", help="Plain text, no colour.")] = False,
-) -> None:
+def models(ctx: typer.Context, as_json: JsonOption = False, show_all: AllOption = False, plain: PlainOption = False) -> None:
     """List the models in the store: name, architecture, parameters, dtype, size, context, template, default."""
-    if ctx.invoked_subcommand is not None:
-        return
+    if ctx.invoked_subcommand is None:
+        _list(as_json, show_all, plain)
+
+
+@models_app.command("list")
+def list_models(as_json: JsonOption = False, show_all: AllOption = False, plain: PlainOption = False) -> None:
+    """List the models in the store, as `chatcli models` does (the name `prompts list` and `history list` use)."""
+    _list(as_json, show_all, plain)
+
+
+def _list(as_json: bool, show_all: bool, plain: bool) -> None:
     from chatcli.store.catalog import load_catalog
     from chatcli.store.listing import list_models as store_models
     from chatcli.ui import UI
