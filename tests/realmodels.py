@@ -8,11 +8,13 @@ Pulls take the store's per-model file lock, so parallel test runs never clash: t
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
-MODELS = Path(__file__).resolve().parent.parent / "models"
+# CHATCLI_TEST_MODELS lets a second checkout (a git worktree) reuse the models another checkout has pulled.
+MODELS = Path(os.environ.get("CHATCLI_TEST_MODELS") or Path(__file__).resolve().parent.parent / "models")
 SMOLLM2 = "smollm2-135m-instruct"
 QWEN = "qwen2.5-coder-0.5b-instruct"
 GEMMA = "gemma-3-270m"
