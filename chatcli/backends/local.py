@@ -23,10 +23,9 @@ def default_threads() -> int:
     """
     import os
 
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
+    from chatcli.engine import cpu
+
+    cores = cpu.usable_cores()
     busy = cpuload.other_busy_cores()
     if busy is None:  # no /proc/stat: the load average is the next best guess
         try:
@@ -163,8 +162,12 @@ class LocalBackend:
             raise UsageError(f"--compile {self.compile!r} is not supported; use one of {', '.join(compiling.MODES)}")
         # In-process torch.compile (the fallback for what the ahead-of-time path does not cover) packs the weights
         # itself, so it gets plain ones; everything else gets them prepacked (quant "none") or quantized.
-        jit = mode == "on" and not compiling.aot_supported_config(quant, config)
+        from chatcli.engine.loader import resolve_dtype
+
+        jit = mode == "on" and not compiling.aot_supported_config(quant, config, resolve_dtype(self.dtype))
         model_obj = load_model(path, self.dtype, quant=None if jit and quant == "none" else quant)
+        for note in model_obj.load_notes:
+            sys.stderr.write(f"chatcli: {note}\n")
         if quant != "none" and model_obj.quantized_from is None:
             _tell_if_stored_is_stale(path, quant, model_obj.compute_dtype)
         try:

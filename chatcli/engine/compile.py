@@ -68,15 +68,15 @@ def aot_supported(model: nn.Module) -> bool:
     return kinds == {PackedLinear} or (bool(kinds) and kinds <= {Int4Linear, Int8Linear})
 
 
-def aot_supported_config(quant: str, config) -> bool:
-    """What aot_supported() will say once a model of CONFIG (a ModelConfig) is loaded with QUANT, before loading it
-    (the backend decides from this whether the weights are prepacked or left for torch.compile)."""
+def aot_supported_config(quant: str, config, dtype: torch.dtype = torch.float32) -> bool:
+    """What aot_supported() will say once a model of CONFIG (a ModelConfig) is loaded with QUANT at DTYPE, before
+    loading it (the backend decides from this whether the weights are prepacked or left for torch.compile)."""
     from chatcli.engine.linear import can_pack
     from chatcli.engine.models import get_model_class
 
     if not _exportable_architecture(get_model_class(config.model_type), config):
         return False
-    return quant in ("int4", "int8") or (quant == "none" and can_pack())
+    return quant in ("int4", "int8") or (quant == "none" and can_pack(dtype))
 
 
 def _exportable_architecture(model_class: type, config) -> bool:

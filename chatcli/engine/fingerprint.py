@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
 from pathlib import Path
 
 import torch
@@ -17,14 +16,12 @@ def digest(parts: list) -> str:
 
 
 def machine() -> list[str]:
-    """torch's version, the architecture and the CPU's model and flags: kernels pack weights and inductor generates
-    code for the vector ISA they find (AVX-512 here), so a file made on one machine may not suit another."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        cpu = "|".join(sorted({ln for ln in lines if ln.startswith(("model name", "flags"))}))
-    except OSError:
-        cpu = platform.processor()
-    return [torch.__version__, platform.machine(), cpu]
+    """torch's version and the CPU as the CPU module sees it (model, flags, the level kernels were chosen for):
+    kernels pack weights and inductor generates code for the vector ISA they find, so a file made on one machine,
+    or under another ATEN_CPU_CAPABILITY, may not suit another."""
+    from chatcli.engine import cpu
+
+    return [torch.__version__] + cpu.fingerprint()
 
 
 def weights(folder: Path) -> list:

@@ -17,7 +17,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-COMPUTE_DTYPE = torch.bfloat16  # the int8/int4 kernels are fast only with bfloat16 (or fbgemm's float32) activations
+from chatcli.engine import cpu
+
+# The int8/int4 kernels are fast only with bfloat16 activations (fbgemm's dynamic int8 takes float32), on every CPU:
+# float32 activations made SmolLM2's 1536x576 int4 GEMV 15x slower with torch's AVX2 kernels (0.79 against 0.052 ms)
+# as with its AVX-512 ones (`ATEN_CPU_CAPABILITY=avx2`, Zen 5, 2 threads).
+COMPUTE_DTYPE = torch.bfloat16
 # Prompts of at least this many tokens run int8 layers through a bfloat16 copy of the weights made on the fly: the
 # weight-only kernel is a GEMV kernel, and for a matrix of activations dequantizing once and calling the dense GEMM is
 # about twice as fast (and keeps prefill free of activation quantization).
@@ -87,11 +92,14 @@ class PackedLinear(_WeightView, nn.Module):
 
 
 @functools.cache
-def can_pack() -> bool:
-    """True when oneDNN's prepacked linear works in this build (x86 and most ARM builds)."""
+def can_pack(dtype: torch.dtype = torch.float32) -> bool:
+    """True when oneDNN's prepacked linear works here for DTYPE weights: float32 in x86 and most ARM builds, bfloat16
+    only where the CPU module says oneDNN takes it (AVX512 BW/VL/DQ or AVX-NE-CONVERT; elsewhere the reorder raises)."""
+    if dtype == torch.bfloat16:
+        return cpu.onednn_bf16_pack()
     try:
-        w = torch.ones(16, 16)
-        x = torch.ones(1, 16)
+        w = torch.ones(16, 16, dtype=dtype)
+        x = torch.ones(1, 16, dtype=dtype)
         y = torch.ops.mkldnn._linear_pointwise(x, torch.ops.mkldnn._reorder_linear_weight(w, 1), None, "none", [], "")
         return bool(torch.equal(y, x @ w.T))
     except (RuntimeError, AttributeError, NotImplementedError):
@@ -150,6 +158,10 @@ class DynamicInt8Linear(_WeightView, nn.Module):
             with ThreadPoolExecutor(max(1, torch.get_num_threads())) as pool:
                 self.packed = list(pool.map(lambda part: _prepack_int8(*part), parts))
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float())
+        # Without VNNI, fbgemm sums pairs of u8 x s8 products in saturating 16 bits (255 * 127 * 2 > 32767): on an
+        # AVX2 CPU full-range activations lost up to 25 % of a random layer's output. 7-bit activations cannot
+        # saturate, at half the activation resolution (the bound in tests/test_quant.py says how much that costs).
+        self.reduce_range = not cpu.info().int8_dot
 
     def _codes(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The int8 codes [out_features, in_features] and float32 row scales read back from fbgemm's packed parts
@@ -180,8 +192,8 @@ class DynamicInt8Linear(_WeightView, nn.Module):
 
     def _linear(self, x2: torch.Tensor) -> torch.Tensor:
         if len(self.packed) == 1:
-            return torch.ops.quantized.linear_dynamic(x2, self.packed[0])
-        return torch.cat([torch.ops.quantized.linear_dynamic(x2, p) for p in self.packed], -1)
+            return torch.ops.quantized.linear_dynamic(x2, self.packed[0], self.reduce_range)
+        return torch.cat([torch.ops.quantized.linear_dynamic(x2, p, self.reduce_range) for p in self.packed], -1)
 
 
 # fbgemm packs a tall matrix several times slower per row than a few shorter ones: Gemma 3's 262,144 x 640 unembedding
@@ -222,7 +234,8 @@ class Int4Linear(_WeightView, nn.Module):
         super().__init__()
         N, K = linear.out_features, linear.in_features
         self.in_features, self.out_features, self.group_size = K, N, group_size
-        dense = int4_layout_known() and N % INT4_BLOCK_N == 0  # whether prompts can dequantize from the packed layout
+        block = int4_block_n()
+        dense = block is not None and N % block == 0  # whether prompts can dequantize from the packed layout
         groups = K // group_size
         if stored is None:
             q, scale, zero = quantize_int4_groups(linear.weight.detach(), group_size)
@@ -273,21 +286,20 @@ class Int4Linear(_WeightView, nn.Module):
 
     def _dequantize_transposed(self) -> torch.Tensor:
         """The weight transposed, bfloat16 [K, N], in this thread's scratch matrix for the shape (valid until the next
-        layer of the same shape runs). The kernel packs each block of 64 output rows as [K, 32] bytes: row j in the low
-        nibble, row 32 + j in the high one, which as [K, N] is one strided copy per nibble."""
-        K, N, gs = self.in_features, self.out_features, self.group_size
-        blocks = N // INT4_BLOCK_N
+        layer of the same shape runs). The kernel packs each block of B output rows (64 for AVX-512, 32 for AVX2) as
+        [K, B/2] bytes: row j in the low nibble, row B/2 + j in the high one, which as [K, N] is one strided copy per
+        nibble."""
+        K, N, gs, B = self.in_features, self.out_features, self.group_size, int4_block_n()
         out = _scratch((K, N))
-        packed = self.weight_int4.view(blocks, K, INT4_BLOCK_N // 2).transpose(0, 1)  # [K, N/64, 32]
-        view = out.view(K, blocks, INT4_BLOCK_N)
-        view[..., : INT4_BLOCK_N // 2] = packed & 15
-        view[..., INT4_BLOCK_N // 2 :] = packed >> 4
+        packed = self.weight_int4.view(N // B, K, B // 2).transpose(0, 1)  # [K, N/B, B/2]
+        view = out.view(K, N // B, B)
+        view[..., : B // 2] = packed & 15
+        view[..., B // 2 :] = packed >> 4
         groups = out.view(K // gs, gs, N)
         torch.addcmul(self.row_offsets, groups, self.row_scales, out=groups)
         return out
 
 
-INT4_BLOCK_N = 64  # output rows per block in the CPU int4 kernel's packed layout (int4_layout_known checks it)
 INT4_DENSE_MIN_TOKENS = 80
 _scratch_space = threading.local()
 
@@ -302,17 +314,19 @@ def _scratch(shape: tuple[int, int]) -> torch.Tensor:
 
 
 @functools.cache
-def int4_layout_known() -> bool:
-    """True when the int4 kernel's packed layout is the one _dequantize_transposed reads (a private layout: checked
-    on a known matrix, once per process, rather than trusted)."""
-    q = torch.randint(0, 16, (2 * INT4_BLOCK_N, 64), dtype=torch.int32, generator=torch.Generator().manual_seed(0))
+def int4_block_n() -> int | None:
+    """Output rows per block of the int4 kernel's packed layout, when it is the one _dequantize_transposed reads; None
+    when not (prompts then run through the kernel). The block follows torch's dispatch level (the CPU module's
+    guess), and since the layout is private it is checked on a known matrix, once per process, rather than trusted."""
+    B = cpu.int4_block_n()
+    q = torch.randint(0, 16, (2 * B, 64), dtype=torch.int32, generator=torch.Generator().manual_seed(0))
     try:
         packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1)
-        v = packed.view(2, 64, INT4_BLOCK_N // 2)
-        unpacked = torch.cat([v & 15, v >> 4], -1).transpose(1, 2).reshape(2 * INT4_BLOCK_N, 64)
+        v = packed.view(2, 64, B // 2)
+        unpacked = torch.cat([v & 15, v >> 4], -1).transpose(1, 2).reshape(2 * B, 64)
     except (RuntimeError, AttributeError, NotImplementedError):
-        return False
-    return bool(torch.equal(unpacked.to(torch.int32), q))
+        return None
+    return B if torch.equal(unpacked.to(torch.int32), q) else None
 
 
 ROW_CHUNK = 4096  # rows quantized at a time, so a 49152-row unembedding never has a float32 copy in memory

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from chatcli.engine import cpu
 from chatcli.engine.config import ModelConfig
 from chatcli.engine.errors import ModelLoadError
 from chatcli.engine.linear import can_pack
@@ -22,18 +23,9 @@ TORCH_DTYPES = {
 }
 
 
-def cpu_has_fast_bf16() -> bool:
-    """True when the CPU has native bf16 dot products (AVX512-BF16 or AMX), which make bf16 matmuls pay off."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
-    """float32 or bfloat16; "auto"/None picks bfloat16 only where the CPU has native bf16 arithmetic,
-    because elsewhere bf16 is emulated and slower than float32 while still losing precision.
+    """float32 or bfloat16; "auto"/None picks bfloat16 only where the CPU has native bf16 arithmetic and oneDNN packs
+    it (engine/cpu.py), because elsewhere bf16 is emulated and slower than float32 while still losing precision.
 
     Measured on the 2-core AVX512-BF16 target with SmolLM2-135M (`chatcli bench`, 2 threads): PyTorch's plain bf16
     GEMV is slow (about 15 GB/s, so bf16 barely beat float32), but with the weights prepacked for oneDNN (what the
@@ -42,7 +34,7 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype in (None, "auto"):
-        return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
+        dtype = cpu.auto_dtype()
     table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
     if dtype not in table:
         raise ModelLoadError(f"dtype {dtype!r} is not supported; use float32 or bfloat16")
@@ -159,10 +151,16 @@ def load_model(path: str | Path, dtype: str | torch.dtype | None = None, max_seq
 
         stored = quantstore.open_stored(folder, quant, dtype)
     model.quantized_from = None if stored is None else stored.path
+    # What the load chose for this CPU that the user would not expect, said once per load by the caller.
+    model.load_notes = []
+    if quant == "none" and dtype == torch.bfloat16 and not can_pack(dtype):
+        model.load_notes.append(
+            f"bfloat16 weights compute through PyTorch's plain bf16 matmul: this CPU ({cpu.info().level}) lacks what "
+            "oneDNN's packed bf16 kernels need (AVX512 BW/VL/DQ or AVX-NE-CONVERT); --dtype float32 prefills faster here")
     paths = {id(m): name for name, m in model.named_modules()}
     # Convert, prepare (fuse) and quantize one block at a time, letting the file's pages go after each: the process
     # never holds the file, a converted copy and a packed copy of the whole model at once.
-    keep = _narrow_embedding(model, dtype, replaced_head=quant is not None and (quant != "none" or can_pack()))
+    keep = _narrow_embedding(model, dtype, replaced_head=quant is not None and (quant != "none" or can_pack(dtype)))
 
     def finish(module) -> None:
         _convert(module, dtype, keep)

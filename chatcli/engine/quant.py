@@ -45,10 +45,13 @@ def _tied(model: nn.Module, layer: nn.Linear) -> bool:
 
 def pack(model: nn.Module, *, only: str | None = None, dtype: torch.dtype | None = None) -> nn.Module:
     """Reorder every dense linear weight (or only MODEL.<ONLY>) into oneDNN's layout for DTYPE activations (default:
-    the weights' own dtype), once; return MODEL. Without oneDNN the layers stay plain."""
-    if not can_pack():
+    the weights' own dtype), once; return MODEL. Where oneDNN cannot pack that dtype (bfloat16 on a CPU without
+    AVX512 BW/VL/DQ or AVX-NE-CONVERT) the layers stay plain, and compute through F.linear."""
+    if not can_pack(dtype or torch.float32):
         return model
     for _, parent, name, layer in _targets(model, only):
+        if dtype is None and not can_pack(layer.weight.dtype):
+            continue
         # A tied embedding table the loader left in the file's 16-bit dtype is widened here, for this layer only.
         weight = layer.weight if dtype is None or layer.weight.dtype == dtype else layer.weight.to(dtype)
         # A tied unembedding is packed too, although the packed copy costs memory beside the embedding (113 MB for
