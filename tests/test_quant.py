@@ -170,6 +170,18 @@ def test_bfloat16_without_onednn_stays_plain(tiny_model_factory, monkeypatch):
     assert torch.equal(model(ids, 0), plain(ids, 0))
 
 
+@pytest.mark.parametrize("tokens", [1, 40])  # a decode step (bf16 GEMV) and a prompt (float32 GEMM)
+def test_bf16_layer_computes_the_plain_layer(monkeypatch, tokens):
+    """Where bf16 is emulated, a plain bf16 layer runs prompts in float32: the numbers of the bf16 layer to bf16
+    rounding (the output is rounded to bf16 once, instead of by the emulated kernel)."""
+    monkeypatch.setattr(L, "prompt_dtype", lambda: torch.float32)
+    layer = dense(dtype=torch.bfloat16)
+    x = torch.randn(1, tokens, 64, dtype=torch.bfloat16)
+    got = L.Bf16Linear.of(layer)(x)
+    assert got.dtype == torch.bfloat16 and got.shape == (1, tokens, 96)
+    assert torch.allclose(got.float(), layer(x).float(), atol=1e-2, rtol=1e-2)
+
+
 def test_tied_unembedding_stays_tied_after_packing(tiny_model_factory):
     path = tiny_model_factory("llama_tied")
     model = load_model(path, "bfloat16", quant="none")

@@ -29,6 +29,15 @@ COMPUTE_DTYPE = torch.bfloat16
 DENSE_MIN_TOKENS = 16
 
 
+@functools.cache
+def prompt_dtype() -> torch.dtype:
+    """The dtype of the dense GEMMs that prompts run on (int8 and int4 weights dequantized, plain bf16 layers):
+    bfloat16 where the CPU multiplies it natively, else float32. Measured with torch's AVX2 kernels
+    (ATEN_CPU_CAPABILITY=avx2, 1 thread, 640 tokens x 576 -> 1536): bf16 x @ W 624 ms, bf16 F.linear 58 ms, float32
+    F.linear 12.8 ms; with AVX-512 and AVX512-BF16, bf16 3.0 ms against float32's 13.8."""
+    return torch.bfloat16 if cpu.info().native_bf16 else torch.float32
+
+
 def _flat(x: torch.Tensor, k: int, dtype: torch.dtype) -> torch.Tensor:
     """x as a contiguous matrix [M, K] of DTYPE (no-op calls skipped: at one token each call costs more than the
     arithmetic). A prompt's half of a fused gate/up output is a strided view, which the int4 kernel refuses."""
@@ -106,6 +115,27 @@ def can_pack(dtype: torch.dtype = torch.float32) -> bool:
         return False
 
 
+class Bf16Linear(nn.Linear):
+    """A plain bf16 layer for a CPU where oneDNN cannot pack bf16 (AVX2): one token runs torch's bf16 GEMV, which
+    reads half the bytes of float32 (1.46 against 3.24 ms for SmolLM2's packed float32 head, AVX2 kernels); a prompt
+    widens the weight and runs the float32 GEMM, since torch's emulated bf16 GEMM is 4.5x slower there (prompt_dtype).
+    An nn.Linear still, so readers of .weight see the stored weight."""
+
+    @classmethod
+    def of(cls, layer: nn.Linear) -> "Bf16Linear":
+        """LAYER's own parameters (a tied head stays tied) behind this forward."""
+        new = cls(layer.in_features, layer.out_features, bias=layer.bias is not None, device="meta")
+        new.weight, new.bias = layer.weight, layer.bias
+        return new
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dt = prompt_dtype()
+        if dt == self.weight.dtype or x.numel() // self.in_features < DENSE_MIN_TOKENS:
+            return F.linear(x, self.weight, self.bias)
+        bias = None if self.bias is None else self.bias.to(dt)
+        return F.linear(x.to(dt), self.weight.to(dt), bias).to(x.dtype)
+
+
 class Int8Linear(_WeightView, nn.Module):
     """Weight-only int8: w = w_int8 * scale, one symmetric scale per output row (aten._weight_int8pack_mm).
 
@@ -134,7 +164,8 @@ class Int8Linear(_WeightView, nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x2 = _flat(x, self.in_features, COMPUTE_DTYPE)
         if x2.shape[0] >= DENSE_MIN_TOKENS:
-            y = F.linear(x2, self.weight_int8.to(COMPUTE_DTYPE) * self.scales[:, None])
+            dt = prompt_dtype()
+            y = F.linear(x2.to(dt), self.weight_int8.to(dt) * self.scales.to(dt)[:, None])
         else:
             y = torch.ops.aten._weight_int8pack_mm(x2, self.weight_int8, self.scales)  # [M, N]
         return _unflat(y, x, self.bias)
@@ -225,7 +256,8 @@ class Int4Linear(_WeightView, nn.Module):
     """Asymmetric 4-bit weights in groups of `group_size` inputs: w = (q - 8) * scale + zero, per group and row.
 
     A decode step runs the int4 kernel. That kernel dequantizes its weights again for every few rows of input, so a
-    prompt of at least INT4_DENSE_MIN_TOKENS tokens instead dequantizes the weight once into a bfloat16 scratch matrix
+    prompt of at least INT4_DENSE_MIN_TOKENS tokens instead dequantizes the weight once into a scratch matrix (bfloat16,
+    or float32 where bf16 is emulated: prompt_dtype)
     and runs the dense GEMM on it (measured on SmolLM2's 30 blocks, 2 threads: 128 tokens 150 against 184 ms, 256
     tokens 238 against 368; at 64 tokens the two tie).
     """
@@ -279,7 +311,8 @@ class Int4Linear(_WeightView, nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x2 = _flat(x, self.in_features, COMPUTE_DTYPE)
         if x2.shape[0] >= INT4_DENSE_MIN_TOKENS and self.row_scales is not None:
-            y = x2 @ self._dequantize_transposed()
+            w = self._dequantize_transposed()
+            y = x2.to(w.dtype) @ w
         else:
             y = torch.ops.aten._weight_int4pack_mm_for_cpu(x2, self.weight_int4, self.group_size, self.scales_and_zeros)  # [M, N]
         return _unflat(y, x, self.bias)
@@ -290,7 +323,7 @@ class Int4Linear(_WeightView, nn.Module):
         [K, B/2] bytes: row j in the low nibble, row B/2 + j in the high one, which as [K, N] is one strided copy per
         nibble."""
         K, N, gs, B = self.in_features, self.out_features, self.group_size, int4_block_n()
-        out = _scratch((K, N))
+        out = _scratch((K, N), prompt_dtype())
         packed = self.weight_int4.view(N // B, K, B // 2).transpose(0, 1)  # [K, N/B, B/2]
         view = out.view(K, N // B, B)
         view[..., : B // 2] = packed & 15
@@ -304,13 +337,13 @@ INT4_DENSE_MIN_TOKENS = 80
 _scratch_space = threading.local()
 
 
-def _scratch(shape: tuple[int, int]) -> torch.Tensor:
+def _scratch(shape: tuple[int, int], dtype: torch.dtype) -> torch.Tensor:
     """A bfloat16 matrix of SHAPE reused by every call in this thread: a fresh 3.5 MB allocation per layer costs page
     faults (at 40 tokens, 118 against 83 ms for the 120 int4 layers of SmolLM2)."""
     buffers = _scratch_space.__dict__.setdefault("buffers", {})
-    if shape not in buffers:
-        buffers[shape] = torch.empty(shape, dtype=COMPUTE_DTYPE)
-    return buffers[shape]
+    if (shape, dtype) not in buffers:
+        buffers[shape, dtype] = torch.empty(shape, dtype=dtype)
+    return buffers[shape, dtype]
 
 
 @functools.cache

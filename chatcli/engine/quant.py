@@ -9,9 +9,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from chatcli.engine import cpu
 from chatcli.engine.errors import ModelLoadError
 from chatcli.engine.loader import release_file_pages
 from chatcli.engine.linear import (
+    Bf16Linear,
     DynamicInt8Linear,
     Int4Linear,
     Int8Linear,
@@ -47,10 +49,12 @@ def pack(model: nn.Module, *, only: str | None = None, dtype: torch.dtype | None
     """Reorder every dense linear weight (or only MODEL.<ONLY>) into oneDNN's layout for DTYPE activations (default:
     the weights' own dtype), once; return MODEL. Where oneDNN cannot pack that dtype (bfloat16 on a CPU without
     AVX512 BW/VL/DQ or AVX-NE-CONVERT) the layers stay plain, and compute through F.linear."""
-    if not can_pack(dtype or torch.float32):
+    if not can_pack(torch.float32):
         return model
     for _, parent, name, layer in _targets(model, only):
-        if dtype is None and not can_pack(layer.weight.dtype):
+        want = dtype or layer.weight.dtype
+        if want == torch.bfloat16 and not can_pack(want):
+            setattr(parent, name, Bf16Linear.of(layer))
             continue
         # A tied embedding table the loader left in the file's 16-bit dtype is widened here, for this layer only.
         weight = layer.weight if dtype is None or layer.weight.dtype == dtype else layer.weight.to(dtype)
@@ -67,7 +71,16 @@ def pack(model: nn.Module, *, only: str | None = None, dtype: torch.dtype | None
 # 0.047, with a weight-only int8 head 96.1% / 0.002, with fbgemm's dynamic int8 head 96.1% / 0.005 at 1.9 ms instead
 # of 4.5 ms per token; int8 body with the weight-only int8 head 95.3% / 0.006, with the dynamic head 92.4% / 0.010.
 # The head's errors land directly on the logits, so it never goes below 8 bits.
+# fbgemm's dynamic head pays only where the CPU has VNNI: without it, activations must keep to 7 bits (linear.py),
+# and with 7 bits the int4 model's agreement fell from 97.9% to 95.1% and its perplexity rose +3.0% instead of +0.45%
+# (tests/test_quant_real.py's measures, CHATCLI_CPU_ISA=avx2); the weight-only int8 head there: 98.6%, +0.28%.
 LM_HEAD = {"int8": "int8", "int4": "dyn8"}
+
+
+def lm_head_kind(mode: str) -> str:
+    """How the unembedding computes under MODE on this CPU."""
+    want = LM_HEAD[mode]
+    return "int8" if want == "dyn8" and not cpu.info().int8_dot else want
 
 
 def quantize(model: nn.Module, mode: str, *, lm_head: str | None = None, only: str | None = None,
@@ -87,7 +100,7 @@ def quantize(model: nn.Module, mode: str, *, lm_head: str | None = None, only: s
         return pack(model, only=only, dtype=dtype)
     head = getattr(model, "lm_head", None)
     for path, parent, name, layer in _targets(model, only, prefix):
-        want = (lm_head or LM_HEAD[mode]) if layer is head else mode
+        want = (lm_head or lm_head_kind(mode)) if layer is head else mode
         new = _quantized(layer, want, None if stored is None else stored.layer(path))
         if record is not None:
             record[path] = new
