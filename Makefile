@@ -27,8 +27,14 @@ setup-test: $(VENV)/.installed-test
 chat: setup
 	$(VENV)/bin/chatcli chat
 
+# The kernel-choice and quantization tests again with torch, oneDNN and chatcli capped at AVX2 (engine/cpu.py), so
+# an AVX-512 or AMX machine also checks the paths most laptops take. fbgemm cannot be capped (see tests/test_cpu.py).
+AVX2_CAP := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 CHATCLI_CPU_ISA=avx2
+AVX2_TESTS := tests/test_cpu.py tests/test_quant.py tests/test_quant_real.py tests/test_quantstore.py tests/test_engine_parity.py
+
 test: setup-test
 	$(VENV)/bin/python -m pytest -q
+	$(AVX2_CAP) $(VENV)/bin/python -m pytest -q $(AVX2_TESTS)
 
 bench: setup
 	$(VENV)/bin/chatcli bench --compare transformers
