@@ -73,6 +73,7 @@ def worker_local(a: dict) -> dict:
 
     from chatcli.backends.base import Message, SamplingParams
     from chatcli.backends.local import LocalBackend
+    from chatcli.engine import cpu
     from chatcli.engine.generate import generate_step
     from chatcli.engine.sampling import make_sampler
 
@@ -100,6 +101,8 @@ def worker_local(a: dict) -> dict:
         "turn2_ttft_s": stats.ttft_s, "turn2_prompt_tokens": stats.prompt_tokens, "turn2_cached_tokens": stats.cached_tokens,
         "turn2_alone_s": alone, "peak_rss_mb": _peak_rss_mb(), "dtype": str(model.compute_dtype).removeprefix("torch."),
         "threads": torch.get_num_threads(), "compiled": backend.compiled,
+        # Which CPU, and the level its kernels were chosen for: figures from two CPUs are never to be compared.
+        "cpu": {**cpu.info().as_dict(), "summary": cpu.info().summary},
         # int8/int4 weights read from `chatcli models quantize`'s file, or quantized as the model loaded
         "quantized": "stored" if getattr(model, "quantized_from", None) else ("at load" if a["quant"] != "none" else ""),
     }

@@ -32,6 +32,9 @@ def test_json_report_with_transformers(tiny_llama_dir):
     assert report["threads"] == 1 and report["dtype"] in ("float32", "bfloat16")
     assert report["compile"] == "auto" and report["compiled"] == "eager"  # auto with no stored step: says so
     assert report["cold_ask_s"] > 0  # chatcli only: a fresh `chatcli ask` to its first byte
+    from chatcli.engine import cpu
+
+    assert report["cpu"]["model"] == cpu.info().model and report["cpu"]["level"] in cpu.LEVELS  # which CPU measured
     ratio = report["compare"]["transformers"]["ratio"]
     assert set(ratio) == set(FIELDS)
     assert ratio["decode_tps"] == pytest.approx(report["decode_tps"] / report["compare"]["transformers"]["decode_tps"])
@@ -45,6 +48,7 @@ def test_table_report_int4(tiny_llama_dir):
     assert out.returncode == 0, out.stderr
     assert "decode (tok/s)" in out.stdout and "quant int4" in out.stdout and "\x1b[" not in out.stdout
     assert "compile auto (eager)" in out.stdout
+    assert "CPU: " in out.stdout and "level " in out.stdout
 
 
 def test_missing_model_is_one_line_error(tmp_path):

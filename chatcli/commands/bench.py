@@ -59,6 +59,8 @@ def render(report: dict, plain: bool) -> None:
             f"{' (' + report['compiled'] + ')' if report.get('compiled') else ''} · "
             f"{report.get('threads')} threads · {report['prompt_tokens']} prompt + {report['new_tokens']} new tokens · "
             f"median of {report.get('runs')} runs [min-max]")
+    if report.get("cpu"):
+        ui.line(f"CPU: {report['cpu']['summary']}")
     ui.table(columns, rows)
     t2 = report
     if t2.get("turn2_prompt_tokens"):
