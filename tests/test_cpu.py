@@ -36,7 +36,7 @@ def probe(env: dict) -> dict:
         "c = cpu.info(); d = L.DynamicInt8Linear(torch.nn.Linear(32, 16)) if L.can_dynamic_int8() else None\n"
         "print(json.dumps({**c.as_dict(), 'native_bf16': c.native_bf16, 'pack_bf16': L.can_pack(torch.bfloat16),\n"
         "  'auto': str(resolve_dtype('auto')), 'reduce_range': None if d is None else d.reduce_range,\n"
-        "  'int4_block': L.int4_block_n(), 'summary': c.summary, 'fingerprint': cpu.fingerprint()}))"
+        "  'int4_block': L.int4_block_n(), 'simdlen': cpu.inductor_simdlen(), 'summary': c.summary, 'fingerprint': cpu.fingerprint()}))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          env={**os.environ, **env})
@@ -66,6 +66,7 @@ def test_avx2_cap_takes_the_fallbacks():
     assert capped["fingerprint"] != probe(UNCAPPED)["fingerprint"] or cpu.info().level == "avx2"
 
 
+@pytest.mark.spawns
 def test_each_library_cap_alone_lowers_the_level():
     """ONEDNN_MAX_CPU_ISA alone is enough for chatcli not to ask oneDNN for bf16 packing it was told not to do."""
     if cpu.info().level != "avx512":
@@ -74,6 +75,9 @@ def test_each_library_cap_alone_lowers_the_level():
     assert onednn["level"] == "avx2" and onednn["capped_by"] == ["ONEDNN_MAX_CPU_ISA"] and not onednn["pack_bf16"]
     aten = probe({**UNCAPPED, "ATEN_CPU_CAPABILITY": "avx2"})
     assert aten["level"] == "avx2" and aten["capped_by"] == ["ATEN_CPU_CAPABILITY"] and aten["int4_block"] in (32, None)
+    assert aten["simdlen"] is None  # inductor follows ATEN_CPU_CAPABILITY by itself
+    ours = probe(AVX2_CHOICES)  # torch still dispatches AVX-512: inductor is told to generate AVX2 code
+    assert ours["simdlen"] == 256 and ours["torch_capability"] == "AVX512"
 
 
 def test_only_the_cpu_module_reads_the_cpu():

@@ -44,7 +44,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from chatcli.engine import fingerprint
+from chatcli.engine import cpu, fingerprint
 from chatcli.engine.errors import EngineError
 
 MODES = ("auto", "on", "off")
@@ -232,7 +232,8 @@ def build(model: nn.Module, path: Path) -> Path:
                 inductor.freezing = freeze
                 torch._inductor.aoti_compile_and_package(
                     exported, package_path=str(tmp_pkg),
-                    inductor_configs={"freezing": freeze, "aot_inductor.package_constants_in_so": False})
+                    inductor_configs={"freezing": freeze, "aot_inductor.package_constants_in_so": False,
+                                      "cpp.simdlen": cpu.inductor_simdlen()})
             constants = _constants_map(model, tmp_pkg, order)
             _check_against_eager(model, tmp_pkg, constants)
             tmp_map = Path(tmp) / "step.json"
@@ -422,6 +423,7 @@ def jit_decode(model: nn.Module, cache_dir: Path | None = None) -> nn.Module:
     import torch._inductor.config as inductor
 
     inductor.fx_graph_cache = True
+    inductor.cpp.simdlen = cpu.inductor_simdlen()  # the vector ISA the CPU module allows
     inductor.freezing = True  # weights become constants: inductor prepacks them for oneDNN and folds what it can
     eager = model.forward
     compiled = torch.compile(eager, dynamic=True)

@@ -159,6 +159,15 @@ def int4_block_n() -> int:
     return {"AVX512": 64, "AVX2": 32}.get(info().torch_capability, 16)
 
 
+def inductor_simdlen() -> int | None:
+    """The vector width inductor's generated code may use: None (its own choice, which follows ATEN_CPU_CAPABILITY)
+    unless chatcli's level was capped below what torch dispatches to, then the capped level's width (1: scalar)."""
+    c = info()
+    if _level_of(c.torch_capability) in (None, c.level):
+        return None
+    return {"avx2": 256, "default": 1}.get(c.level)
+
+
 def auto_dtype() -> str:
     """What `--dtype auto` loads: bfloat16 where the CPU multiplies it natively and oneDNN packs it, else float32
     (emulated bf16 is slower than float32 there and still loses precision)."""
