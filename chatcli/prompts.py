@@ -182,7 +182,7 @@ def _candidates() -> dict[str, tuple[Path, bool]]:
 
 def prompt_path(name: str) -> tuple[Path, bool]:
     """The file for prompt NAME and whether it is the packaged one; UsageError for an unknown or unsafe name."""
-    from chatcli.store.resolve import check_name, inside
+    from chatcli.names import check_name, inside
 
     check_name(name, "prompt")
     user = settings.prompts_dir() / f"{name}.md"

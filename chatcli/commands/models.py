@@ -166,7 +166,7 @@ def _stored_model(name: str):
     """The folder of NAME in the store, or a UsageError that says how to list the store."""
     from chatcli import settings
     from chatcli.errors import UsageError
-    from chatcli.store.resolve import check_name
+    from chatcli.names import check_name
 
     path = settings.models_dir() / check_name(name)
     if not path.is_dir():

@@ -83,7 +83,7 @@ def new(
     from chatcli import settings
     from chatcli.errors import UsageError
     from chatcli.prompts import load_prompt
-    from chatcli.store.resolve import check_name
+    from chatcli.names import check_name
 
     check_name(name, "prompt")
     path = settings.prompts_dir() / f"{name}.md"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from chatcli import settings
 from chatcli.errors import StoreError, UsageError
-from chatcli.store.resolve import check_name
+from chatcli.names import check_name
 
 PACKAGED = settings.PACKAGE_DATA / "catalog.toml"
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")

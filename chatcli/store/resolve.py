@@ -3,29 +3,11 @@
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 from chatcli import settings
 from chatcli.errors import LoadError, UsageError
-
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-
-
-def check_name(name: str, what: str = "model") -> str:
-    """Allow-list a store name: letters, digits, '.', '_' and '-', no path separators, NUL or '..'."""
-    if not NAME_RE.match(name or "") or ".." in name:
-        raise UsageError(f"invalid {what} name {name!r}: use letters, digits, '.', '_' and '-' only")
-    return name
-
-
-def inside(root: Path, path: Path) -> Path:
-    """PATH resolved, and required to stay inside ROOT (symlinks that escape are refused)."""
-    resolved = path.resolve()
-    if not resolved.is_relative_to(root.resolve()):
-        raise UsageError(f"{path} resolves outside {root}; refusing it")
-    return resolved
-
+from chatcli.names import check_name, inside
 
 def looks_like_path(value: str) -> bool:
     """A value with a path separator, a leading '.' or '~', or an existing folder is a path, not a store name."""
