@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from chatcli.backends.base import Message, SamplingParams
+from chatcli.repl.boot import stderr_notice
+from chatcli.types import Message, SamplingParams
 from chatcli.backends.local import LocalBackend
 from chatcli.engine import background
 from chatcli.engine import compile as compiling
@@ -32,9 +33,17 @@ def compiled_dir():
 
 
 def two_turns(backend: LocalBackend) -> list[str]:
+    """Two replies; the notices on their chunks go to stderr, as `chatcli ask` shows them."""
     msgs = [Message("user", "Hello there")]
-    first = "".join(c.text for c in backend.stream_chat(msgs, PARAMS))
-    second = "".join(c.text for c in backend.stream_chat(msgs + [Message("assistant", first), Message("user", "More")], PARAMS))
+
+    def reply(messages) -> str:
+        chunks = list(backend.stream_chat(messages, PARAMS))
+        for notice in (n for c in chunks for n in c.notices):
+            stderr_notice(notice)
+        return "".join(c.text for c in chunks)
+
+    first = reply(msgs)
+    second = reply(msgs + [Message("assistant", first), Message("user", "More")])
     return [first, second]
 
 

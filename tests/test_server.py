@@ -240,7 +240,7 @@ def test_serve_on_a_busy_port_fails_before_loading_anything():
 
 
 def test_backend_failure_before_and_after_the_first_token(served):
-    from chatcli.backends.base import Message, SamplingParams
+    from chatcli.types import Message, SamplingParams
     from chatcli.backends.openai import OpenAIBackend
     from chatcli.errors import BackendError
 

@@ -61,7 +61,7 @@ def serve(
     compile: Annotated[Optional[str], typer.Option("--compile", metavar="MODE", help="The compiled decode step of the local backend: auto (use a stored one, else build one in the background), on (build it now), off.")] = None,
 ) -> None:
     """Serve a model over the OpenAI API (/v1/chat/completions, /v1/completions, /v1/models, /health)."""
-    from chatcli.backends.registry import make_backend
+    from chatcli.backends.registry import make_backend, model_for
     from chatcli.repl.boot import compile_in_background
     from chatcli.server import serve as run_server
     from chatcli.server.run import bind
@@ -70,7 +70,7 @@ def serve(
     sock = bind(host, port)  # a busy port fails now, not after loading the model
     settings = load_settings().apply_flags(model=model, backend=backend, dtype=dtype, quant=quant, threads=threads, compile=compile)
     engine = make_backend(settings["backend"], settings, base_url=base_url)
-    model_name = str(settings["model"])
+    model_name = model_for(settings["backend"], settings)
     engine.load(model_name)
     building = compile_in_background(engine)
     if building:

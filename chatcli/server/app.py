@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.background import BackgroundTask
 
-from chatcli.backends.base import Chunk, Stats
+from chatcli.types import Chunk, Stats
 from chatcli.errors import ChatcliError, UsageError
 from chatcli.server import protocol as wire
 from chatcli.server.protocol import ApiError, GenRequest
