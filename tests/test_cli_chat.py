@@ -104,3 +104,14 @@ def test_ask_saves_and_chat_continues_it(tiny_llama_dir):
     assert re.search(r"^1\tremember the word pelican\t", out, re.M)
     missing = run("chat", *common, "--resume", "99", stdin=b"")
     assert missing.returncode != 0 and "99" in missing.stderr.decode()
+
+
+def test_the_choice_words_match_the_engine():
+    """settings.CHOICES feeds the Typer choices (no torch at --help); the engine keeps its own tuples, kept equal here."""
+    from chatcli.engine import compile as compiling
+    from chatcli.engine.quant import MODES
+
+    assert settings.CHOICES["quant"] == MODES and settings.CHOICES["compile"] == compiling.MODES
+    from chatcli.session import POLICIES
+
+    assert settings.CHOICES["context_policy"] == POLICIES
