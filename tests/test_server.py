@@ -259,3 +259,14 @@ def test_backend_failure_before_and_after_the_first_token(served):
         for chunk in b.stream_chat([Message("user", "one two EXPLODE")], SamplingParams()):
             text += chunk.text
     assert text == "echo: one two " == err.value.partial_text
+
+
+def test_backend_notices_go_to_the_server_log_not_the_client(caplog):
+    """A notice on a chunk (say, the compiled step took over) is for whoever runs the server: one log line."""
+    from chatcli.server.app import _logging_notices
+    from chatcli.types import Chunk, Notice
+
+    chunks = [Chunk("a", notices=(Notice("info", "the compiled decode step is in use from this reply on"),)), Chunk("b")]
+    with caplog.at_level("INFO", logger="chatcli.server"):
+        assert [c.text for c in _logging_notices(iter(chunks))] == ["a", "b"]
+    assert [r.getMessage() for r in caplog.records] == ["chatcli serve: the compiled decode step is in use from this reply on"]

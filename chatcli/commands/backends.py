@@ -71,6 +71,8 @@ def serve(
     settings = load_settings().apply_flags(model=model, backend=backend, dtype=dtype, quant=quant, threads=threads, compile=compile)
     engine = make_backend(settings["backend"], settings, base_url=base_url)
     model_name = model_for(settings["backend"], settings)
+    if hasattr(engine, "on_notice"):  # what the backend says while loading, on stderr as the rest of serve's lines
+        engine.on_notice = lambda notice: sys.stderr.write(f"chatcli serve: {notice.text}\n")
     engine.load(model_name)
     building = compile_in_background(engine)
     if building:
