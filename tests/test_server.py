@@ -267,6 +267,8 @@ def test_backend_notices_go_to_the_server_log_not_the_client(caplog):
     from chatcli.types import Chunk, Notice
 
     chunks = [Chunk("a", notices=(Notice("info", "the compiled decode step is in use from this reply on"),)), Chunk("b")]
+    told: set = set()
     with caplog.at_level("INFO", logger="chatcli.server"):
-        assert [c.text for c in _logging_notices(iter(chunks))] == ["a", "b"]
+        assert [c.text for c in _logging_notices(iter(chunks), told)] == ["a", "b"]
+        assert [c.text for c in _logging_notices(iter(chunks), told)] == ["a", "b"]  # the second time: not again
     assert [r.getMessage() for r in caplog.records] == ["chatcli serve: the compiled decode step is in use from this reply on"]

@@ -118,12 +118,12 @@ class LocalBackend:
         self.model_path, self.model_name = path, model if not Path(model).is_dir() else path.name
         self._cache = PromptCache()
 
-    def compile_in_background(self) -> str | None:
+    def compile_in_background(self) -> bool:
         """Under `--compile auto` with no stored compiled step for this model: start building one in a separate
-        process at idle priority; replies switch to it once it is ready. A line for the user, or None when nothing
-        was started (a one-shot `ask` never calls this: its process ends before a build would)."""
+        process at idle priority; replies switch to it once it is ready. Whether a build started; a notice says what
+        happened (a one-shot `ask` never calls this: its process ends before a build would)."""
         if (self.compile or "auto") != "auto" or self.compiled != "eager" or self.model is None or self._pending_package:
-            return None
+            return False
         from chatcli import settings
         from chatcli.engine import background
 
@@ -131,9 +131,11 @@ class LocalBackend:
         try:
             package = background.start(self.model, self.model_path, settings.cache_dir() / "compiled", dtype, self.quant or "none")
         except background.ShortOfMemory as e:
-            return f"not compiling the decode step in the background: {e}; replies stay uncompiled (`--compile on` builds it in the foreground)"
+            self._notify(Notice("warning", f"not compiling the decode step in the background: {e}; replies stay "
+                                           "uncompiled (`--compile on` builds it in the foreground)"))
+            return False
         if package is None:
-            return None
+            return False
         self._pending_package = package
         # The build keeps a core busy, even at idle priority: measured on 2 cores, decoding on both fell from 30 to
         # 1.4-7 tok/s during a build (each parallel region waits for the worker on the builder's core), and on one
@@ -142,8 +144,9 @@ class LocalBackend:
 
         self._threads_before_build = torch.get_num_threads()
         torch.set_num_threads(max(1, self._threads_before_build - 1))
-        return ("compiling the decode step in the background, at idle priority (about a minute, once); "
-                "replies switch to it when it is ready")
+        self._notify(Notice("info", "compiling the decode step in the background, at idle priority (about a minute, "
+                                    "once); replies switch to it when it is ready"))
+        return True
 
     def _load_weights(self, path: Path, config):
         """The model in PATH (whose ModelConfig is CONFIG) with this backend's threads, dtype, quantization and

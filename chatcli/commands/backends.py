@@ -74,9 +74,7 @@ def serve(
     if hasattr(engine, "on_notice"):  # what the backend says while loading, on stderr as the rest of serve's lines
         engine.on_notice = lambda notice: sys.stderr.write(f"chatcli serve: {notice.text}\n")
     engine.load(model_name)
-    building = compile_in_background(engine)
-    if building:
-        sys.stderr.write(f"chatcli serve: {building}\n")
+    compile_in_background(engine)  # what it started, if anything, its notice said on stderr
     model_id = os.path.basename(model_name.rstrip("/\\")) if os.sep in model_name else model_name
     if host not in LOOPBACK and not api_key:
         sys.stderr.write(f"chatcli serve: warning: listening on {host} without --api-key; anyone who can reach "

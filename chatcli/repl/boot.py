@@ -75,11 +75,12 @@ def open_backend(s, opts: Options, notify=stderr_notice):
     return backend
 
 
-def compile_in_background(backend) -> str | None:
+def compile_in_background(backend) -> bool:
     """Have BACKEND build its compiled decode step in the background where it can (the local backend under `auto`
-    with none stored): for a chat or a server, which last long enough to pay for it. A line for the user, or None."""
+    with none stored): for a chat or a server, which last long enough to pay for it. The backend's notices say what
+    it did; True when a build started."""
     start = getattr(backend, "compile_in_background", None)
-    return start() if callable(start) else None
+    return bool(start()) if callable(start) else False
 
 
 def chosen_model(s) -> str:

@@ -177,8 +177,8 @@ def run_chat(opts: Options) -> int:
         resolve_model(chosen_model(s))
     with ui.status(f"loading {model_label(s)} …"):
         backend = open_backend(s, opts)
-    building = compile_in_background(backend)
-    if building:
-        ui.note(building)
+    if hasattr(backend, "on_notice"):  # from now on the backend's notices are chat notes, like the session's
+        backend.on_notice = lambda notice: ui.note(notice.text)
+    compile_in_background(backend)
     conv = open_conversation(s, opts, backend, ui)
     return Repl(conv, backend, ui, s, opts).run()

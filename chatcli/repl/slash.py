@@ -201,9 +201,7 @@ def _model(repl, arg: str):
     if not repl.conv.custom_system:  # the system prompt may name the model ({{ model }})
         repl.conv.reload_prompt()
     repl.ui.note(f"model: {repl.model}")
-    building = compile_in_background(repl.backend)
-    if building:
-        repl.ui.note(building)
+    compile_in_background(repl.backend)  # its notice, if any, reaches the chat through on_notice
     repl._count()
 
 

@@ -40,12 +40,15 @@ def _status_of(e: BaseException) -> ApiError:
     return ApiError(500, f"generation failed: {type(e).__name__}: {e}")
 
 
-def _logging_notices(chunks: Iterator[Chunk]) -> Iterator[Chunk]:
-    """CHUNKS, with the backend's notices (the compiled step took over, a build failed) in the server's log: they are
-    for whoever runs the server, not for the client."""
+def _logging_notices(chunks: Iterator[Chunk], told: set) -> Iterator[Chunk]:
+    """CHUNKS, with the backend's notices (the compiled step took over, a build failed) in the server's log, each
+    once in TOLD's lifetime (a template's folded system prompt would repeat on every request): they are for whoever
+    runs the server, not for the client."""
     for chunk in chunks:
         for notice in chunk.notices:
-            log.info(f"chatcli serve: {notice.text}")
+            if notice not in told:
+                told.add(notice)
+                log.info(f"chatcli serve: {notice.text}")
         yield chunk
 
 
@@ -83,6 +86,7 @@ class _Record:
 def build_app(backend, model_id: str, *, api_key: str | None = None, max_queue: int = 16) -> FastAPI:
     """An app serving BACKEND (already loaded with MODEL_ID) under the OpenAI API."""
     queue = EngineQueue(max_queue=max_queue)
+    told: set = set()  # the backend notices already in the log
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -149,8 +153,8 @@ def build_app(backend, model_id: str, *, api_key: str | None = None, max_queue: 
 
     def _generator(req: GenRequest, cancel: threading.Event):
         if req.messages is not None:
-            return lambda: _logging_notices(backend.stream_chat(req.messages, req.params, cancel=cancel))
-        return lambda: _logging_notices(backend.stream_completion(req.prompt, req.params, cancel=cancel))
+            return lambda: _logging_notices(backend.stream_chat(req.messages, req.params, cancel=cancel), told)
+        return lambda: _logging_notices(backend.stream_completion(req.prompt, req.params, cancel=cancel), told)
 
     async def _complete(request: Request, chat: bool):
         record = _Record(request.url.path)
