@@ -115,3 +115,11 @@ def test_the_choice_words_match_the_engine():
     from chatcli.session import POLICIES
 
     assert settings.CHOICES["context_policy"] == POLICIES
+
+
+def test_serve_takes_the_same_choice_words():
+    for args, message in [(["--quant", "int3"], "'int3' is not one of 'none', 'int8', 'int4'"),
+                          (["--dtype", "float16"], "'float16' is not one of 'auto', 'float32', 'bfloat16'"),
+                          (["--compile", "yes"], "'yes' is not one of 'auto', 'on', 'off'")]:
+        r = run("serve", "--port", "0", *args)
+        assert r.returncode == 2 and message in r.stderr.decode(), (args, r.stderr)
