@@ -401,3 +401,11 @@ def test_concurrent_cancel_from_another_thread(conv):
             timer.start()
             timer.join()
     assert chunks[-1].finish_reason == "interrupted"
+
+
+def test_params_are_built_once_per_change(conv):
+    """The toolbar reads conv.params at every redraw: the same object until a setting changes."""
+    first = conv.params
+    assert conv.params is first
+    conv.set_param("temperature", "0.2")
+    assert conv.params is not first and conv.params.temperature == 0.2 and conv.params is conv.params
