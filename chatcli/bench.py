@@ -71,7 +71,7 @@ def worker_local(a: dict) -> dict:
     """One run of chatcli's engine through the local backend."""
     import torch
 
-    from chatcli.backends.base import Message, SamplingParams
+    from chatcli.types import Message, SamplingParams
     from chatcli.backends.local import LocalBackend
     from chatcli.engine import cpu
     from chatcli.engine.generate import generate_step

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from chatcli.backends.base import Message
+from chatcli.types import Message
 from chatcli.errors import UsageError
 
 Counter = Callable[[list[Message]], int]

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from chatcli import settings
-from chatcli.backends.base import SamplingParams, Stats
 from chatcli.errors import StoreError, UsageError
+from chatcli.types import ParamError, SamplingParams, Stats
 
 APP_ID = "chatcli-conversations"
 SCHEMA_VERSION = 1
@@ -81,7 +81,17 @@ class Info:
 
 
 def _params_json(p: SamplingParams | None) -> str | None:
-    return None if p is None else json.dumps({**asdict(p), "stop": list(p.stop)})
+    return None if p is None else json.dumps(p.to_dict())
+
+
+def _params_from_json(params: dict | None) -> SamplingParams | None:
+    """The stored settings of a turn; None for a row written under other ranges (the text matters, not these)."""
+    if not isinstance(params, dict):
+        return None
+    try:
+        return SamplingParams(**params)
+    except (ParamError, TypeError):
+        return None
 
 
 def _turn_from_row(row: sqlite3.Row) -> Turn:
@@ -90,7 +100,7 @@ def _turn_from_row(row: sqlite3.Row) -> Turn:
     return Turn(
         role=row["role"], content=row["content"], finish_reason=row["finish_reason"],
         stats=Stats(**stats) if stats else None,
-        params=SamplingParams(**{**params, "stop": tuple(params.get("stop", ()))}) if params else None,
+        params=_params_from_json(params),
         model=row["model"], prompt=row["prompt"], id=row["id"], created=row["created"],
     )
 

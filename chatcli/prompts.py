@@ -19,12 +19,11 @@ from jinja2 import TemplateError, TemplateSyntaxError, UndefinedError, meta, nod
 from jinja2.sandbox import SecurityError
 
 from chatcli import settings
-from chatcli.backends.base import SamplingParams
-from chatcli.errors import LoadError, UsageError
+from chatcli.errors import FileParamError, LoadError, UsageError
+from chatcli.types import PARAM_NAMES, ParamError, check
 
 PACKAGED = settings.PACKAGE_DATA / "prompts"
-SAMPLING_KEYS = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "seed", "max_tokens", "stop")
-KEYS = ("description", *SAMPLING_KEYS, "template", "variables")
+KEYS = ("description", *PARAM_NAMES, "template", "variables")
 BUILTINS = ("date", "time", "cwd", "os", "model")
 SCALARS = (str, int, float, bool, type(None))
 
@@ -88,17 +87,7 @@ def _check_value(key: str, value: Any, where: str) -> Any:
             if not isinstance(default, SCALARS):
                 raise UsageError(f"variable {name!r} default must be a string or number, got {_type_name(default)}")
         return dict(value)
-    if key == "stop":
-        stops = [value] if isinstance(value, str) else value
-        if not isinstance(stops, list) or not all(isinstance(s, str) and s for s in stops):
-            raise UsageError("stop must be a non-empty string or a list of them")
-        return tuple(stops)
-    want = float if key in ("temperature", "top_p", "min_p", "repeat_penalty") else int
-    if isinstance(value, bool) or not (isinstance(value, (int, float)) if want is float else isinstance(value, int)):
-        if not (key == "seed" and value is None):
-            raise UsageError(f"{key} must be {_type_name(want(0))}, got {_type_name(value)} {value!r}")
-    SamplingParams().with_(**{key: value})  # the range check shared with flags and /set
-    return float(value) if want is float else value
+    return check(key, value)  # a sampling parameter: the schema's type and range check, as at every edge
 
 
 def _front_matter(front: str, path: Path) -> dict[str, Any]:
@@ -127,6 +116,8 @@ def _front_matter(front: str, path: Path) -> dict[str, Any]:
         seen.add(key)
         try:
             out[key] = _check_value(key, data[key], str(path))
+        except ParamError as e:
+            raise FileParamError(f"{path}:{value_node.start_mark.line + 2}: {e}") from None
         except UsageError as e:
             raise _fail(path, value_node.start_mark.line + 2, str(e)) from None
         if key == "template":
@@ -156,7 +147,7 @@ def parse_prompt(data: bytes | str, path: Path, name: str | None = None, package
             raise _fail(path, first_line, f"unsafe template: {e}") from None
     return Prompt(
         name=name or path.stem, path=path, description=fm.get("description", ""),
-        params={k: fm[k] for k in SAMPLING_KEYS if k in fm}, template=template, variables=fm.get("variables", {}),
+        params={k: fm[k] for k in PARAM_NAMES if k in fm}, template=template, variables=fm.get("variables", {}),
         body=body, body_line=body_line, packaged=packaged,
     )
 

@@ -7,53 +7,20 @@ prompt file < `overrides` (flags given as overrides, and /set).
 
 from __future__ import annotations
 
-import difflib
-import json
 import threading
 import time
-from dataclasses import fields
 from typing import Any, Iterator
 
-from chatcli.backends.base import Chunk, Message, SamplingParams
+from chatcli import types
 from chatcli.budget import drop_notice, fit
 from chatcli.errors import BackendError, ChatcliError, UsageError
 from chatcli.history import History, Info, Turn, clean_text, open_store, to_markdown
 from chatcli.prompts import Prompt, load_prompt, render_system
+from chatcli.types import PARAM_NAMES, Chunk, Message, SamplingParams
 
-__all__ = ["Conversation", "Turn", "PARAM_NAMES", "parse_param"]
+__all__ = ["Conversation", "Turn"]
 
 POLICIES = ("drop-oldest", "error")
-PARAM_NAMES = tuple(f.name for f in fields(SamplingParams))
-_FLOATS = ("temperature", "top_p", "min_p", "repeat_penalty")
-
-
-def parse_param(name: str, value: str) -> Any:
-    """Parse a /set value for NAME; UsageError names the parameter and what it takes."""
-    if name not in PARAM_NAMES:
-        close = difflib.get_close_matches(name, PARAM_NAMES, n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        raise UsageError(f"unknown parameter {name!r}; {hint}choose from {', '.join(PARAM_NAMES)}")
-    value = value.strip()
-    if name == "stop":
-        if value.lower() in ("", "none", "[]"):
-            return ()
-        if value.startswith("["):
-            try:
-                stops = json.loads(value)
-            except json.JSONDecodeError:
-                stops = None
-            if not isinstance(stops, list) or not all(isinstance(s, str) and s for s in stops):
-                raise UsageError('stop takes a string, or a JSON list of strings like ["\\n\\n", "User:"]')
-            return tuple(stops)
-        # Backslash escapes, so `/set stop \n\n` means two newlines.
-        return (value.encode("utf-8", "surrogatepass").decode("unicode_escape", "replace") if "\\" in value else value,)
-    if name == "seed" and value.lower() in ("none", "random", "-"):
-        return None
-    try:
-        return float(value) if name in _FLOATS else int(value)
-    except ValueError:
-        kind = "a number" if name in _FLOATS else "a whole number"
-        raise UsageError(f"{name} takes {kind}, got {value!r}") from None
 
 
 class Conversation:
@@ -87,7 +54,8 @@ class Conversation:
         self.cancel = threading.Event()
         self.conv_id: int | None = None
         self.save_enabled = save
-        self._folded_told = False
+        self._told: set[types.Notice] = set()  # backend notices already passed on: each is said once per chat
+        self._params: tuple[tuple, SamplingParams] | None = None  # (what it was built from, the stack in effect)
         self._usage: int | None = None
         self._dropped: str | None = None  # this turn's drop notice, withdrawn if the turn fails
         self.prompt = load_prompt(prompt) if isinstance(prompt, str) else prompt
@@ -109,7 +77,11 @@ class Conversation:
     @property
     def params(self) -> SamplingParams:
         """The sampling settings in effect: defaults < prompt file < overrides (/set)."""
-        return self.defaults.with_(**self.prompt.params).with_(**self.overrides)
+        # Built once per change, not on every read: the toolbar reads it at each redraw.
+        key = (self.defaults, tuple(self.prompt.params.items()), tuple(self.overrides.items()))
+        if self._params is None or self._params[0] != key:
+            self._params = key, self.defaults.with_(**{**self.prompt.params, **self.overrides})
+        return self._params[1]
 
     def param_sources(self) -> dict[str, str]:
         """Where each setting comes from: "default", "prompt NAME" or "set"."""
@@ -191,10 +163,10 @@ class Conversation:
         try:
             stream = self.backend.stream_chat(messages, params, chat_template=self.chat_template, cancel=self.cancel)
             for chunk in stream:
-                if chunk.extra.get("folded_system") and not self._folded_told:
-                    self._folded_told = True
-                    self.notices.append("this model's chat template has no system role; the system prompt was put "
-                                        "into the first user message")
+                for notice in chunk.notices:
+                    if notice not in self._told:
+                        self._told.add(notice)
+                        self.notices.append(notice.text)
                 pieces.append(chunk.text)
                 if chunk.finish_reason:
                     finish, stats = chunk.finish_reason, chunk.stats
@@ -271,18 +243,19 @@ class Conversation:
 
     # -- settings -------------------------------------------------------------------------------
     def _set_override(self, name: str, value: Any) -> None:
-        if name not in PARAM_NAMES:
-            parse_param(name, "")  # raises the unknown-parameter error
-        trial = {**self.overrides, name: value}
-        self.defaults.with_(**self.prompt.params).with_(**trial)  # UsageError names the legal range
+        trial = {**self.overrides, name: types.check(name, value)}  # ParamError names the parameter and its range
         self.overrides = trial
 
     def set_param(self, name: str, value: str) -> Any:
         """/set NAME VALUE: parse, validate and apply; "default" removes the override. Returns the value in effect."""
-        if value.strip().lower() == "default" and name in PARAM_NAMES:
-            self.overrides.pop(name, None)
-        else:
-            self._set_override(name, parse_param(name, value))
+        try:
+            types.spec_of(name)  # an unknown name is an error that suggests the closest one
+            if value.strip().lower() == "default":
+                self.overrides.pop(name, None)
+            else:
+                self._set_override(name, types.parse(name, value))
+        except types.ParamError as e:  # /set is an edge: the schema's message, as a usage error of the chat
+            raise UsageError(str(e)) from None
         return getattr(self.params, name)
 
     def set_system(self, text: str) -> None:

@@ -8,13 +8,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chatcli import types
 from chatcli.errors import UsageError
 
 APP = "chatcli"
 PACKAGE_DATA = Path(__file__).parent / "data"
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
-# Keys the config file and CHATCLI_* variables may set, with their types and packaged defaults.
+# Keys the config file and CHATCLI_* variables may set besides the sampling parameters (chatcli.types declares those),
+# with their types and packaged defaults.
 DEFAULTS: dict[str, Any] = {
     "model": DEFAULT_MODEL,
     "prompt": "default",
@@ -23,22 +25,23 @@ DEFAULTS: dict[str, Any] = {
     "quant": "none",
     "compile": "auto",
     "threads": 0,
-    "temperature": 0.7,
-    "top_p": 0.95,
-    "top_k": 0,
-    "min_p": 0.0,
-    "repeat_penalty": 1.0,
-    "seed": None,
-    "max_tokens": 1024,
+    **types.DEFAULTS,
     "context_policy": "drop-oldest",
     "save": True,
     "vi": False,
 }
 TYPES: dict[str, type] = {
     "model": str, "prompt": str, "backend": str, "dtype": str, "quant": str, "compile": str,
-    "threads": int, "temperature": float, "top_p": float, "top_k": int, "min_p": float,
-    "repeat_penalty": float, "seed": int, "max_tokens": int, "context_policy": str,
-    "save": bool, "vi": bool,
+    "threads": int, "context_policy": str, "save": bool, "vi": bool,
+    **{name: spec.kind for name, spec in types.PARAMS.items()},
+}
+# The keys that take one of a few words, the same in flags (Typer choices), the config file and CHATCLI_*. The engine
+# keeps its own copies (engine.quant.MODES, engine.compile.MODES: it imports nothing of chatcli); a test keeps them equal.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "dtype": ("auto", "float32", "bfloat16"),
+    "quant": ("none", "int8", "int4"),
+    "compile": ("auto", "on", "off"),
+    "context_policy": ("drop-oldest", "error"),
 }
 
 
@@ -99,8 +102,14 @@ def config_path() -> Path:
 
 
 def _coerce(key: str, value: Any, where: str) -> Any:
+    """VALUE for KEY from WHERE (a file, a variable or a flag); UsageError names WHERE, the key and what it takes."""
+    if key in types.PARAMS:  # the schema's own check, as at every edge; text (CHATCLI_*, a quoted TOML value) is parsed
+        try:
+            return types.parse(key, value) if isinstance(value, str) else types.check(key, value)
+        except types.ParamError as e:
+            raise UsageError(f"{where}: {e}") from None
     typ = TYPES[key]
-    if value is None or (isinstance(value, str) and value.lower() in ("", "none") and key == "seed"):
+    if value is None:
         return None
     try:
         if typ is bool and isinstance(value, str):
@@ -111,9 +120,12 @@ def _coerce(key: str, value: Any, where: str) -> Any:
             raise ValueError(value)
         if typ in (int, float) and isinstance(value, bool):
             raise ValueError(value)
-        return typ(value)
+        value = typ(value)
     except (TypeError, ValueError):
         raise UsageError(f"{where}: {key} must be {typ.__name__}, got {value!r}") from None
+    if key in CHOICES and value not in CHOICES[key]:
+        raise UsageError(f"{where}: {key} must be one of {', '.join(CHOICES[key])}, got {value!r}")
+    return value
 
 
 @dataclass

@@ -14,6 +14,11 @@ from jinja2.sandbox import SecurityError
 
 from chatcli.errors import LoadError
 from chatcli.sandbox import TemplateRaised, compile_sandboxed, run_sandboxed
+from chatcli.types import Notice
+
+# What a backend tells the user when render_chat folded the system prompt into the first user message.
+FOLDED_SYSTEM = Notice("warning", "this model's chat template has no system role; the system prompt was put into the "
+                                  "first user message")
 
 # The plain conversation format for base models. It carries no BOS: the caller adds one as the tokenizer's config says
 # (RenderedPrompt.plain tells it this template was used). The system message, if any, replaces the preamble.

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from chatcli.backends.base import Message, SamplingParams
+from chatcli.types import Message, SamplingParams
 from chatcli.backends.openai import OpenAIBackend
 from chatcli.errors import BackendError
 from chatcli.server import ServerThread

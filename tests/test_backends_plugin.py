@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -28,8 +29,13 @@ def site(tmp_path_factory):
     return target
 
 
+def path_with(site) -> str:
+    """PYTHONPATH with the plugin's site dir first, keeping what was there (a worktree's checkout under test)."""
+    return os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p)
+
+
 def test_listed_with_its_distribution(site):
-    r = run_cli("backends", env={"PYTHONPATH": str(site)})
+    r = run_cli("backends", env={"PYTHONPATH": path_with(site)})
     assert r.returncode == 0, r.stderr
     echo = next(line for line in r.stdout.splitlines() if line.startswith("echo"))
     assert echo.split() == ["echo", "chatcli_echo:EchoBackend", "chatcli-echo-plugin", "0.1.0"]
@@ -37,7 +43,7 @@ def test_listed_with_its_distribution(site):
 
 
 def test_ask_uses_the_plugin(site):
-    r = run_cli("ask", "--backend", "echo", "--model", "echo-1", "hello", "plugin", env={"PYTHONPATH": str(site)})
+    r = run_cli("ask", "--backend", "echo", "--model", "echo-1", "hello", "plugin", env={"PYTHONPATH": path_with(site)})
     assert r.returncode == 0, r.stderr
     assert r.stdout == "echo: hello plugin \n"
 
@@ -47,7 +53,7 @@ def test_serve_runs_over_a_plugin_backend_and_warns_off_loopback(site):
 
     from tests.plugins import ServeProcess
 
-    with ServeProcess("--backend", "echo", "--model", "echo-1", "--host", "0.0.0.0", env={"PYTHONPATH": str(site)}) as server:
+    with ServeProcess("--backend", "echo", "--model", "echo-1", "--host", "0.0.0.0", env={"PYTHONPATH": path_with(site)}) as server:
         url = server.url.replace("0.0.0.0", "127.0.0.1")
         reply = openai.OpenAI(base_url=url, api_key="none").chat.completions.create(
             model="echo-1", messages=[{"role": "user", "content": "over http"}])

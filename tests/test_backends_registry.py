@@ -7,7 +7,7 @@ import json
 import pytest
 
 from chatcli.backends.openai import OpenAIBackend
-from chatcli.backends.registry import available, backend_class, make_backend
+from chatcli.backends.registry import available, backend_class, make_backend, model_for
 from chatcli.errors import UsageError
 from chatcli.settings import load_settings
 from tests.plugins import run_cli
@@ -53,13 +53,16 @@ def test_a_profile_makes_an_openai_backend(config):
     assert isinstance(b, OpenAIBackend) and b.name == "vllm"
     assert b.base_url == "http://gpu-box:8000/v1" and b.read_timeout == 30
     assert s["model"] == "smollm2-135m-instruct"
+    assert model_for("vllm", s) == "smollm2-135m-instruct"
     config.write_text(PROFILE.replace('model = "smollm2-135m-instruct"\n', ""))
     s = load_settings()
     make_backend("vllm", s)
-    assert s["model"] == "meta-llama/Llama-3.1-8B-Instruct" and s.sources["model"] == "config [backends.vllm]"
+    # The profile's model is the one to load, but making the backend leaves the settings as they were read.
+    assert model_for("vllm", s) == "meta-llama/Llama-3.1-8B-Instruct"
+    assert s["model"] == "smollm2-135m-instruct" and s.sources["model"] == "default"
     s = load_settings().apply_flags(model="mine")
     make_backend("vllm", s, base_url="http://other:1/v1")
-    assert s["model"] == "mine"  # a flag wins over the profile
+    assert model_for("vllm", s) == "mine"  # a flag wins over the profile
 
 
 def test_flags_and_profile_keys_are_checked(config):
@@ -69,6 +72,16 @@ def test_flags_and_profile_keys_are_checked(config):
     with pytest.raises(UsageError, match=r"\[backends.broken\]: unknown key 'colour'"):
         make_backend("broken", s)
     assert make_backend("openai", s, base_url="http://127.0.0.1:5/v1", api_key=None).base_url == "http://127.0.0.1:5/v1"
+
+
+def test_an_unknown_key_in_a_local_profile_is_named(_isolated_home):
+    """LocalBackend takes only its own keys, so a typo in [backends.local] is an error, not silently ignored."""
+    (_isolated_home / "config.toml").write_text('[backends.local]\ndtyp = "float32"\n')
+    with pytest.raises(UsageError, match=r"\[backends.local\]: unknown key 'dtyp' for backend 'local'"):
+        make_backend("local", load_settings())
+    (_isolated_home / "config.toml").write_text('[backends.local]\ndtype = "float32"\nthreads = 1\n')
+    b = make_backend("local", load_settings())
+    assert b.dtype == "float32" and b.threads == 1
 
 
 def test_backends_command_lists_plugins_and_profiles_without_keys(config):

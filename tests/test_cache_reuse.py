@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from chatcli.backends.base import Message, SamplingParams
+from chatcli.types import Message, SamplingParams
 from chatcli.backends.local import LocalBackend
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=12)

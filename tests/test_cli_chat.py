@@ -49,7 +49,7 @@ def test_config_show_names_each_source(_isolated_home):
     assert table.returncode == 0 and b"\x1b" not in table.stdout
     assert re.search(rb"temperature\s+0.3\s+config", table.stdout)
     bad = run("config", "show", env={"CHATCLI_TOP_K": "many"})
-    assert bad.returncode == 2 and bad.stderr.decode().startswith("chatcli: error: CHATCLI_TOP_K: top_k must be int")
+    assert bad.returncode == 2 and bad.stderr.decode().startswith("chatcli: error: CHATCLI_TOP_K: top_k must be an integer, got 'many'")
 
 
 def test_precedence_in_the_chat(tiny_llama_dir, _isolated_home):
@@ -70,8 +70,11 @@ def test_precedence_in_the_chat(tiny_llama_dir, _isolated_home):
 
 
 def test_bad_flag_values_exit_2(tiny_llama_dir):
-    for args, message in [(["--dtype", "float16"], "--dtype must be one of auto, float32, bfloat16"),
-                          (["--context-policy", "yolo"], "--context-policy must be one of"),
+    # The word-valued flags are Typer choices: click names the flag and lists the words.
+    for args, message in [(["--dtype", "float16"], "'float16' is not one of 'auto', 'float32', 'bfloat16'"),
+                          (["--context-policy", "yolo"], "'yolo' is not one of 'drop-oldest', 'error'"),
+                          (["--quant", "int3"], "'int3' is not one of 'none', 'int8', 'int4'"),
+                          (["--compile", "yes"], "'yes' is not one of 'auto', 'on', 'off'"),
                           (["--repeat-penalty", "0"], "repeat_penalty must be > 0"),
                           (["--continue", "--resume", "3"], "give one")]:
         r = run("chat", "--model", str(tiny_llama_dir), *args)
@@ -101,3 +104,22 @@ def test_ask_saves_and_chat_continues_it(tiny_llama_dir):
     assert re.search(r"^1\tremember the word pelican\t", out, re.M)
     missing = run("chat", *common, "--resume", "99", stdin=b"")
     assert missing.returncode != 0 and "99" in missing.stderr.decode()
+
+
+def test_the_choice_words_match_the_engine():
+    """settings.CHOICES feeds the Typer choices (no torch at --help); the engine keeps its own tuples, kept equal here."""
+    from chatcli.engine import compile as compiling
+    from chatcli.engine.quant import MODES
+
+    assert settings.CHOICES["quant"] == MODES and settings.CHOICES["compile"] == compiling.MODES
+    from chatcli.session import POLICIES
+
+    assert settings.CHOICES["context_policy"] == POLICIES
+
+
+def test_serve_takes_the_same_choice_words():
+    for args, message in [(["--quant", "int3"], "'int3' is not one of 'none', 'int8', 'int4'"),
+                          (["--dtype", "float16"], "'float16' is not one of 'auto', 'float32', 'bfloat16'"),
+                          (["--compile", "yes"], "'yes' is not one of 'auto', 'on', 'off'")]:
+        r = run("serve", "--port", "0", *args)
+        assert r.returncode == 2 and message in r.stderr.decode(), (args, r.stderr)

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from chatcli.backends.base import Message, SamplingParams
+from chatcli.repl.boot import stderr_notice
+from chatcli.types import Message, SamplingParams
 from chatcli.backends.local import LocalBackend
 from chatcli.engine import background
 from chatcli.engine import compile as compiling
@@ -32,9 +33,17 @@ def compiled_dir():
 
 
 def two_turns(backend: LocalBackend) -> list[str]:
+    """Two replies; the notices on their chunks go to stderr, as `chatcli ask` shows them."""
     msgs = [Message("user", "Hello there")]
-    first = "".join(c.text for c in backend.stream_chat(msgs, PARAMS))
-    second = "".join(c.text for c in backend.stream_chat(msgs + [Message("assistant", first), Message("user", "More")], PARAMS))
+
+    def reply(messages) -> str:
+        chunks = list(backend.stream_chat(messages, PARAMS))
+        for notice in (n for c in chunks for n in c.notices):
+            stderr_notice(notice)
+        return "".join(c.text for c in chunks)
+
+    first = reply(msgs)
+    second = reply(msgs + [Message("assistant", first), Message("user", "More")])
     return [first, second]
 
 
@@ -61,10 +70,12 @@ def test_a_chat_switches_to_the_step_built_in_the_background(tiny_model_factory)
     import torch
 
     threads = torch.get_num_threads()
-    note = backend.compile_in_background()
-    assert note and "background" in note
+    heard = []
+    backend.on_notice = heard.append
+    assert backend.compile_in_background() is True
+    assert [n.kind for n in heard] == ["info"] and "background" in heard[0].text
     assert torch.get_num_threads() == max(1, threads - 1)  # a core left to the build
-    assert backend.compile_in_background() is None  # one build per chat
+    assert backend.compile_in_background() is False  # one build per chat
     assert background.start(backend.model, folder, compiled_dir(), "float32", "none") == package  # a second chat waits for it
     assert background.running(package)
 
@@ -95,7 +106,7 @@ def test_a_failed_background_build_is_told_once_and_not_retried(tiny_model_facto
     assert err.count("the background build failed") == 1 and "--compile on tries again" in err
     assert "Traceback" not in err
     assert backend.compiled == "eager" and torch.get_num_threads() == threads
-    assert backend.compile_in_background() is None
+    assert backend.compile_in_background() is False
 
 
 def test_what_a_background_build_does_not_start(tiny_model_factory, monkeypatch, capsys):
@@ -114,7 +125,7 @@ def test_what_a_background_build_does_not_start(tiny_model_factory, monkeypatch,
 
     # A variant that failed before is not retried by later chats...
     package.with_suffix(".failed").write_text("no C++ compiler\n")
-    assert backend.compile_in_background() is None
+    assert backend.compile_in_background() is False
     # ...but `--compile on` tries again, in the foreground (the build itself is stubbed: it is tested elsewhere).
     def failing_build(model, path):
         raise compiling.CompileError("could not compile the decode step: stubbed")
@@ -128,10 +139,10 @@ def test_what_a_background_build_does_not_start(tiny_model_factory, monkeypatch,
         other = LocalBackend(dtype="float32", compile=mode)
         other.compiled = "eager"
         other.model, other.model_path = backend.model, folder
-        assert other.compile_in_background() is None
+        assert other.compile_in_background() is False
     windowed = LocalBackend(dtype="float32", compile="auto")
     windowed.load(str(tiny_model_factory("mistral", sliding_window=8)))
-    assert windowed.compile_in_background() is None  # not covered by the compiled path
+    assert windowed.compile_in_background() is False  # not covered by the compiled path
 
 
 def test_no_background_build_without_the_memory_for_it(tiny_model_factory, monkeypatch):
@@ -145,8 +156,12 @@ def test_no_background_build_without_the_memory_for_it(tiny_model_factory, monke
     needed = background.memory_needed(folder, "float32")
     assert needed > background.BUILD_BASE_BYTES  # the weights count
     monkeypatch.setattr(background, "available_memory", lambda: needed - 1)
-    line = backend.compile_in_background()
-    assert line.startswith("not compiling the decode step in the background: ") and "GB of memory is available" in line
+    heard = []
+    backend.on_notice = heard.append
+    assert backend.compile_in_background() is False
+    (notice,) = heard
+    assert notice.kind == "warning" and "GB of memory is available" in notice.text
+    assert notice.text.startswith("not compiling the decode step in the background: ")
     assert backend._pending_package is None and torch.get_num_threads() == 2
     assert not compiled_dir().is_dir() or not list(compiled_dir().glob("*.lock"))  # no builder started
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from chatcli import settings
-from chatcli.backends.base import SamplingParams, Stats
+from chatcli.types import SamplingParams, Stats
 from chatcli.errors import StoreError, UsageError
 from chatcli.history import History, Turn, clean_text, make_title, open_store, to_json, to_markdown
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from chatcli import settings
-from chatcli.backends.base import SamplingParams, Stats
+from chatcli.types import SamplingParams, Stats
 from chatcli.history import History, Turn
 
 CHATCLI = str(Path(sys.executable).with_name("chatcli"))

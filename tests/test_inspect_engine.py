@@ -164,4 +164,4 @@ def test_chosen_probability_for_a_reply_view():
     probs = torch.tensor([0.5, 0.3, 0.15, 0.05])
     p, alts = I.chosen_probability(probs, 3, alternatives=2)
     assert p == pytest.approx(0.05) and [i for i, _ in alts] == [0, 1]
-    assert json.dumps(alts)  # plain numbers, ready for a Chunk.extra
+    assert json.dumps(alts)  # plain numbers, ready for Chunk.probs

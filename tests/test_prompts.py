@@ -90,7 +90,7 @@ def test_variables_builtins_defaults_and_overrides():
 
 BAD = {
     "unknown key": ("---\ndescription: x\ntemprature: 0.5\n---\nbody\n", 3, "unknown key 'temprature'; did you mean 'temperature'"),
-    "wrong type": ("---\ntemperature: hot\n---\nbody\n", 2, "temperature must be a number, got a string"),
+    "wrong type": ("---\ntemperature: hot\n---\nbody\n", 2, "temperature must be a number, got 'hot'"),
     "out of range": ("---\ndescription: d\ntemperature: -1\n---\nbody\n", 3, "temperature must be >= 0"),
     "top_p range": ("---\ntop_p: 1.5\n---\nbody\n", 2, r"top_p must be in \(0, 1\]"),
     "bool as int": ("---\ntop_k: true\n---\nbody\n", 2, "top_k must be an integer"),

@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from chatcli.backends.base import Message, SamplingParams
+from chatcli.repl.boot import stderr_notice
+from chatcli.types import Message, SamplingParams
 from chatcli.backends.local import LocalBackend
 from chatcli.engine import compile as compiling
 from chatcli.errors import UsageError
@@ -19,6 +20,7 @@ pytestmark = pytest.mark.slow
 def run(path, compile: str, quant: str = "none"):
     """Two turns, greedy, through the local backend: (backend, the replies, the logits of every forward pass)."""
     backend = LocalBackend(dtype="float32", quant=quant, compile=compile)
+    backend.on_notice = stderr_notice  # what the CLI does: notices while loading are one stderr line each
     backend.load(str(path))
     seen = []
     hook = backend.model.register_forward_hook(lambda m, a, out: seen.append(out[0, -1].clone()))

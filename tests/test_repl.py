@@ -95,7 +95,7 @@ def test_scripted_session(model, _isolated_home):
     t.line("/frobnicate")
     assert "error: unknown command /frobnicate" in t.prompt()
     t.line("/set temperature hot")
-    assert "temperature takes a number" in t.prompt()
+    assert "temperature must be a number, got 'hot'" in t.prompt()
     t.line("/undo")
     assert "dropped the last exchange (and a second question)" in t.prompt()
     t.line("/stats")

@@ -240,7 +240,7 @@ def test_serve_on_a_busy_port_fails_before_loading_anything():
 
 
 def test_backend_failure_before_and_after_the_first_token(served):
-    from chatcli.backends.base import Message, SamplingParams
+    from chatcli.types import Message, SamplingParams
     from chatcli.backends.openai import OpenAIBackend
     from chatcli.errors import BackendError
 
@@ -259,3 +259,16 @@ def test_backend_failure_before_and_after_the_first_token(served):
         for chunk in b.stream_chat([Message("user", "one two EXPLODE")], SamplingParams()):
             text += chunk.text
     assert text == "echo: one two " == err.value.partial_text
+
+
+def test_backend_notices_go_to_the_server_log_not_the_client(caplog):
+    """A notice on a chunk (say, the compiled step took over) is for whoever runs the server: one log line."""
+    from chatcli.server.app import _logging_notices
+    from chatcli.types import Chunk, Notice
+
+    chunks = [Chunk("a", notices=(Notice("info", "the compiled decode step is in use from this reply on"),)), Chunk("b")]
+    told: set = set()
+    with caplog.at_level("INFO", logger="chatcli.server"):
+        assert [c.text for c in _logging_notices(iter(chunks), told)] == ["a", "b"]
+        assert [c.text for c in _logging_notices(iter(chunks), told)] == ["a", "b"]  # the second time: not again
+    assert [r.getMessage() for r in caplog.records] == ["chatcli serve: the compiled decode step is in use from this reply on"]

@@ -13,7 +13,7 @@ import httpx
 import openai
 import pytest
 
-from chatcli.backends.base import Message
+from chatcli.types import Message
 from chatcli.backends.local import LocalBackend
 from chatcli.server import ServerThread
 from tests.plugins import ServeProcess, run_cli

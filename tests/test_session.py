@@ -13,12 +13,12 @@ from typing import Iterator
 import pytest
 
 from chatcli import settings
-from chatcli.backends.base import Chunk, Message, SamplingParams, Stats
-from chatcli.errors import BackendError, LoadError, StoreError, UsageError
 from chatcli.engine.errors import NumericalError
+from chatcli.errors import BackendError, LoadError, StoreError, UsageError
 from chatcli.history import History
-from chatcli.session import Conversation, parse_param
-from chatcli.templates import render_chat
+from chatcli.session import Conversation
+from chatcli.templates import FOLDED_SYSTEM, render_chat
+from chatcli.types import Chunk, Message, SamplingParams, Stats, parse
 
 CHATML = ("{% for m in messages %}<|im_start|>{{ m.role }} {{ m.content }} <|im_end|> {% endfor %}"
           "{% if add_generation_prompt %}<|im_start|>assistant {% endif %}")
@@ -65,9 +65,9 @@ class WordBackend:
             if self.fail_after is not None and i == self.fail_after:
                 raise self.fail
             self.emitted += 1
-            extra = {"folded_system": True} if first and rendered.folded_system else {}
+            notices = (FOLDED_SYSTEM,) if first and rendered.folded_system else ()
             first = False
-            yield Chunk(word + " ", extra=extra)
+            yield Chunk(word + " ", notices=notices)
         finish = "length" if len(words) > params.max_tokens else "stop"
         yield Chunk("", finish, Stats(prompt_tokens=len(rendered.text.split()), completion_tokens=min(len(words), params.max_tokens)))
 
@@ -117,8 +117,8 @@ def test_sampling_stack_prompt_then_set(conv):
     ("temperature", "-1", "temperature must be >= 0"),
     ("top_p", "0", r"top_p must be in \(0, 1\]"),
     ("top_k", "-3", "top_k must be >= 0"),
-    ("top_k", "2.5", "top_k takes a whole number"),
-    ("temperature", "hot", "temperature takes a number"),
+    ("top_k", "2.5", "top_k must be an integer, got '2.5'"),
+    ("temperature", "hot", "temperature must be a number, got 'hot'"),
     ("temprature", "1", "unknown parameter 'temprature'; did you mean 'temperature'"),
     ("max_tokens", "0", "max_tokens must be >= 1"),
 ])
@@ -380,8 +380,8 @@ def test_corrupt_store_warns_at_start():
 
 
 def test_parse_param_helpers():
-    assert parse_param("top_k", " 40 ") == 40 and parse_param("min_p", "0.05") == 0.05
-    assert parse_param("seed", "random") is None
+    assert parse("top_k", " 40 ") == 40 and parse("min_p", "0.05") == 0.05
+    assert parse("seed", "random") is None
 
 
 def test_token_usage(conv):
@@ -401,3 +401,11 @@ def test_concurrent_cancel_from_another_thread(conv):
             timer.start()
             timer.join()
     assert chunks[-1].finish_reason == "interrupted"
+
+
+def test_params_are_built_once_per_change(conv):
+    """The toolbar reads conv.params at every redraw: the same object until a setting changes."""
+    first = conv.params
+    assert conv.params is first
+    conv.set_param("temperature", "0.2")
+    assert conv.params is not first and conv.params.temperature == 0.2 and conv.params is conv.params

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from chatcli.backends.base import SamplingParams
+from chatcli.types import SamplingParams
 from chatcli.backends.local import LocalBackend
 from chatcli.errors import UsageError
 from chatcli.history import History

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from chatcli.backends.base import Message
+from chatcli.types import Message
 from chatcli.errors import LoadError
 from chatcli.templates import CLASSIC, CLASSIC_STOP, PREAMBLE, render_chat
 

@@ -9,7 +9,7 @@ import pytest
 from rich.console import Console
 
 from chatcli.ui import UI, MarkdownStream, PlainStream, SafeMarkdown, format_stats, sanitize, split_finished
-from chatcli.backends.base import Stats
+from chatcli.types import Stats
 
 REPLY = """# Sorting
 

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
-import sys
 import threading
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from chatcli.backends import cpuload  # imported first thing: it opens the window default_threads() measures over
-from chatcli.backends.base import Chunk, Message, SamplingParams, Stats
-from chatcli.errors import LoadError, UsageError
+from chatcli.errors import UsageError
+from chatcli.templates import FOLDED_SYSTEM
+from chatcli.types import Chunk, Message, Notice, SamplingParams
 
 
 def default_threads() -> int:
@@ -35,26 +34,25 @@ def default_threads() -> int:
     return max(1, min(cores, int(cores - busy + 0.5)))
 
 
-def _decoding_eagerly(reason: str) -> None:
-    """One stderr line: the compiled decode step is not used, and why (the chat goes on, only slower)."""
-    sys.stderr.write(f"chatcli: compiled decode step: {reason}; decoding without it\n")
+def _decoding_eagerly(reason: str) -> Notice:
+    """The compiled decode step is not used, and why (the chat goes on, only slower)."""
+    return Notice("warning", f"compiled decode step: {reason}; decoding without it")
 
 
-def _tell_if_stored_is_stale(folder: Path, quant: str, dtype) -> None:
-    """One stderr line when `chatcli models quantize` stored this model's weights but the file no longer fits (other
-    weights, chatcli, torch or CPU): the load quantized them again, which costs time at every start until remade."""
+def _stale_stored_weights(folder: Path, quant: str, dtype) -> Notice | None:
+    """A notice when `chatcli models quantize` stored this model's weights but the file no longer fits (other weights,
+    chatcli, torch or CPU): the load quantized them again, which costs time at every start until remade."""
     from chatcli.engine import quantstore
 
     state = quantstore.status(folder, quant, dtype)
-    if state in ("stale", "unreadable"):
-        sys.stderr.write(f"chatcli: the stored {quant} weights of {folder.name} are {state}, so they were quantized at load; "
-                         f"`chatcli models quantize {folder.name} {quant}` stores them again\n")
+    if state not in ("stale", "unreadable"):
+        return None
+    return Notice("warning", f"the stored {quant} weights of {folder.name} are {state}, so they were quantized at load; "
+                             f"`chatcli models quantize {folder.name} {quant}` stores them again")
 
 
-def _building() -> None:
-    """Tell the user why loading pauses (stderr: stdout may carry an answer)."""
-    sys.stderr.write("chatcli: compiling the decode step for this machine, once (about a minute for a small model) ...\n")
-    sys.stderr.flush()
+BUILDING = Notice("info", "compiling the decode step for this machine, once (about a minute for a small model) ...")
+COMPILED_IN_USE = Notice("info", "the compiled decode step is in use from this reply on")
 
 
 class LocalBackend:
@@ -62,7 +60,7 @@ class LocalBackend:
 
     name = "local"
 
-    def __init__(self, models_dir=None, dtype: str = "auto", quant: str = "none", compile: str = "auto", threads: int = 0, **_ignored):
+    def __init__(self, models_dir=None, dtype: str = "auto", quant: str = "none", compile: str = "auto", threads: int = 0):
         self.models_dir = models_dir
         self.dtype = dtype
         self.quant = quant
@@ -75,7 +73,11 @@ class LocalBackend:
         self.compiled = "eager"  # after load: "aot", "jit" or "eager" (engine.compile.use)
         self._pending_package: Path | None = None  # a compiled step being built in the background (auto mode)
         self._threads_before_build = 0  # torch threads to restore when that build is done
-        self.want_probs = False  # /probs on: each Chunk.extra["probs"] lists its tokens' probability records
+        self.want_probs = False  # /probs on: each Chunk.probs lists its tokens' probability records
+        # Where notices go while no reply streams (loading; the caller may set it); without it they wait for the next
+        # reply's first chunk, as notices raised during a reply do.
+        self.on_notice: Callable[[Notice], None] | None = None
+        self._pending: list[Notice] = []
         # One engine, one cache: concurrent callers (the server) take turns.
         self.lock = threading.Lock()
 
@@ -115,12 +117,12 @@ class LocalBackend:
         self.model_path, self.model_name = path, model if not Path(model).is_dir() else path.name
         self._cache = PromptCache()
 
-    def compile_in_background(self) -> str | None:
+    def compile_in_background(self) -> bool:
         """Under `--compile auto` with no stored compiled step for this model: start building one in a separate
-        process at idle priority; replies switch to it once it is ready. A line for the user, or None when nothing
-        was started (a one-shot `ask` never calls this: its process ends before a build would)."""
+        process at idle priority; replies switch to it once it is ready. Whether a build started; a notice says what
+        happened (a one-shot `ask` never calls this: its process ends before a build would)."""
         if (self.compile or "auto") != "auto" or self.compiled != "eager" or self.model is None or self._pending_package:
-            return None
+            return False
         from chatcli import settings
         from chatcli.engine import background
 
@@ -128,9 +130,11 @@ class LocalBackend:
         try:
             package = background.start(self.model, self.model_path, settings.cache_dir() / "compiled", dtype, self.quant or "none")
         except background.ShortOfMemory as e:
-            return f"not compiling the decode step in the background: {e}; replies stay uncompiled (`--compile on` builds it in the foreground)"
+            self._notify(Notice("warning", f"not compiling the decode step in the background: {e}; replies stay "
+                                           "uncompiled (`--compile on` builds it in the foreground)"))
+            return False
         if package is None:
-            return None
+            return False
         self._pending_package = package
         # The build keeps a core busy, even at idle priority: measured on 2 cores, decoding on both fell from 30 to
         # 1.4-7 tok/s during a build (each parallel region waits for the worker on the builder's core), and on one
@@ -139,8 +143,9 @@ class LocalBackend:
 
         self._threads_before_build = torch.get_num_threads()
         torch.set_num_threads(max(1, self._threads_before_build - 1))
-        return ("compiling the decode step in the background, at idle priority (about a minute, once); "
-                "replies switch to it when it is ready")
+        self._notify(Notice("info", "compiling the decode step in the background, at idle priority (about a minute, "
+                                    "once); replies switch to it when it is ready"))
+        return True
 
     def _load_weights(self, path: Path, config):
         """The model in PATH (whose ModelConfig is CONFIG) with this backend's threads, dtype, quantization and
@@ -169,11 +174,12 @@ class LocalBackend:
         for note in model_obj.load_notes:
             sys.stderr.write(f"chatcli: {note}\n")
         if quant != "none" and model_obj.quantized_from is None:
-            _tell_if_stored_is_stale(path, quant, model_obj.compute_dtype)
+            self._notify(_stale_stored_weights(path, quant, model_obj.compute_dtype))
         try:
-            self.compiled = compiling.use(model_obj, mode, path, settings.cache_dir() / "compiled", on_build=_building)
+            self.compiled = compiling.use(model_obj, mode, path, settings.cache_dir() / "compiled",
+                                          on_build=lambda: self._notify(BUILDING))
         except compiling.CompileError as e:  # a missing C++ compiler or a broken file must not stop the chat: it only runs slower
-            _decoding_eagerly(str(e))
+            self._notify(_decoding_eagerly(str(e)))
             self.compiled = "eager"
         return model_obj
 
@@ -205,12 +211,9 @@ class LocalBackend:
         ids, rendered = self._chat_ids(messages, chat_template)
         stops = tuple(s for s in rendered.stop if s not in params.stop)
         params = params.with_(stop=tuple(params.stop) + stops) if stops else params
-        first = True
-        for chunk in self._generate(ids, params, cancel):
-            if first and rendered.folded_system:  # the session tells the user once
-                chunk = Chunk(chunk.text, chunk.finish_reason, chunk.stats, {**chunk.extra, "folded_system": True})
-            first = False
-            yield chunk
+        if rendered.folded_system:
+            self._pending.append(FOLDED_SYSTEM)
+        yield from self._generate(ids, params, cancel)
 
     def stream_completion(self, prompt: str, params: SamplingParams, *, cancel=None) -> Iterator[Chunk]:
         """Complete raw text: no system prompt, no template; BOS as the tokenizer config says."""
@@ -223,6 +226,19 @@ class LocalBackend:
         self.model_path = None
 
     # -- internals --------------------------------------------------------------------------------
+    def _notify(self, notice: Notice | None) -> None:
+        """Tell the user NOTICE now, through on_notice, or with the next reply."""
+        if notice is None:
+            return
+        if self.on_notice is not None:
+            self.on_notice(notice)
+        else:
+            self._pending.append(notice)
+
+    def _take_pending(self) -> tuple[Notice, ...]:
+        out, self._pending = tuple(self._pending), []
+        return out
+
     def _need_model(self) -> None:
         if self.model is None:
             raise UsageError("no model loaded; pass --model NAME")
@@ -243,7 +259,6 @@ class LocalBackend:
         from chatcli.engine.sampling import make_sampler
 
         self._need_model()
-        params.validated()
         if not ids:
             raise UsageError("the prompt is empty")
         ctx = self.model.max_seq_len
@@ -269,15 +284,14 @@ class LocalBackend:
                     repeat_penalty=params.repeat_penalty, stop=tuple(params.stop), start_pos=start, history=history,
                     cancel=cancel, on_token=generated.append, on_logits=on_logits,
                 ):
-                    extra = {"probs": records[:]} if records else {}
+                    probs = tuple(records)
                     if piece.finish_reason is None:
                         if piece.text:
                             records.clear()
-                            yield Chunk(piece.text, extra=extra)
+                            yield Chunk(piece.text, probs=probs, notices=self._take_pending())
                         continue
-                    s = piece.stats
-                    stats = Stats(**dataclasses.asdict(s))  # the engine's stats carry the same field names
-                    yield Chunk(piece.text, finish_reason=piece.finish_reason, stats=stats, extra=extra)
+                    yield Chunk(piece.text, finish_reason=piece.finish_reason, stats=piece.stats, probs=probs,
+                                notices=self._take_pending())
             finally:
                 # A sampled token proves the prefill finished; the last sampled token was never fed back. Without one,
                 # only the reused prefix is known to be intact (an interrupted prefill wrote an unknown part).
@@ -295,17 +309,19 @@ class LocalBackend:
                 self._restore_threads()
                 reason = background.failure(package)
                 if reason:
-                    _decoding_eagerly(f"the background build failed ({reason}; its log: {package.with_suffix('.log')}, "
-                                      "--compile on tries again)")
+                    self._pending.append(_decoding_eagerly(
+                        f"the background build failed ({reason}; its log: {package.with_suffix('.log')}, "
+                        "--compile on tries again)"))
             return
         self._pending_package = None
         self._restore_threads()
         try:
             compiling.attach_stored(self.model, package)
         except compiling.CompileError as e:  # as for a broken package found at load
-            _decoding_eagerly(str(e))
+            self._pending.append(_decoding_eagerly(str(e)))
             return
         self.compiled = "aot"
+        self._pending.append(COMPILED_IN_USE)
 
     def _restore_threads(self) -> None:
         """The thread count from before a background build (no-op when none was started)."""
@@ -328,8 +344,3 @@ class LocalBackend:
                 records.append(probs_record(self.tokenizer, probs, token))
 
         return record
-
-    def _loaded_path(self) -> Path:
-        if self.model_path is None:
-            raise LoadError("no model loaded")
-        return self.model_path

@@ -11,7 +11,7 @@ from typing import Iterator
 
 import openai
 
-from chatcli.backends.base import Chunk, Message, SamplingParams, Stats
+from chatcli.types import Chunk, Message, SamplingParams, Stats
 from chatcli.backends.openai_errors import describe
 from chatcli.errors import BackendError, UsageError
 
@@ -146,7 +146,6 @@ class OpenAIBackend:
     @staticmethod
     def _sampling(params: SamplingParams) -> tuple[dict, dict]:
         """OpenAI's own parameters, and our extras as extra_body (sent only when they differ from off)."""
-        params = params.validated()
         request = {"temperature": params.temperature, "top_p": params.top_p, "max_tokens": params.max_tokens}
         if params.stop:
             request["stop"] = list(params.stop)

@@ -63,12 +63,22 @@ def _accepted(cls) -> tuple[set[str], bool]:
     return names, any(p.kind == p.VAR_KEYWORD for p in params)
 
 
+def model_for(name: str | None, settings) -> str:
+    """The model to load on backend NAME: one a flag, CHATCLI_MODEL or the config chose, else the `model` of its
+    [backends.NAME] profile, else the packaged default."""
+    name = name or settings.get("backend") or "local"
+    profile_model = settings.backend_profile(name).get("model")
+    if profile_model and settings.sources.get("model", "default") == "default":
+        return str(profile_model)
+    return str(settings.get("model"))
+
+
 def make_backend(name: str | None, settings, **flags):
     """Construct backend NAME (default: settings' backend) from flags > [backends.NAME] profile > settings.
 
     NAME is an entry point, or a `[backends.NAME]` table in the config that names a server speaking the
     OpenAI API (`type = "openai"` by default), so `--backend vllm` works with just a base_url in the config.
-    When the profile sets `model` and no flag, env or config chose one, settings' model becomes the profile's.
+    The settings are only read: `model_for` says which model to load.
     """
     name = name or settings.get("backend") or "local"
     profile = settings.backend_profile(name)
@@ -79,9 +89,6 @@ def make_backend(name: str | None, settings, **flags):
     else:
         backend_class(name)  # raises UsageError with a suggestion
     cls = backend_class(kind)
-    if profile.get("model") and settings.sources.get("model", "default") == "default":
-        settings.values["model"] = str(profile["model"])
-        settings.sources["model"] = f"config [backends.{name}]"
     names, var_kw = _accepted(cls)
     kwargs: dict = {}
     for key in _SETTING_KWARGS:

@@ -9,6 +9,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from chatcli.commands.chat import choices
+
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -55,26 +57,27 @@ def serve(
     api_key: Annotated[Optional[str], typer.Option("--api-key", envvar="CHATCLI_SERVE_API_KEY", show_envvar=True,
                                                    help="Require this bearer token from clients.")] = None,
     max_queue: Annotated[int, typer.Option("--max-queue", min=0, help="Requests that may wait for the engine; more get 503 with Retry-After.")] = 16,
-    dtype: Annotated[Optional[str], typer.Option("--dtype", help="Weights dtype for the local backend: auto, float32 or bfloat16.")] = None,
-    quant: Annotated[Optional[str], typer.Option("--quant", help="Weight quantisation for the local backend (none, int8, int4).")] = None,
+    dtype: Annotated[Optional[choices("dtype")], typer.Option("--dtype", help="Weights dtype for the local backend.")] = None,
+    quant: Annotated[Optional[choices("quant")], typer.Option("--quant", help="Weight quantisation for the local backend.")] = None,
     threads: Annotated[Optional[int], typer.Option("--threads", help="Torch threads for the local backend (0: all cores).")] = None,
-    compile: Annotated[Optional[str], typer.Option("--compile", metavar="MODE", help="The compiled decode step of the local backend: auto (use a stored one, else build one in the background), on (build it now), off.")] = None,
+    compile: Annotated[Optional[choices("compile")], typer.Option("--compile", help="The compiled decode step of the local backend: auto (use a stored one, else build one in the background), on (build it now), off.")] = None,
 ) -> None:
     """Serve a model over the OpenAI API (/v1/chat/completions, /v1/completions, /v1/models, /health)."""
-    from chatcli.backends.registry import make_backend
+    from chatcli.backends.registry import make_backend, model_for
     from chatcli.repl.boot import compile_in_background
     from chatcli.server import serve as run_server
     from chatcli.server.run import bind
     from chatcli.settings import load_settings
 
     sock = bind(host, port)  # a busy port fails now, not after loading the model
-    settings = load_settings().apply_flags(model=model, backend=backend, dtype=dtype, quant=quant, threads=threads, compile=compile)
+    words = {k: v.value for k, v in (("dtype", dtype), ("quant", quant), ("compile", compile)) if v is not None}
+    settings = load_settings().apply_flags(model=model, backend=backend, threads=threads, **words)
     engine = make_backend(settings["backend"], settings, base_url=base_url)
-    model_name = str(settings["model"])
+    model_name = model_for(settings["backend"], settings)
+    if hasattr(engine, "on_notice"):  # what the backend says while loading, on stderr as the rest of serve's lines
+        engine.on_notice = lambda notice: sys.stderr.write(f"chatcli serve: {notice.text}\n")
     engine.load(model_name)
-    building = compile_in_background(engine)
-    if building:
-        sys.stderr.write(f"chatcli serve: {building}\n")
+    compile_in_background(engine)  # what it started, if anything, its notice said on stderr
     model_id = os.path.basename(model_name.rstrip("/\\")) if os.sep in model_name else model_name
     if host not in LOOPBACK and not api_key:
         sys.stderr.write(f"chatcli serve: warning: listening on {host} without --api-key; anyone who can reach "

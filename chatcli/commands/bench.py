@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from chatcli.repl.boot import DTYPES
+from chatcli.settings import CHOICES
 
 
 def _choices(name: str, *values: str) -> type[Enum]:
@@ -17,9 +17,9 @@ def _choices(name: str, *values: str) -> type[Enum]:
     return Enum(name, {v: v for v in values}, type=str)
 
 
-Dtype = _choices("Dtype", *DTYPES)
-Quant = _choices("Quant", "none", "int8", "int4")
-Compile = _choices("Compile", "auto", "on", "off")
+Dtype = _choices("Dtype", *CHOICES["dtype"])
+Quant = _choices("Quant", *CHOICES["quant"])
+Compile = _choices("Compile", *CHOICES["compile"])
 Peer = _choices("Peer", "transformers", "llama_cpp")
 
 

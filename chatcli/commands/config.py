@@ -42,7 +42,8 @@ def show(
         return
     ui = UI(plain=plain)
     ui.table(["setting", "value", "source"],
-             [[k, "" if v is None else json.dumps(v) if isinstance(v, bool) else v, s.sources[k]]
+             [[k, "" if v is None else json.dumps(list(v) if isinstance(v, tuple) else v) if isinstance(v, (bool, tuple)) else v,
+               s.sources[k]]
               for k, v in s.values.items()])
     ui.line()
     exists = {"config": settings.config_path().is_file()}

@@ -154,7 +154,7 @@ def render(
 ) -> None:
     """Print the exact text and tokens that would go to the model for NAME and one user message."""
     from chatcli import settings
-    from chatcli.backends.base import Message
+    from chatcli.types import Message
     from chatcli.engine.tokenizer import load_tokenizer
     from chatcli.prompts import load_prompt, parse_variables, render_system
     from chatcli.store.resolve import resolve_model

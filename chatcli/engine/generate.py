@@ -14,22 +14,10 @@ import torch
 
 from chatcli.engine.sampling import Sampler, apply_repeat_penalty
 from chatcli.engine.tokenizer import StreamingDetokenizer, Tokenizer
+from chatcli.types import Stats
 
 PREFILL_CHUNK = 256  # bounds a long prompt's attention memory and how long Ctrl-C waits; 2,000 tokens prefill as fast as with
 # 512 (SmolLM2 bf16, 2 threads: 717-735 against 711-739 tok/s), with 128 about 9 % slower
-
-
-@dataclass
-class GenerationStats:
-    """Counts and timings of one generation."""
-
-    prompt_tokens: int = 0
-    cached_tokens: int = 0
-    completion_tokens: int = 0
-    ttft_s: float = 0.0
-    prompt_tps: float = 0.0
-    decode_tps: float = 0.0
-    total_s: float = 0.0
 
 
 @dataclass
@@ -39,7 +27,7 @@ class GenerationChunk:
     text: str
     token_id: int | None = None
     finish_reason: str | None = None
-    stats: GenerationStats | None = None
+    stats: Stats | None = None
 
 
 @torch.inference_mode()
@@ -123,7 +111,7 @@ def stream_generate(
     stop_ids = set(tokenizer.eos_token_ids) | set(stop_token_ids or ())
     room = model.max_seq_len - start_pos - len(prompt_ids)
     limit = min(max_tokens, room)
-    stats = GenerationStats(prompt_tokens=start_pos + len(prompt_ids), cached_tokens=start_pos)
+    stats = Stats(prompt_tokens=start_pos + len(prompt_ids), cached_tokens=start_pos)
     detok = StreamingDetokenizer(tokenizer)
     text, shown = "", 0  # all text so far; how much of it was yielded
     finish = "length"

@@ -8,22 +8,18 @@ from typing import Callable
 import torch
 
 from chatcli.engine.errors import NumericalError, SamplingError
+from chatcli.types import ParamError, check
 
 Filter = Callable[[torch.Tensor], torch.Tensor]
 
 
-def check_params(temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, min_p: float = 0.0, repeat_penalty: float = 1.0) -> None:
-    """Raise SamplingError naming the parameter and its legal range."""
-    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature >= 0):
-        raise SamplingError(f"temperature must be >= 0 (0 is greedy); got {temperature!r}")
-    if not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
-        raise SamplingError(f"top_p must be in (0, 1]; got {top_p!r}")
-    if not (isinstance(top_k, int) and top_k >= 0):
-        raise SamplingError(f"top_k must be >= 0 (0 disables it); got {top_k!r}")
-    if not (isinstance(min_p, (int, float)) and 0 <= min_p <= 1):
-        raise SamplingError(f"min_p must be in [0, 1]; got {min_p!r}")
-    if not (isinstance(repeat_penalty, (int, float)) and math.isfinite(repeat_penalty) and repeat_penalty > 0):
-        raise SamplingError(f"repeat_penalty must be > 0 (1 disables it); got {repeat_penalty!r}")
+def check_params(**values) -> None:
+    """Raise SamplingError naming the parameter and its legal range (the ranges are chatcli.types' schema)."""
+    for name, value in values.items():
+        try:
+            check(name, value)
+        except ParamError as e:
+            raise SamplingError(str(e)) from None
 
 
 def top_k_filter(k: int) -> Filter:
@@ -72,7 +68,7 @@ class Sampler:
     """Temperature, then top-k, top-p and min-p filters, then a draw from a seeded generator."""
 
     def __init__(self, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, min_p: float = 0.0, seed: int | None = None):
-        check_params(temperature, top_p, top_k, min_p)
+        check_params(temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p, seed=seed)
         self.temperature = float(temperature)
         self.filters: list[Filter] = []
         if top_k > 0:

@@ -28,13 +28,13 @@ def slash_probs(backend, arg: str) -> bool:
         raise UsageError("/probs on shows each reply's tokens coloured by probability (low ones listed); /probs off stops it")
     _local_tokenizer(backend, "/probs")
     if not hasattr(backend, "want_probs"):
-        raise UsageError("/probs needs a local backend that reports token probabilities (Chunk.extra['probs'])")
+        raise UsageError("/probs needs a local backend that reports token probabilities (Chunk.probs)")
     backend.want_probs = arg == "on"
     return backend.want_probs
 
 
 def token_probs(records: list[dict]) -> list[TokenProb]:
-    """Chunk.extra["probs"] records (see engine.introspect.probs_record) as TokenProb rows."""
+    """Chunk.probs records (see engine.introspect.probs_record) as TokenProb rows."""
     return [TokenProb(r["text"], float(r["p"]), [(a["text"], float(a["p"])) for a in r.get("alternatives", [])]) for r in records]
 
 

@@ -18,10 +18,10 @@ def tokens(c: Common, text: str) -> int:
 
 def next_token(c: Common, text: str, temperature: float, top: int, steps: int, seed: int | None) -> int:
     """The next-token distribution at T=1 and T, for STEPS generated tokens."""
-    from chatcli.backends.base import SamplingParams
+    from chatcli.types import check
 
     need_text(text)
-    SamplingParams(temperature=temperature).validated()  # the same range and message as chat and ask
+    check("temperature", temperature)  # the schema's range and message, as in chat and ask
     if top < 1:
         raise UsageError(f"--top must be >= 1; got {top}")
     if steps < 1:

@@ -6,7 +6,7 @@ import json
 import os
 import sys
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from chatcli.errors import BackendError, ChatcliError, UsageError
@@ -57,8 +57,8 @@ class Answer:
     finish_reason: str | None = None
     stats: object = None
     error: ChatcliError | None = None
-    extra: dict = field(default_factory=dict)
     probs: list = field(default_factory=list)  # per-token records when the backend reports them (/probs on)
+    notices: list = field(default_factory=list)  # what the backend said on the chunks (a session passes these on too)
 
 
 def consume(chunks, view, cancel: threading.Event, before=None) -> Answer:
@@ -78,12 +78,10 @@ def consume(chunks, view, cancel: threading.Event, before=None) -> Answer:
                         before = None
                     answer.text += chunk.text
                     view.feed(chunk.text)
-                    probs = (chunk.extra or {}).get("probs")
-                    if probs:
-                        answer.probs.extend(probs if isinstance(probs, list) else [probs])
+                    answer.probs.extend(chunk.probs)
+                    answer.notices.extend(chunk.notices)
                     if chunk.finish_reason is not None:
                         answer.finish_reason, answer.stats = chunk.finish_reason, chunk.stats
-                        answer.extra = dict(chunk.extra or {})
         except KeyboardInterrupt:  # a second Ctrl-C while the backend did not stop
             answer.finish_reason = "interrupted"
         except BackendError as e:
@@ -104,7 +102,7 @@ def to_json(answer: Answer, *, model: str, prompt: str | None, params, backend: 
         "model": model,
         "backend": backend,
         "prompt": prompt,
-        "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(params).items()},
+        "params": params.to_dict(),
         "usage": {
             "prompt_tokens": getattr(s, "prompt_tokens", 0),
             "cached_tokens": getattr(s, "cached_tokens", 0),
@@ -138,7 +136,7 @@ def _ask(opts: Options, *, question: str, files: list[str], as_json: bool, raw: 
     text = build_question(question, files)
     s = load_settings(opts)
     ui = UI(plain=opts.plain or as_json)
-    params = sampling(s, opts)
+    params = sampling(s)
     backend = open_backend(s, opts)
     cancel = threading.Event()
     prompt_name, conv = None, None
@@ -159,6 +157,11 @@ def _ask(opts: Options, *, question: str, files: list[str], as_json: bool, raw: 
                     sys.stderr.write(f"chatcli: {notice}\n")
         view = _NullView() if as_json else ui.reply()
         answer = consume(chunks, view, cancel, before=None if raw else notices)
+        if raw:  # no conversation to pass the backend's notices on
+            for notice in dict.fromkeys(answer.notices):
+                sys.stderr.write(f"chatcli: {notice.text}\n")
+        else:
+            notices()  # those that came after the first chunk
     finally:
         if conv is not None and conv.history is not None:
             conv.history.close()

@@ -6,14 +6,11 @@ import contextlib
 import os
 import signal
 import threading
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Iterator
 
 from chatcli.errors import UsageError
-
-DTYPES = ("auto", "float32", "bfloat16")
-POLICIES = ("drop-oldest", "error")
-SAMPLING_KEYS = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "seed", "max_tokens")
+from chatcli.types import PARAM_NAMES
 
 
 @dataclass
@@ -30,14 +27,7 @@ class Options:
     dtype: str | None = None
     quant: str | None = None
     compile: str | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
-    min_p: float | None = None
-    repeat_penalty: float | None = None
-    seed: int | None = None
-    max_tokens: int | None = None
-    stop: list[str] | None = None
+    sampling: dict[str, Any] = field(default_factory=dict)  # the sampling flags given, by parameter name
     plain: bool = False
     no_save: bool = False
     continue_: bool = False
@@ -50,54 +40,59 @@ def load_settings(opts: Options):
     """Packaged defaults < config file < CHATCLI_* < flags."""
     from chatcli import settings
 
-    if opts.dtype is not None and opts.dtype not in DTYPES:
-        raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}; got {opts.dtype!r}")
-    if opts.context_policy is not None and opts.context_policy not in POLICIES:
-        raise UsageError(f"--context-policy must be one of {', '.join(POLICIES)}; got {opts.context_policy!r}")
     if opts.resume and opts.continue_:
         raise UsageError("--continue and --resume ID both pick a conversation; give one")
     flags = {f.name: getattr(opts, f.name) for f in fields(opts) if f.name in settings.TYPES}
     flags["save"] = False if opts.no_save else None
-    s = settings.load_settings().apply_flags(**flags)
-    sampling(s, opts)  # a bad value fails here, before a model is loaded
-    return s
+    # Each value is checked here, once (a bad one fails before a model is loaded): apply_flags runs the schema's check.
+    return settings.load_settings().apply_flags(**flags, **opts.sampling)
 
 
-def flag_sampling(opts: Options) -> dict[str, Any]:
-    """Only the sampling values given as flags: they win over a prompt file's settings."""
-    given = {k: getattr(opts, k) for k in SAMPLING_KEYS if getattr(opts, k) is not None}
-    if opts.stop:
-        given["stop"] = tuple(opts.stop)
-    return given
+def sampling(s):
+    """SamplingParams from the settings in effect (flags included)."""
+    from chatcli.types import SamplingParams
+
+    return SamplingParams(**{k: s.get(k) for k in PARAM_NAMES})
 
 
-def sampling(s, opts: Options):
-    """SamplingParams from the settings in effect (flags included), validated."""
-    from chatcli.backends.base import SamplingParams
+def stderr_notice(notice) -> None:
+    """Show a backend's notice on stderr, one line (stdout may carry an answer)."""
+    import sys
 
-    params = SamplingParams(**{k: s.get(k) for k in SAMPLING_KEYS}, stop=tuple(opts.stop or ()))
-    return params.validated()
+    sys.stderr.write(f"chatcli: {notice.text}\n")
+    sys.stderr.flush()
 
 
-def open_backend(s, opts: Options):
-    """Construct the backend named in the settings (flags > [backends.NAME] profile > settings) and load the model."""
+def open_backend(s, opts: Options, notify=stderr_notice):
+    """Construct the backend named in the settings (flags > [backends.NAME] profile > settings) and load the model;
+    what the backend says while it loads goes to NOTIFY (a backend that has nothing to say has no on_notice)."""
     from chatcli.backends import registry
 
     backend = registry.make_backend(s.get("backend"), s, base_url=opts.base_url, api_key=opts.api_key)
-    backend.load(s.get("model"))
+    if hasattr(backend, "on_notice"):
+        backend.on_notice = notify
+    backend.load(chosen_model(s))
     return backend
 
 
-def compile_in_background(backend) -> str | None:
+def compile_in_background(backend) -> bool:
     """Have BACKEND build its compiled decode step in the background where it can (the local backend under `auto`
-    with none stored): for a chat or a server, which last long enough to pay for it. A line for the user, or None."""
+    with none stored): for a chat or a server, which last long enough to pay for it. The backend's notices say what
+    it did; True when a build started."""
     start = getattr(backend, "compile_in_background", None)
-    return start() if callable(start) else None
+    return bool(start()) if callable(start) else False
+
+
+def chosen_model(s) -> str:
+    """The model to load: the settings', or the backend profile's where the settings kept the default."""
+    from chatcli.backends import registry
+
+    return registry.model_for(s.get("backend"), s)
 
 
 def model_label(s) -> str:
     """The model's name as the user knows it (a folder's name for a path)."""
-    model = str(s.get("model"))
+    model = chosen_model(s)
     return os.path.basename(model.rstrip("/")) if os.sep in model else model
 
 

@@ -3,28 +3,27 @@
 from __future__ import annotations
 
 from chatcli.errors import UsageError
-from chatcli.repl.boot import SAMPLING_KEYS, Options, flag_sampling, model_label
+from chatcli.repl.boot import Options, model_label, sampling
+from chatcli.types import PARAM_NAMES
 
 
 def open_conversation(s, opts: Options, backend, ui=None):
     """Defaults from config/env < the prompt file < flags; --continue/--resume load a stored conversation."""
-    from chatcli.backends.base import SamplingParams
     from chatcli.prompts import parse_variables
     from chatcli.session import Conversation
 
     # Packaged defaults < the prompt file < config file < CHATCLI_* < flags < /set. A value the user wrote down
     # (config, env, flag) beats the prompt file's; otherwise `temperature = 0.3` in config.toml would be silently
     # overridden by the shipped default prompt's 0.7, while `config show` says 0.3.
-    chosen = {k: s.get(k) for k in SAMPLING_KEYS if s.sources.get(k, "default") != "default"}
-    chosen.update(flag_sampling(opts))
-    defaults = SamplingParams(**{k: s.get(k) for k in SAMPLING_KEYS}).validated()
+    chosen = {k: s.get(k) for k in PARAM_NAMES if s.sources.get(k, "default") != "default"}
+    defaults = sampling(s)
     conv = Conversation(
         backend, model_label(s), choose_prompt(s, opts, backend),
         variables=parse_variables(opts.var), defaults=defaults, overrides=chosen,
         system=opts.system, context_policy=s.get("context_policy"), save=bool(s.get("save")),
     )
     # Where each override came from, for /set's "from" column; /set removes the entry.
-    conv.param_origin = {k: "flag" if k in flag_sampling(opts) else s.sources[k] for k in chosen}
+    conv.param_origin = {k: s.sources[k] for k in chosen}
     if opts.resume:
         conv.load(parse_id(opts.resume))
     elif opts.continue_:

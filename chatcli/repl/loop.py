@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from chatcli.errors import USER_ERRORS
 from chatcli.repl.ask import Answer, consume
-from chatcli.repl.boot import Options, compile_in_background, load_settings, model_label, open_backend
+from chatcli.repl.boot import Options, chosen_model, compile_in_background, load_settings, model_label, open_backend
 from chatcli.repl.conversation import open_conversation, take_notices
 from chatcli.repl.input import TerminalReader, no_echo
 from chatcli.ui import UI
@@ -58,7 +58,6 @@ class Repl:
         self.model = model_label(settings)
         self.stats = SessionStats()
         self.tokens_used = self.context_length = 0  # cached for the toolbar, which is redrawn on every key
-        self.compiled = getattr(backend, "compiled", None)  # the local backend's decode step: "aot", "jit", "eager"
         self.reader = reader or self._make_reader()
 
     # -- input ----------------------------------------------------------------------------------------
@@ -150,11 +149,6 @@ class Repl:
 
             show_reply_probs(self.ui.console, answer.probs)
         self.ui.stats(answer.stats)
-        compiled = getattr(self.backend, "compiled", None)
-        if compiled != self.compiled:  # a background build finished and this reply switched to it
-            self.compiled = compiled
-            if compiled == "aot":
-                self.ui.note("the compiled decode step is in use from this reply on")
         self._count()
         return answer
 
@@ -180,11 +174,11 @@ def run_chat(opts: Options) -> int:
     if s.get("backend") == "local":  # a first-time pull draws its own progress bars: not under the spinner
         from chatcli.store.resolve import resolve_model
 
-        resolve_model(s.get("model"))
+        resolve_model(chosen_model(s))
     with ui.status(f"loading {model_label(s)} …"):
         backend = open_backend(s, opts)
-    building = compile_in_background(backend)
-    if building:
-        ui.note(building)
+    if hasattr(backend, "on_notice"):  # from now on the backend's notices are chat notes, like the session's
+        backend.on_notice = lambda notice: ui.note(notice.text)
+    compile_in_background(backend)
     conv = open_conversation(s, opts, backend, ui)
     return Repl(conv, backend, ui, s, opts).run()

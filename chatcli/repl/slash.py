@@ -10,14 +10,13 @@ from typing import Callable
 from chatcli.errors import UsageError
 from chatcli.repl.boot import compile_in_background
 from chatcli.repl.conversation import last_reply, param_source, parse_id
+from chatcli.types import PARAM_NAMES
 
 EXIT = object()  # returned by /exit
-PARAMS = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "seed", "max_tokens", "stop")
 
 HELP: dict[str, str] = {
     "/help": "this list",
-    "/set": "/set NAME VALUE (temperature, top_p, top_k, min_p, repeat_penalty, seed, max_tokens, stop; "
-            "VALUE default undoes it); /set alone shows them",
+    "/set": f"/set NAME VALUE ({', '.join(PARAM_NAMES)}; VALUE default undoes it); /set alone shows them",
     "/system": "/system TEXT replaces the system prompt; /system alone shows it",
     "/prompt": "/prompt NAME switches prompt files (keeps the conversation); /prompt reload re-reads them",
     "/prompts": "list the prompt files",
@@ -53,7 +52,7 @@ def dispatch(repl, line: str):
 def choices(repl, name: str) -> list[str]:
     """Tab completions for the first argument of NAME."""
     if name == "/set":
-        return list(PARAMS)
+        return list(PARAM_NAMES)
     if name == "/prompt":
         from chatcli.prompts import list_prompts
 
@@ -76,7 +75,7 @@ def _help(repl, arg: str):
 def _set(repl, arg: str):
     if not arg:
         p = repl.conv.params
-        rows = [[k, _show(getattr(p, k)), param_source(repl.conv, k)] for k in PARAMS]
+        rows = [[k, _show(getattr(p, k)), param_source(repl.conv, k)] for k in PARAM_NAMES]
         repl.ui.table(["setting", "value", "from"], rows)
         return
     name, _, value = arg.partition(" ")
@@ -202,9 +201,7 @@ def _model(repl, arg: str):
     if not repl.conv.custom_system:  # the system prompt may name the model ({{ model }})
         repl.conv.reload_prompt()
     repl.ui.note(f"model: {repl.model}")
-    building = compile_in_background(repl.backend)
-    if building:
-        repl.ui.note(building)
+    compile_in_background(repl.backend)  # its notice, if any, reaches the chat through on_notice
     repl._count()
 
 

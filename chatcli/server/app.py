@@ -8,17 +8,17 @@ import hmac
 import logging
 import threading
 import time
-from typing import AsyncIterator
+from typing import AsyncIterator, Iterator
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.background import BackgroundTask
 
-from chatcli.backends.base import Chunk, Stats
 from chatcli.errors import ChatcliError, UsageError
 from chatcli.server import protocol as wire
 from chatcli.server.protocol import ApiError, GenRequest
 from chatcli.server.queue import EngineQueue, QueueFull
+from chatcli.types import Chunk, Stats
 
 MAX_BODY = 1 << 20  # 1 MiB
 log = logging.getLogger("chatcli.server")
@@ -38,6 +38,18 @@ def _status_of(e: BaseException) -> ApiError:
     if isinstance(e, ChatcliError) and e.exit_code == 4:
         return ApiError(502, str(e), kind="upstream_error")
     return ApiError(500, f"generation failed: {type(e).__name__}: {e}")
+
+
+def _logging_notices(chunks: Iterator[Chunk], told: set) -> Iterator[Chunk]:
+    """CHUNKS, with the backend's notices (the compiled step took over, a build failed) in the server's log, each
+    once in TOLD's lifetime (a template's folded system prompt would repeat on every request): they are for whoever
+    runs the server, not for the client."""
+    for chunk in chunks:
+        for notice in chunk.notices:
+            if notice not in told:
+                told.add(notice)
+                log.info(f"chatcli serve: {notice.text}")
+        yield chunk
 
 
 async def _body(request: Request) -> dict:
@@ -74,6 +86,7 @@ class _Record:
 def build_app(backend, model_id: str, *, api_key: str | None = None, max_queue: int = 16) -> FastAPI:
     """An app serving BACKEND (already loaded with MODEL_ID) under the OpenAI API."""
     queue = EngineQueue(max_queue=max_queue)
+    told: set = set()  # the backend notices already in the log
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -140,8 +153,8 @@ def build_app(backend, model_id: str, *, api_key: str | None = None, max_queue: 
 
     def _generator(req: GenRequest, cancel: threading.Event):
         if req.messages is not None:
-            return lambda: backend.stream_chat(req.messages, req.params, cancel=cancel)
-        return lambda: backend.stream_completion(req.prompt, req.params, cancel=cancel)
+            return lambda: _logging_notices(backend.stream_chat(req.messages, req.params, cancel=cancel), told)
+        return lambda: _logging_notices(backend.stream_completion(req.prompt, req.params, cancel=cancel), told)
 
     async def _complete(request: Request, chat: bool):
         record = _Record(request.url.path)

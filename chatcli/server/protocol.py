@@ -8,10 +8,11 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from chatcli.backends.base import RANGES, ROLES, Message, SamplingParams, Stats
-from chatcli.errors import UsageError
+from chatcli.types import CHAT_ROLES, PARAM_NAMES, Message, ParamError, SamplingParams, Stats, api_default, check
 
 MAX_STOP = 4  # as OpenAI
+# The request keys that carry a parameter under another name (OpenAI's newer one, or vLLM's), the first given wins.
+WIRE_NAMES = {"max_tokens": ("max_completion_tokens", "max_tokens"), "repeat_penalty": ("repeat_penalty", "repetition_penalty")}
 
 
 class ApiError(Exception):
@@ -98,8 +99,8 @@ def _messages(body: dict) -> list[Message]:
         role = m.get("role")
         if role == "developer":  # OpenAI's newer name for system
             role = "system"
-        if role not in ROLES:
-            raise bad(f"{where}.role must be one of {', '.join(ROLES)}; got {role!r}", f"{where}.role")
+        if role not in CHAT_ROLES:  # no tool calls yet: a "tool" message would have no call to answer
+            raise bad(f"{where}.role must be one of {', '.join(CHAT_ROLES)}; got {role!r}", f"{where}.role")
         out.append(Message(role, _text(m.get("content"), f"{where}.content")))
     return out
 
@@ -111,6 +112,27 @@ def _prompt(body: dict) -> str:
     if not isinstance(prompt, str):
         raise bad("'prompt' must be a string (batches and token lists are not supported)", "prompt")
     return prompt
+
+
+def _sampling(body: dict) -> tuple[SamplingParams, bool]:
+    """The sampling parameters of a request, each checked by the schema (a 400 names the key as sent), the API's
+    defaults for those left out; and whether max_tokens was given."""
+    values = {}
+    given = set()
+    for name in PARAM_NAMES:
+        key = next((k for k in WIRE_NAMES.get(name, (name,)) if body.get(k) is not None), None)
+        if key is None:
+            values[name] = api_default(name)
+            continue
+        value = body[key]
+        if isinstance(value, list) and len(value) > MAX_STOP:
+            raise bad(f"'{key}' must be a string or a list of up to {MAX_STOP} strings", key)
+        try:
+            values[name] = check(name, value)
+        except ParamError as e:
+            raise bad(str(e), key) from None
+        given.add(name)
+    return SamplingParams(**values), "max_tokens" in given
 
 
 def parse_request(body: dict, *, chat: bool) -> GenRequest:
@@ -127,33 +149,7 @@ def parse_request(body: dict, *, chat: bool) -> GenRequest:
     fmt = body.get("response_format")
     if fmt is not None and (not isinstance(fmt, dict) or fmt.get("type") != "text"):
         raise bad("only response_format {\"type\": \"text\"} is supported", "response_format")
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-    stop = body.get("stop")
-    if stop is None:
-        stop = ()
-    elif isinstance(stop, str):
-        stop = (stop,)
-    elif isinstance(stop, list) and all(isinstance(s, str) for s in stop) and len(stop) <= MAX_STOP:
-        stop = tuple(stop)
-    else:
-        raise bad(f"'stop' must be a string or a list of up to {MAX_STOP} strings", "stop")
-    if any(s == "" for s in stop):
-        raise bad("'stop' strings must not be empty", "stop")
-    values = {
-        "temperature": _number(body, "temperature", float, 1.0),
-        "top_p": _number(body, "top_p", float, 1.0),
-        "top_k": _number(body, "top_k", int, 0),
-        "min_p": _number(body, "min_p", float, 0.0),
-        "repeat_penalty": _number(body, "repeat_penalty", float, _number(body, "repetition_penalty", float, 1.0)),
-        "seed": _number(body, "seed", int, None),
-        "max_tokens": _number({"max_tokens": max_tokens}, "max_tokens", int, 1 << 30),
-        "stop": stop,
-    }
-    for key in ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "seed", "max_tokens"):
-        try:
-            SamplingParams(**{key: values[key]}).validated()
-        except UsageError:
-            raise bad(f"{RANGES[key]}; got {values[key]!r}", key) from None
+    params, max_tokens_given = _sampling(body)
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise bad("'stream' must be true or false", "stream")
@@ -167,8 +163,8 @@ def parse_request(body: dict, *, chat: bool) -> GenRequest:
         model=model,
         messages=_messages(body) if chat else None,
         prompt=None if chat else _prompt(body),
-        params=SamplingParams(**values),
-        max_tokens_given=max_tokens is not None,
+        params=params,
+        max_tokens_given=max_tokens_given,
         stream=stream,
         include_usage=bool(options.get("include_usage", False)),
     )

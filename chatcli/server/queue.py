@@ -8,7 +8,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import AsyncIterator, Callable, Iterator
 
-from chatcli.backends.base import Chunk
+from chatcli.types import Chunk
 
 
 class QueueFull(Exception):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 
-from chatcli.backends.base import Chunk, Stats
+from chatcli.types import Chunk, Stats
 
 
 def _words(text: str) -> list[str]:
