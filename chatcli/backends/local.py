@@ -171,8 +171,8 @@ class LocalBackend:
 
         jit = mode == "on" and not compiling.aot_supported_config(quant, config, resolve_dtype(self.dtype))
         model_obj = load_model(path, self.dtype, quant=None if jit and quant == "none" else quant)
-        for note in model_obj.load_notes:
-            sys.stderr.write(f"chatcli: {note}\n")
+        for note in model_obj.load_notes:  # what the load chose for this CPU (engine/cpu.py), once per load
+            self._notify(Notice("warning", note))
         if quant != "none" and model_obj.quantized_from is None:
             self._notify(_stale_stored_weights(path, quant, model_obj.compute_dtype))
         try:
