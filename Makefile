@@ -33,6 +33,7 @@ AVX2_CAP := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 CHATCLI_CPU_ISA=avx
 AVX2_TESTS := tests/test_cpu.py tests/test_quant.py tests/test_quant_real.py tests/test_quantstore.py tests/test_engine_parity.py
 
 test: setup-test
+	$(VENV)/bin/python -m ruff check chatcli tests bench
 	$(VENV)/bin/python -m pytest -q
 	$(AVX2_CAP) $(VENV)/bin/python -m pytest -q $(AVX2_TESTS)
 
@@ -40,7 +41,7 @@ bench: setup
 	$(VENV)/bin/chatcli bench --compare transformers
 
 lint: setup-test
-	$(VENV)/bin/python -m ruff check chatcli tests || true
+	$(VENV)/bin/python -m ruff check chatcli tests bench
 
 clean:
 	rm -rf $(VENV) build *.egg-info
