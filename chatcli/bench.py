@@ -71,11 +71,11 @@ def worker_local(a: dict) -> dict:
     """One run of chatcli's engine through the local backend."""
     import torch
 
-    from chatcli.types import Message, SamplingParams
     from chatcli.backends.local import LocalBackend
     from chatcli.engine import cpu
     from chatcli.engine.generate import generate_step
     from chatcli.engine.sampling import make_sampler
+    from chatcli.types import Message, SamplingParams
 
     t0 = time.perf_counter()
     backend = LocalBackend(dtype=a["dtype"], quant=a["quant"], compile=a["compile"], threads=a["threads"])

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
-from chatcli.types import Message
 from chatcli.errors import UsageError
+from chatcli.types import Message
 
 Counter = Callable[[list[Message]], int]
 

@@ -142,7 +142,7 @@ class Settings:
     def get(self, key: str, default: Any = None) -> Any:
         return self.values.get(key, default)
 
-    def apply_flags(self, **flags: Any) -> "Settings":
+    def apply_flags(self, **flags: Any) -> Settings:
         """Flags given on the command line (not None) override everything."""
         for key, value in flags.items():
             if value is not None and key in TYPES:

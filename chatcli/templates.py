@@ -6,8 +6,9 @@ immutable sandbox plus a render budget). A sandbox escape or a runaway template 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from jinja2 import TemplateError, TemplateSyntaxError
 from jinja2.sandbox import SecurityError

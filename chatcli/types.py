@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Callable
+from typing import Any
 
 CHAT_ROLES = ("system", "user", "assistant")
 ROLES = (*CHAT_ROLES, "tool")  # "tool": a tool call's result
@@ -149,7 +150,7 @@ class SamplingParams:
         for name in PARAM_NAMES:
             object.__setattr__(self, name, check(name, getattr(self, name)))
 
-    def with_(self, **changes: Any) -> "SamplingParams":
+    def with_(self, **changes: Any) -> SamplingParams:
         """A copy with some fields changed (each checked; ParamError names a bad one)."""
         return replace(self, **changes)
 

@@ -8,7 +8,7 @@ import pytest
 
 from chatcli.server import ServerThread
 from tests.plugins import echo_backend, run_cli
-from tests.plugins.fault_server import FaultServer, delta, respond, start_sse, stall
+from tests.plugins.fault_server import FaultServer, delta, respond, stall, start_sse
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,7 @@ def test_malformed_sse_keeps_the_partial_reply_and_exits_4():
 @pytest.mark.parametrize("status", [500, 429])
 def test_http_errors_exit_4_with_status_and_message_and_no_key(status, _isolated_home):
     def handler(conn, i, line, body):
-        respond(conn, status, {"error": {"message": f"upstream says no (key sk-CLI-SECRET-99)"}}, {"Retry-After": "0"})
+        respond(conn, status, {"error": {"message": "upstream says no (key sk-CLI-SECRET-99)"}}, {"Retry-After": "0"})
 
     (_isolated_home / "config.toml").write_text("[backends.openai]\nretries = 1\nbackoff = 0.01\n")
     with FaultServer(handler) as server:

@@ -7,12 +7,12 @@ import time
 
 import pytest
 
-from chatcli.types import Message, SamplingParams
 from chatcli.backends.openai import OpenAIBackend
 from chatcli.errors import BackendError
 from chatcli.server import ServerThread
+from chatcli.types import Message, SamplingParams
 from tests.plugins import echo_backend
-from tests.plugins.fault_server import FaultServer, delta, respond, start_sse, stall
+from tests.plugins.fault_server import FaultServer, delta, respond, stall, start_sse
 
 HELLO = [Message("system", "be brief"), Message("user", "hello there world")]
 GREEDY = SamplingParams(temperature=0.0, max_tokens=50)

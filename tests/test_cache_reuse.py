@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from chatcli.types import Message, SamplingParams
 from chatcli.backends.local import LocalBackend
+from chatcli.types import Message, SamplingParams
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=12)
 SYS = Message("system", "You are brief.")

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from chatcli.repl.boot import stderr_notice
-from chatcli.types import Message, SamplingParams
 from chatcli.backends.local import LocalBackend
 from chatcli.engine import background
 from chatcli.engine import compile as compiling
+from chatcli.repl.boot import stderr_notice
+from chatcli.types import Message, SamplingParams
 
 pytestmark = pytest.mark.slow
 

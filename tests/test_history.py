@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from chatcli import settings
-from chatcli.types import SamplingParams, Stats
 from chatcli.errors import StoreError, UsageError
 from chatcli.history import History, Turn, clean_text, make_title, open_store, to_json, to_markdown
+from chatcli.types import SamplingParams, Stats
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 from chatcli import settings
-from chatcli.types import SamplingParams, Stats
 from chatcli.history import History, Turn
+from chatcli.types import SamplingParams, Stats
 
 CHATCLI = str(Path(sys.executable).with_name("chatcli"))
 

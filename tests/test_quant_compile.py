@@ -8,11 +8,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from chatcli.repl.boot import stderr_notice
-from chatcli.types import Message, SamplingParams
 from chatcli.backends.local import LocalBackend
 from chatcli.engine import compile as compiling
 from chatcli.errors import UsageError
+from chatcli.repl.boot import stderr_notice
+from chatcli.types import Message, SamplingParams
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from chatcli.engine import linear as L
-from chatcli.engine import quantstore
+from chatcli.engine import quantsave, quantstore
 from chatcli.engine.loader import load_model
 
 
@@ -48,7 +48,7 @@ def _no_quantizing(monkeypatch):
 @pytest.mark.parametrize("arch", ["llama", "llama_tied", "qwen2", "gemma3"])  # a tied unembedding; q/k/v biases
 def test_stored_quantization_computes_exactly_what_quantizing_at_load_does(tiny_model_factory, tmp_path, monkeypatch, mode, arch):
     folder = _copy(tiny_model_factory, arch, tmp_path)
-    path, size, _ = quantstore.save(folder, mode, "bfloat16")
+    path, size, _ = quantsave.save(folder, mode, "bfloat16")
     assert path == folder / "quantized" / f"{mode}-bfloat16.safetensors" and path.stat().st_size == size
     assert not [p for p in path.parent.iterdir() if p != path]  # no temporary file left
     assert quantstore.status(folder, mode, torch.bfloat16) == "current"
@@ -66,7 +66,7 @@ def test_stored_quantization_computes_exactly_what_quantizing_at_load_does(tiny_
 
 def test_changed_weights_make_the_stored_file_stale(tiny_model_factory, tmp_path):
     folder = _copy(tiny_model_factory, "llama", tmp_path)
-    quantstore.save(folder, "int4", "bfloat16")
+    quantsave.save(folder, "int4", "bfloat16")
     from safetensors.torch import load_file, save_file
 
     weights = load_file(folder / "model.safetensors")
@@ -82,7 +82,7 @@ def test_changed_weights_make_the_stored_file_stale(tiny_model_factory, tmp_path
 @pytest.mark.parametrize("damage", ["truncated", "garbage"])
 def test_a_damaged_stored_file_is_ignored(tiny_model_factory, tmp_path, damage):
     folder = _copy(tiny_model_factory, "llama", tmp_path)
-    path, size, _ = quantstore.save(folder, "int4", "bfloat16")
+    path, size, _ = quantsave.save(folder, "int4", "bfloat16")
     if damage == "truncated":  # the header (and its key) intact, the tensors cut short
         os.truncate(path, size - 1000)
     else:
@@ -108,7 +108,7 @@ def test_a_failed_write_keeps_the_previous_file(tiny_model_factory, tmp_path, mo
     """A full disk cannot be made here on purpose: the library's writer is made to fail the way it would (the test
     says so), after writing part of the file."""
     folder = _copy(tiny_model_factory, "llama", tmp_path)
-    path, _, _ = quantstore.save(folder, "int8", "bfloat16")
+    path, _, _ = quantsave.save(folder, "int8", "bfloat16")
     before = path.read_bytes()
     import safetensors.torch
 
@@ -119,7 +119,7 @@ def test_a_failed_write_keeps_the_previous_file(tiny_model_factory, tmp_path, mo
 
     monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
     with pytest.raises(OSError):
-        quantstore.save(folder, "int8", "bfloat16")
+        quantsave.save(folder, "int8", "bfloat16")
     assert path.read_bytes() == before and sorted(p.name for p in path.parent.iterdir()) == [path.name]
 
 

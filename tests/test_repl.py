@@ -190,7 +190,7 @@ def test_no_color_terminal_is_plain_and_prompt_reload(model, _isolated_home):
 
 def test_piped_lines_plain_mode(model):
     """Scripted stdin: plain text only, replies deterministic at temperature 0, errors on stderr, exit 0."""
-    script = "/set temperature 0\nhello\n/retry\n/xyzzy\n/set top_p 2\n".encode()
+    script = b"/set temperature 0\nhello\n/retry\n/xyzzy\n/set top_p 2\n"
     r = subprocess.run([CHATCLI, "chat", "--model", model, "--max-tokens", "6", "--system", "Be brief.", "--no-save"],
                        input=script, capture_output=True, timeout=120)
     assert r.returncode == 0, r.stderr

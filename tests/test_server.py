@@ -240,9 +240,9 @@ def test_serve_on_a_busy_port_fails_before_loading_anything():
 
 
 def test_backend_failure_before_and_after_the_first_token(served):
-    from chatcli.types import Message, SamplingParams
     from chatcli.backends.openai import OpenAIBackend
     from chatcli.errors import BackendError
+    from chatcli.types import Message, SamplingParams
 
     _, server = served
     # completions have no "echo:" prefix, so EXPLODE first fails before any token: a real status code

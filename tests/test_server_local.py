@@ -13,9 +13,9 @@ import httpx
 import openai
 import pytest
 
-from chatcli.types import Message
 from chatcli.backends.local import LocalBackend
 from chatcli.server import ServerThread
+from chatcli.types import Message
 from tests.plugins import ServeProcess, run_cli
 
 MESSAGES = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Hello world, what is Paris?"}]

@@ -8,7 +8,7 @@ The same behaviour is checked with the real LocalBackend and a tiny model in tes
 from __future__ import annotations
 
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 

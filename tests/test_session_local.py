@@ -6,12 +6,12 @@ import json
 
 import pytest
 
-from chatcli.types import SamplingParams
 from chatcli.backends.local import LocalBackend
 from chatcli.errors import UsageError
 from chatcli.history import History
 from chatcli.session import Conversation
 from chatcli.templates import render_chat
+from chatcli.types import SamplingParams
 
 
 class RecordingBackend(LocalBackend):

@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from chatcli.types import Message
 from chatcli.errors import LoadError
 from chatcli.templates import CLASSIC, CLASSIC_STOP, PREAMBLE, render_chat
+from chatcli.types import Message
 
 CONVO = [
     Message("system", "Be brief."),

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from chatcli.engine.errors import ModelLoadError
 from chatcli.engine.tokenizer import StreamingDetokenizer, load_tokenizer

@@ -8,8 +8,8 @@ import re
 import pytest
 from rich.console import Console
 
-from chatcli.ui import UI, MarkdownStream, PlainStream, SafeMarkdown, format_stats, sanitize, split_finished
 from chatcli.types import Stats
+from chatcli.ui import UI, MarkdownStream, PlainStream, SafeMarkdown, format_stats, sanitize, split_finished
 
 REPLY = """# Sorting
 
@@ -178,7 +178,7 @@ class Screen:
     def __init__(self, width: int) -> None:
         self.width, self.rows, self.row, self.col = width, [[]], 0, 0
 
-    def feed(self, data: str) -> "Screen":
+    def feed(self, data: str) -> Screen:
         for m in self.CONTROL.finditer(data):
             token = m.group(0)
             if token == "\r":

@@ -6,7 +6,8 @@ here because plugins written against the earlier layout import them from this mo
 
 from __future__ import annotations
 
-from typing import Iterator, Protocol, runtime_checkable
+from collections.abc import Iterator
+from typing import Protocol, runtime_checkable
 
 from chatcli.types import Chunk, Message, Notice, SamplingParams, Stats
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 from chatcli.backends import cpuload  # imported first thing: it opens the window default_threads() measures over
 from chatcli.errors import UsageError

@@ -7,13 +7,13 @@ import os
 import random
 import threading
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import openai
 
-from chatcli.types import Chunk, Message, SamplingParams, Stats
 from chatcli.backends.openai_errors import describe
 from chatcli.errors import BackendError, UsageError
+from chatcli.types import Chunk, Message, SamplingParams, Stats
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_CONTEXT = 4096  # when neither the config nor the server says

@@ -6,7 +6,7 @@ import difflib
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 
-from chatcli.errors import UsageError, BackendError
+from chatcli.errors import BackendError, UsageError
 
 GROUP = "chatcli.backends"
 

@@ -48,7 +48,6 @@ def list_(
 ) -> None:
     """Saved conversations, newest first: id, title, model, number of turns and date."""
     import json
-
     from dataclasses import asdict
 
     store = _open()

@@ -149,13 +149,13 @@ def quantize(
 
     folder = _stored_model(name)
     from chatcli.backends.local import default_threads
-    from chatcli.engine import quantstore
+    from chatcli.engine import quantsave, quantstore
     from chatcli.engine.torchimport import import_torch
 
     import_torch().set_num_threads(default_threads())
     with store_lock(store_root(), folder.name):  # not while a pull replaces the folder
         try:
-            path, size, seconds = quantstore.save(folder, mode.value, (dtype.value if dtype else None) or settings.load_settings()["dtype"])
+            path, size, seconds = quantsave.save(folder, mode.value, (dtype.value if dtype else None) or settings.load_settings()["dtype"])
         except OSError as e:
             raise disk_error(e, folder / quantstore.FOLDER) from None
     typer.echo(f"{folder.name}: {mode.value} weights stored at {path} ({_human_bytes(size)}, {seconds:.1f} s); "

@@ -82,8 +82,8 @@ def new(
     """Create prompts/NAME.md as a copy of another prompt, ready to edit."""
     from chatcli import settings
     from chatcli.errors import UsageError
-    from chatcli.prompts import load_prompt
     from chatcli.names import check_name
+    from chatcli.prompts import load_prompt
 
     check_name(name, "prompt")
     path = settings.prompts_dir() / f"{name}.md"
@@ -154,11 +154,11 @@ def render(
 ) -> None:
     """Print the exact text and tokens that would go to the model for NAME and one user message."""
     from chatcli import settings
-    from chatcli.types import Message
     from chatcli.engine.tokenizer import load_tokenizer
     from chatcli.prompts import load_prompt, parse_variables, render_system
     from chatcli.store.resolve import resolve_model
     from chatcli.templates import render_chat
+    from chatcli.types import Message
 
     model = model or settings.load_settings()["model"]
     folder = resolve_model(model)

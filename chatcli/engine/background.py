@@ -26,7 +26,6 @@ from torch import nn
 
 from chatcli.engine import compile as compiling
 
-
 # The peak memory of a build (its process's maximum RSS), measured: SmolLM2-135M bf16, a 257 MB file, 0.6-1.1 GB;
 # Qwen2.5-0.5B bf16, a 1.2 GB file, 2.5 GB. That is about 0.75 GB plus 1.5 times the weights' bytes.
 BUILD_BASE_BYTES = 800 * 10**6
@@ -75,7 +74,7 @@ def start(model: nn.Module, folder: Path, cache_dir: Path, dtype: str, quant: st
 def memory_needed(folder: Path, dtype: str) -> int:
     """Bytes a build of the model in FOLDER at DTYPE may take at its peak (on the safe side: a float32 model is
     counted as if widened from a 16-bit file, and a quantized one as if it were not)."""
-    from chatcli.engine.loader import weight_files
+    from chatcli.engine.weights import weight_files
 
     weights = sum(f.stat().st_size for f in weight_files(folder)) * (2 if dtype == "float32" else 1)
     return int(BUILD_BASE_BYTES + BUILD_BYTES_PER_WEIGHT_BYTE * weights)

@@ -81,7 +81,7 @@ class ModelConfig:
         return [] if e is None else [e] if isinstance(e, int) else list(e)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], source: str = "config.json") -> "ModelConfig":
+    def from_dict(cls, d: dict[str, Any], source: str = "config.json") -> ModelConfig:
         """Build from a parsed config.json, checking types of the keys we use."""
         if not isinstance(d, dict):
             raise ModelLoadError(f"{source}: expected a JSON object")
@@ -103,7 +103,7 @@ class ModelConfig:
         return cls(**kwargs, extra={k: v for k, v in d.items() if k not in known})
 
     @classmethod
-    def from_folder(cls, path: str | Path) -> "ModelConfig":
+    def from_folder(cls, path: str | Path) -> ModelConfig:
         """Read PATH/config.json."""
         file = Path(path) / "config.json"
         if not file.is_file():

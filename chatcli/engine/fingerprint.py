@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 
+from chatcli.engine.weights import weight_files
+
 
 def digest(parts: list) -> str:
     """A SHA-256 hex digest of PARTS (anything JSON can write, with str() for the rest)."""
@@ -27,8 +29,6 @@ def machine() -> list[str]:
 def weights(folder: Path) -> list:
     """config.json's bytes and each weight file's name, size and modification time (hashing hundreds of MB of
     weights at every start would cost more than what the derived file saves)."""
-    from chatcli.engine.loader import weight_files
-
     parts: list = [(folder / "config.json").read_bytes().hex()]
     for f in weight_files(folder):
         st = f.stat()

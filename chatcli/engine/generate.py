@@ -7,8 +7,8 @@ stream_generate token ids -> whole-character text, stop rules, finish reason and
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 

@@ -55,7 +55,7 @@ class FusedLinear(nn.Linear):
     """Several projections of the same input stacked row-wise, so a decode step runs one GEMV instead of several."""
 
     @classmethod
-    def of(cls, parts: list[nn.Linear]) -> "FusedLinear":
+    def of(cls, parts: list[nn.Linear]) -> FusedLinear:
         """Stack PARTS (same in_features) into one linear layer; the parts' own weights are then free to go."""
         out = sum(p.out_features for p in parts)
         has_bias = [p.bias is not None for p in parts]

@@ -122,7 +122,7 @@ class Bf16Linear(nn.Linear):
     An nn.Linear still, so readers of .weight see the stored weight."""
 
     @classmethod
-    def of(cls, layer: nn.Linear) -> "Bf16Linear":
+    def of(cls, layer: nn.Linear) -> Bf16Linear:
         """LAYER's own parameters (a tied head stays tied) behind this forward."""
         new = cls(layer.in_features, layer.out_features, bias=layer.bias is not None, device="meta")
         new.weight, new.bias = layer.weight, layer.bias

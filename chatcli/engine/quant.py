@@ -11,7 +11,6 @@ from torch import nn
 
 from chatcli.engine import cpu
 from chatcli.engine.errors import ModelLoadError
-from chatcli.engine.loader import release_file_pages
 from chatcli.engine.linear import (
     Bf16Linear,
     DynamicInt8Linear,
@@ -22,6 +21,7 @@ from chatcli.engine.linear import (
     can_pack,
     int4_group_size,
 )
+from chatcli.engine.weights import release_file_pages
 
 MODES = ("none", "int8", "int4")
 

@@ -15,8 +15,6 @@ quantized at load as if it were not there: a stale file costs time, never correc
 from __future__ import annotations
 
 import json
-import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +22,7 @@ import torch
 
 from chatcli.engine import fingerprint
 from chatcli.engine.safetensors_check import read_metadata
+from chatcli.engine.weights import read_tensors
 
 FOLDER = "quantized"
 FORMAT = 1  # the file's layout: tensors named PATH.BUFFER, the layers' class names in the header
@@ -76,8 +75,6 @@ def open_stored(folder: Path, mode: str, dtype: torch.dtype) -> Stored | None:
     state, meta = _header(folder, mode, dtype)
     if state != "current":
         return None
-    from chatcli.engine.loader import read_tensors
-
     path = stored_path(folder, mode, dtype)
     try:
         classes = json.loads(meta["layers"])
@@ -90,35 +87,3 @@ def open_stored(folder: Path, mode: str, dtype: torch.dtype) -> Stored | None:
         if layer_path in layers:
             layers[layer_path][1][buffer] = t
     return Stored(path, layers)
-
-
-def save(folder: Path, mode: str, dtype: str | torch.dtype | None = None) -> tuple[Path, int, float]:
-    """Quantize the model in FOLDER to MODE for DTYPE activations and store the result; (file, bytes, seconds).
-
-    The file is written under a temporary name and renamed into place, so a failed write (a full disk) leaves any
-    previous file as it was. OSError propagates for the caller to word."""
-    from chatcli.engine.loader import load_model, resolve_dtype
-    from chatcli.engine.quant import MODES
-
-    if mode not in MODES or mode == "none":
-        raise ValueError(f"mode {mode!r}")
-    t0 = time.perf_counter()
-    dtype = resolve_dtype(dtype)
-    record: dict[str, torch.nn.Module] = {}
-    load_model(folder, dtype, max_seq_len=1, quant=mode, record=record, use_stored=False)
-    layers = {p: layer for p, layer in record.items() if hasattr(layer, "stored")}  # not a "bf16" head (opaque)
-    tensors = {f"{p}.{name}": t.contiguous() for p, layer in layers.items() for name, t in layer.stored().items()}
-    classes = {p: type(layer).__name__ for p, layer in layers.items()}
-    meta = {"format": str(FORMAT), "key": key(folder, mode, dtype), "mode": mode, "dtype": str(dtype), "layers": json.dumps(classes)}
-    target = stored_path(folder, mode, dtype)
-    target.parent.mkdir(exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    try:
-        from safetensors.torch import save_file
-
-        save_file(tensors, str(tmp), metadata=meta)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return target, target.stat().st_size, time.perf_counter() - t0
-

@@ -6,8 +6,9 @@ import contextlib
 import os
 import signal
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
-from typing import Any, Iterator
+from typing import Any
 
 from chatcli.errors import UsageError
 from chatcli.types import PARAM_NAMES

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import difflib
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from chatcli.errors import UsageError
 from chatcli.repl.boot import compile_in_background

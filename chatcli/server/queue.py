@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import AsyncIterator, Callable, Iterator
 
 from chatcli.types import Chunk
 

@@ -70,7 +70,7 @@ class ServerThread:
         self.server = _server(self.app, "warning")
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
-    def __enter__(self) -> "ServerThread":
+    def __enter__(self) -> ServerThread:
         self.thread.start()
         while not self.server.started:
             if not self.thread.is_alive():

@@ -6,8 +6,9 @@ Supported: llama (also SmolLM2, Mistral), qwen2, gemma3. Adding one is a config 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

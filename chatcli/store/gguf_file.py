@@ -238,7 +238,7 @@ class GGUFFile:
         if getattr(self, "_fh", None):
             self._fh.close()
 
-    def __enter__(self) -> "GGUFFile":
+    def __enter__(self) -> GGUFFile:
         return self
 
     def __exit__(self, *exc) -> None:

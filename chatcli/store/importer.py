@@ -9,9 +9,9 @@ import shutil
 from pathlib import Path
 
 from chatcli.errors import LoadError, UsageError
+from chatcli.names import check_name
 from chatcli.store.fsutil import disk_error, install, store_lock, store_root, work_dir
 from chatcli.store.progress import Progress
-from chatcli.names import check_name
 
 # What a model folder may hold that chatcli uses; anything else (pickles, scripts, images) is left behind.
 COPY_PATTERNS = ("*.json", "*.safetensors", "tokenizer.model", "*.jinja", "LICENSE*", "README*", "NOTICE*")

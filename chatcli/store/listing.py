@@ -11,8 +11,8 @@ from typing import Any
 
 from chatcli import settings
 from chatcli.errors import UsageError
-from chatcli.store.fsutil import folder_size
 from chatcli.names import NAME_RE, check_name
+from chatcli.store.fsutil import folder_size
 
 ST_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator, TextIO
+from typing import TextIO
 
 
 class Step:
@@ -54,8 +55,15 @@ class Progress:
             return
         from rich.console import Console
         from rich.progress import (
-            BarColumn, DownloadColumn, MofNCompleteColumn, Progress as Bars, TextColumn, TimeElapsedColumn,
+            BarColumn,
+            DownloadColumn,
+            MofNCompleteColumn,
+            TextColumn,
+            TimeElapsedColumn,
             TransferSpeedColumn,
+        )
+        from rich.progress import (
+            Progress as Bars,
         )
 
         columns = [TextColumn("{task.description}"), BarColumn()]

@@ -10,10 +10,10 @@ from pathlib import Path
 
 from chatcli import settings
 from chatcli.errors import BackendError, StoreError, UsageError
+from chatcli.names import check_name
 from chatcli.store import catalog
 from chatcli.store.fsutil import disk_error, install, store_lock, store_root, work_dir
 from chatcli.store.progress import Progress
-from chatcli.names import check_name
 
 CACHE = ".cache"
 HF_REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")

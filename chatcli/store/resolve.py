@@ -9,6 +9,7 @@ from chatcli import settings
 from chatcli.errors import LoadError, UsageError
 from chatcli.names import check_name, inside
 
+
 def looks_like_path(value: str) -> bool:
     """A value with a path separator, a leading '.' or '~', or an existing folder is a path, not a store name."""
     return os.sep in value or value.startswith((".", "~")) or (os.altsep is not None and os.altsep in value)

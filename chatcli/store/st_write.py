@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterable, Iterator
+from typing import BinaryIO
 
 import numpy as np
 
@@ -54,7 +55,7 @@ def write_safetensors(
     blob += b" " * (-len(blob) % 8)  # the data section starts 8-byte aligned
     with open(path, "wb") as f:
         _write(f, struct.pack("<Q", len(blob)) + blob)
-        for name, shape in order:
+        for name, _shape in order:
             expected = header[name]["data_offsets"]  # type: ignore[index]
             written = 0
             for chunk in produce(name):

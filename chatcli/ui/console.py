@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from typing import IO, Iterable
+from collections.abc import Iterable
+from typing import IO
 
 from rich.console import Console
 from rich.table import Table

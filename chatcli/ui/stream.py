@@ -62,7 +62,7 @@ class MarkdownStream:
         )
         self._open = False
 
-    def __enter__(self) -> "MarkdownStream":
+    def __enter__(self) -> MarkdownStream:
         self._live.start(refresh=True)
         self._open = True
         self._spin_thread.start()
@@ -155,7 +155,7 @@ class PlainStream:
         self.text = ""
         self._open = False
 
-    def __enter__(self) -> "PlainStream":
+    def __enter__(self) -> PlainStream:
         self._open = True
         return self
 

@@ -76,7 +76,7 @@ class ServeProcess:
                 self.proc.wait()
         return self.proc.returncode
 
-    def __enter__(self) -> "ServeProcess":
+    def __enter__(self) -> ServeProcess:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -88,7 +88,7 @@ class FaultServer:
             except OSError:
                 pass  # the client gave up (a timeout test)
 
-    def __enter__(self) -> "FaultServer":
+    def __enter__(self) -> FaultServer:
         self._thread.start()
         return self
 

@@ -8,7 +8,7 @@ is, and only the per-architecture math below (mirroring transformers' eager atte
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -15,7 +15,6 @@ from chatcli.engine.config import ModelConfig
 from chatcli.engine.layers import KVCache, RMSNorm, causal_mask, fuse_projections
 from chatcli.engine.rope import rope_tables
 
-
 Rope = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # cos [T, 1, D], -sin and +sin halves [T, 1, D/2]
 
 
