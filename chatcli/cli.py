@@ -71,6 +71,17 @@ def _error_line(message: str) -> None:
     sys.stderr.flush()
 
 
+def _usage_line(e: Exception) -> str:
+    """Click's usage error as one line (its usage block is three): the message (with Click's closest option name
+    for an unknown one) and where the help is."""
+    message = e.format_message() if hasattr(e, "format_message") else str(e)
+    ctx = getattr(e, "ctx", None)
+    message = " ".join(message.split()).rstrip(".")
+    if ctx is not None:
+        message += f"; see '{ctx.command_path} --help'"
+    return message
+
+
 def _quiet_broken_pipe() -> None:
     # The reader went away (`| head -1`): point stdout at /dev/null so the interpreter's final flush is silent.
     try:
@@ -118,10 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     except exits as e:
         code = e.exit_code
     except usage_errors as e:
-        if hasattr(e, "show"):
-            e.show()
-        else:
-            _error_line(str(e))
+        _error_line(_usage_line(e))
         code = getattr(e, "exit_code", 2)
     except (*aborts, KeyboardInterrupt):
         if _debug:

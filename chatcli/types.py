@@ -138,10 +138,11 @@ class SamplingParams:
                                     "Drop tokens below MIN_P × the top probability (0: off).", "P"))
     repeat_penalty: float = _param(1.0, Spec(float, "> 0 (1 disables it)", lambda x: x > 0,
                                              "Penalise repeated tokens (1: off).", "X"))
-    seed: int | None = _param(None, Spec(int, ">= 0", lambda x: x >= 0,
+    # A 64-bit generator seed: a larger one would overflow it deep in the engine instead of failing here.
+    seed: int | None = _param(None, Spec(int, "in [0, 2^64)", lambda x: 0 <= x < 1 << 64,
                                          "Random seed, for reproducible replies.", "N", nullable=True))
     # The API's default is "as long as the context allows": a cap the context always reaches first.
-    max_tokens: int = _param(1024, Spec(int, ">= 1", lambda x: x >= 1, "Most tokens in one reply.", "N",
+    max_tokens: int = _param(1024, Spec(int, "in [1, 2^31)", lambda x: 1 <= x < 1 << 31, "Most tokens in one reply.", "N",
                                         api_default=1 << 30))
     stop: tuple[str, ...] = _param((), Spec(tuple, "a non-empty string or a list of them", lambda x: all(x),
                                             "Stop when the reply contains this text (repeatable).", "TEXT"))

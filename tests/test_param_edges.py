@@ -22,8 +22,9 @@ CASES = [
     ("top_k", "-2", "top_k must be >= 0 (0 disables it); got -2"),
     ("min_p", "2", "min_p must be in [0, 1]; got 2.0"),
     ("repeat_penalty", "0", "repeat_penalty must be > 0 (1 disables it); got 0.0"),
-    ("seed", "-1", "seed must be >= 0; got -1"),
-    ("max_tokens", "0", "max_tokens must be >= 1; got 0"),
+    ("seed", "-1", "seed must be in [0, 2^64); got -1"),
+    ("seed", "99999999999999999999999", "seed must be in [0, 2^64); got 99999999999999999999999"),
+    ("max_tokens", "0", "max_tokens must be in [1, 2^31); got 0"),
 ]
 
 

@@ -50,12 +50,13 @@ def backends(
 
 def serve(
     host: Annotated[str, typer.Option("--host", help="Address to bind; anything but loopback exposes the model to the network.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="TCP port (0 picks a free one and prints it).")] = 8000,
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="TCP port (0 picks a free one and prints it).")] = 8000,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="A store name or a model folder (default: the config's model).")] = None,
     backend: Annotated[Optional[str], typer.Option("--backend", "-b", help="local (default), openai, a plugin, or a [backends.NAME] profile.")] = None,
     base_url: Annotated[Optional[str], typer.Option("--base-url", help="Upstream server when serving through the openai backend.")] = None,
     api_key: Annotated[Optional[str], typer.Option("--api-key", envvar="CHATCLI_SERVE_API_KEY", show_envvar=True,
                                                    help="Require this bearer token from clients.")] = None,
+    alias: Annotated[Optional[list[str]], typer.Option("--alias", metavar="NAME", help="Another model name clients may ask for (repeatable); any other name gets 404 model_not_found.")] = None,
     max_queue: Annotated[int, typer.Option("--max-queue", min=0, help="Requests that may wait for the engine; more get 503 with Retry-After.")] = 16,
     dtype: Annotated[Optional[choices("dtype")], typer.Option("--dtype", help="Weights dtype for the local backend.")] = None,
     quant: Annotated[Optional[choices("quant")], typer.Option("--quant", help="Weight quantisation for the local backend.")] = None,
@@ -90,7 +91,7 @@ def serve(
 
     try:
         run_server(engine, model_id, host=host, port=port, api_key=api_key, max_queue=max_queue, on_ready=ready,
-                   sock=sock)
+                   sock=sock, aliases=tuple(alias or ()))
     finally:
         engine.close()
 

@@ -21,15 +21,20 @@ from chatcli.server.queue import EngineQueue, QueueFull
 from chatcli.types import Chunk, Stats
 
 MAX_BODY = 1 << 20  # 1 MiB
+BODY_TIMEOUT = 30.0  # seconds to send the whole body once the headers are in
 log = logging.getLogger("chatcli.server")
 
 
 def _status_of(e: BaseException) -> ApiError:
     """A backend failure as an HTTP error: bad parameters are the client's (400), the rest are ours."""
+    from starlette.requests import ClientDisconnect
+
     from chatcli.templates import TemplateRaised
 
     if isinstance(e, ApiError):
         return e
+    if isinstance(e, ClientDisconnect):  # nginx's 499: the client left before the answer, not a server fault
+        return ApiError(499, "the client disconnected before the request was read", code="client_disconnected")
     if isinstance(e.__context__, TemplateRaised) or isinstance(e, TemplateRaised):
         # the model's template refused these messages (say, roles that do not alternate): the client's to fix
         return ApiError(400, str(e), param="messages")
@@ -58,10 +63,14 @@ async def _body(request: Request) -> dict:
     if declared is not None and declared.isdigit() and int(declared) > MAX_BODY:
         raise ApiError(413, f"request body is {int(declared)} bytes; the limit is {MAX_BODY} (1 MiB)", code="body_too_large")
     raw = bytearray()
-    async for part in request.stream():
-        raw += part
-        if len(raw) > MAX_BODY:
-            raise ApiError(413, f"request body is over the {MAX_BODY}-byte (1 MiB) limit", code="body_too_large")
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT):
+            async for part in request.stream():
+                raw += part
+                if len(raw) > MAX_BODY:
+                    raise ApiError(413, f"request body is over the {MAX_BODY}-byte (1 MiB) limit", code="body_too_large")
+    except TimeoutError:
+        raise ApiError(408, f"the request body did not arrive within {BODY_TIMEOUT:g}s", code="body_timeout") from None
     return wire.parse_json(bytes(raw))
 
 
@@ -83,8 +92,11 @@ class _Record:
                 f"completion={s.completion_tokens} ttft={ttft} tok/s={tps} time={total:.3f}s{self.note}")
 
 
-def build_app(backend, model_id: str, *, api_key: str | None = None, max_queue: int = 16) -> FastAPI:
-    """An app serving BACKEND (already loaded with MODEL_ID) under the OpenAI API."""
+def build_app(backend, model_id: str, *, api_key: str | None = None, max_queue: int = 16,
+              aliases: tuple[str, ...] = ()) -> FastAPI:
+    """An app serving BACKEND (already loaded with MODEL_ID, also asked for by the names in ALIASES) under the
+    OpenAI API; a request for any other model gets 404 model_not_found, and every response names MODEL_ID."""
+    served = {model_id, *aliases}
     queue = EngineQueue(max_queue=max_queue)
     told: set = set()  # the backend notices already in the log
 
@@ -140,6 +152,10 @@ def build_app(backend, model_id: str, *, api_key: str | None = None, max_queue: 
     async def _prepare(request: Request, chat: bool) -> GenRequest:
         _auth(request)
         req = wire.parse_request(await _body(request), chat=chat)
+        if req.model is not None and req.model not in served:
+            raise ApiError(404, f"The model `{req.model}` does not exist; this server serves {model_id}"
+                           + (f" (also as {', '.join(sorted(aliases))})" if aliases else ""),
+                           param="model", code="model_not_found")
         if chat:
             # both may do I/O (a proxied server) or tokenize: off the event loop
             context = await asyncio.to_thread(backend.context_length)
@@ -173,7 +189,7 @@ def build_app(backend, model_id: str, *, api_key: str | None = None, max_queue: 
             raise err from None
         cancel = threading.Event()
         gen = queue.run(ticket, _generator(req, cancel), cancel).__aiter__()
-        rid, model = wire.new_id(chat), req.model or model_id
+        rid, model = wire.new_id(chat), model_id
         watch = asyncio.ensure_future(_disconnected(request))
         parts: list[Chunk] = []
         try:
@@ -235,6 +251,10 @@ def build_app(backend, model_id: str, *, api_key: str | None = None, max_queue: 
                 yield wire.stream_event(rid, model, chat, None, stats=record.stats, usage_only=True)
             record.done = True
             yield "data: [DONE]\n\n"
+        except (GeneratorExit, asyncio.CancelledError):  # the client left mid-stream: closed, or cancelled
+            if not record.done:
+                record.status, record.note = 499, " client-disconnected"
+            raise
         except Exception as e:  # headers are gone; an error event tells the client the reply is incomplete
             err = _status_of(e)
             record.status, record.note = err.status, f" error-after-{'tokens' if sent_any else 'start'}"

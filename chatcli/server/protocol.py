@@ -56,6 +56,8 @@ def parse_json(raw: bytes) -> dict:
         raise bad(f"request body is not UTF-8 (byte {e.start})") from None
     except json.JSONDecodeError as e:
         raise bad(f"request body is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    except (RecursionError, ValueError) as e:  # nesting deeper than the parser's stack; an integer of 4,300+ digits
+        raise bad(f"request body is not JSON this server accepts ({type(e).__name__}: nested too deep or a number too long)") from None
     if not isinstance(body, dict):
         raise bad("request body must be a JSON object")
     return body

@@ -8,6 +8,7 @@ import sys
 import threading
 
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from chatcli.errors import UsageError
 from chatcli.server.app import build_app
@@ -20,6 +21,9 @@ def bind(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+    except OverflowError:
+        sock.close()
+        raise UsageError(f"--port must be in 0..65535, got {port}") from None
     except OSError as e:
         sock.close()
         raise UsageError(f"cannot listen on {host}:{port} ({e.strerror}); choose another --port or --host") from None
@@ -38,18 +42,46 @@ def _log_to_stderr() -> None:
         log.propagate = False
 
 
+HEADER_TIMEOUT = 10.0  # seconds a new connection has to send its request line and headers
+KEEP_ALIVE = 5  # seconds an idle kept-alive connection stays open
+MAX_CONNECTIONS = 64  # open connections and tasks at once; more get 503 from uvicorn
+
+
+class _HeaderTimeoutH11(H11Protocol):
+    """uvicorn's h11 protocol, closing a connection that has not sent a whole request head within HEADER_TIMEOUT:
+    uvicorn times out idle kept-alive connections but not a new one that never speaks (half-open sockets pile up)."""
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self._head_timer = self.loop.call_later(HEADER_TIMEOUT, self._no_head)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.cycle is not None:
+            self._head_timer.cancel()
+
+    def connection_lost(self, exc) -> None:
+        self._head_timer.cancel()
+        super().connection_lost(exc)
+
+    def _no_head(self) -> None:
+        if self.cycle is None and not self.transport.is_closing():
+            self.transport.close()
+
+
 def _server(app, log_level: str) -> uvicorn.Server:
     # uvicorn's own access log is off: ours has tokens and timings on the same line.
-    config = uvicorn.Config(app, log_level=log_level, access_log=False, timeout_graceful_shutdown=3, lifespan="on")
+    config = uvicorn.Config(app, log_level=log_level, access_log=False, timeout_graceful_shutdown=3, lifespan="on",
+                            http=_HeaderTimeoutH11, timeout_keep_alive=KEEP_ALIVE, limit_concurrency=MAX_CONNECTIONS)
     return uvicorn.Server(config)
 
 
 def serve(backend, model_id: str, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
-          max_queue: int = 16, on_ready=None, sock: socket.socket | None = None) -> None:
+          max_queue: int = 16, on_ready=None, sock: socket.socket | None = None, aliases: tuple[str, ...] = ()) -> None:
     """Serve until Ctrl-C or SIGTERM on SOCK (else a new one on HOST:PORT); ON_READY(url) once it listens."""
     sock = sock or bind(host, port)
     _log_to_stderr()
-    app = build_app(backend, model_id, api_key=api_key, max_queue=max_queue)
+    app = build_app(backend, model_id, api_key=api_key, max_queue=max_queue, aliases=aliases)
     if on_ready is not None:
         name = f"[{host}]" if ":" in host else host
         on_ready(f"http://{name}:{sock.getsockname()[1]}/v1")
@@ -62,11 +94,12 @@ def serve(backend, model_id: str, *, host: str = "127.0.0.1", port: int = 8000, 
 class ServerThread:
     """The server in a background thread on 127.0.0.1 and a free port; a context manager (tests, bench)."""
 
-    def __init__(self, backend, model_id: str = "model", *, api_key: str | None = None, max_queue: int = 16):
+    def __init__(self, backend, model_id: str = "model", *, api_key: str | None = None, max_queue: int = 16,
+                 aliases: tuple[str, ...] = ()):
         self.sock = bind("127.0.0.1", 0)
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self.app = build_app(backend, model_id, api_key=api_key, max_queue=max_queue)
+        self.app = build_app(backend, model_id, api_key=api_key, max_queue=max_queue, aliases=aliases)
         self.server = _server(self.app, "warning")
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
