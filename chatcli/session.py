@@ -221,6 +221,7 @@ class Conversation:
             self.turns.pop()
             if stored:
                 self._forget([user])
+                self._drop_if_empty()
         self.turns.extend(replaced)
         self.first, self._usage = min(first, len(self.turns)), None
         if self._dropped in self.notices:  # nothing was dropped after all
@@ -305,6 +306,13 @@ class Conversation:
             h.add_turn(self.conv_id, turn)
 
         self._guard_store(write)
+
+    def _drop_if_empty(self) -> None:
+        """A conversation whose first turn failed leaves nothing in `history list`: the store gets a conversation
+        with its first completed exchange (the user's message is written first, so a crash mid-reply keeps it)."""
+        if self.conv_id is not None and self.save_enabled and not any(t.id is not None for t in self.turns):
+            conv_id, self.conv_id = self.conv_id, None
+            self._guard_store(lambda h: h.remove(conv_id))
 
     def _forget(self, turns: list[Turn]) -> None:
         ids = [t.id for t in turns if t.id is not None]

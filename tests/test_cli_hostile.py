@@ -3,6 +3,11 @@ its exit code and one line on stderr, no traceback, and loses nothing."""
 
 from __future__ import annotations
 
+import os
+import resource
+import subprocess
+import sys
+
 import pytest
 
 from tests.plugins import run_cli
@@ -27,3 +32,61 @@ def test_usage_errors_are_one_line(args, words):
     line = one_line(run_cli(*args), 2)
     for word in words:
         assert word in line
+
+
+def _limited(args: list[str], stdin) -> subprocess.CompletedProcess:
+    """The console script under a 500 MB address-space limit: reading /dev/zero whole would die of it."""
+    from tests.plugins import CHATCLI
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (500 << 20, 500 << 20))
+
+    cmd = [str(CHATCLI)] if CHATCLI.exists() else [sys.executable, "-m", "chatcli"]
+    return subprocess.run(cmd + args, stdin=stdin, capture_output=True, text=True, timeout=60, preexec_fn=limit,
+                          env={**os.environ, "NO_COLOR": "1"})
+
+
+@pytest.mark.parametrize(("args", "from_zero", "words"), [
+    (["ask", "x"], True, ["stdin is longer than the 8.0 MiB input limit", "--max-input"]),
+    (["ask", "x", "--max-input", "1k"], True, ["stdin is longer than the 1.0 KiB input limit"]),
+    (["ask", "-f", "/dev/zero", "x"], False, ["-f /dev/zero: is a character device"]),
+])
+def test_endless_input_is_refused_in_bounded_memory(args, from_zero, words):
+    with open("/dev/zero" if from_zero else "/dev/null", "rb") as stdin:
+        line = one_line(_limited(args, stdin), 2)
+    for word in words:
+        assert word in line
+
+
+def test_a_big_attachment_is_refused_naming_its_size(tmp_path):
+    big = tmp_path / "big.txt"
+    big.write_bytes(b"a" * (9 << 20))
+    line = one_line(run_cli("ask", "-f", str(big), "x"), 2)
+    assert f"-f {big} is 9.0 MiB; the input limit is 8.0 MiB" in line
+    assert "is 9.0 MiB; the input limit is 2.0 KiB" in one_line(run_cli("ask", "-f", str(big), "x", "--max-input", "2k"), 2)
+    assert "--max-input must be a size" in one_line(run_cli("ask", "x", "--max-input", "lots"), 2)
+
+
+def test_a_pipe_attachment_is_read(tmp_path, tiny_llama_dir):
+    r = run_cli("ask", "--model", str(tiny_llama_dir), "--raw", "--max-tokens", "2", "-f", "/dev/stdin", "hi",
+                input="piped text")
+    assert r.returncode == 0, r.stderr
+
+
+def test_input_past_what_the_context_holds_is_refused(tiny_llama_dir):
+    r = run_cli("ask", "--model", str(tiny_llama_dir), "--no-save", "x", input="word " * 100_000)
+    line = one_line(r, 2)
+    assert "the input limit is 64.0 KiB (the model's context is" in line
+
+
+def test_a_failed_ask_leaves_no_empty_conversation():
+    import json
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    r = run_cli("ask", "--backend", "openai", "--base-url", f"http://127.0.0.1:{port}/v1", "--model", "m", "hi")
+    assert "cannot reach" in one_line(r, 4)
+    listed = run_cli("history", "list", "--json")
+    assert listed.returncode == 0 and json.loads(listed.stdout) == []

@@ -120,7 +120,7 @@ def test_sampling_stack_prompt_then_set(conv):
     ("top_k", "2.5", "top_k must be an integer, got '2.5'"),
     ("temperature", "hot", "temperature must be a number, got 'hot'"),
     ("temprature", "1", "unknown parameter 'temprature'; did you mean 'temperature'"),
-    ("max_tokens", "0", "max_tokens must be >= 1"),
+    ("max_tokens", "0", r"max_tokens must be in \[1, 2\^31\)"),
 ])
 def test_bad_set_values_are_usage_errors_and_change_nothing(conv, name, value, message):
     before = conv.params

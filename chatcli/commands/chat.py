@@ -87,6 +87,7 @@ def ask(
     question: Annotated[Optional[list[str]], typer.Argument(metavar="QUESTION", help="The question (words are joined). Piped stdin is appended after it.", show_default=False)] = None,
     file: Annotated[Optional[list[str]], typer.Option("--file", "-f", metavar="FILE", help="Attach a file's text (repeatable).", rich_help_panel=CONV)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object: text, model, params, usage, timings, finish_reason.")] = False,
+    max_input: Annotated[Optional[str], typer.Option("--max-input", metavar="SIZE", help="Most bytes of question, stdin and files together, such as 512k or 8M (default: what the model's context holds).", rich_help_panel=CONV)] = None,
     raw: Annotated[bool, typer.Option("--raw", help="Complete the text as given: no system prompt, no chat template (base models, debugging).")] = False,
     model: Model = None, prompt: Prompt = None, system: System = None, var: Var = None,
     backend: Backend = None, base_url: BaseUrl = None, api_key: ApiKey = None, dtype: Dtype = None, quant: Quant = None, compile: Compile = None,
@@ -97,9 +98,10 @@ def ask(
     """Ask one question and stream the answer to stdout. Example: cat notes.txt | chatcli ask "summarise this"."""
     from chatcli.repl.ask import run_ask
 
-    given = {k: v for k, v in locals().items() if k not in ("question", "file", "as_json", "raw", "sampling", "run_ask")}
+    given = {k: v for k, v in locals().items() if k not in ("question", "file", "as_json", "raw", "max_input", "sampling", "run_ask")}
     opts = options({**given, **sampling})
-    raise typer.Exit(run_ask(opts, question=" ".join(question or []), files=file or [], as_json=as_json, raw=raw))
+    raise typer.Exit(run_ask(opts, question=" ".join(question or []), files=file or [], as_json=as_json, raw=raw,
+                            max_input=max_input))
 
 
 def register(app: typer.Typer) -> None:

@@ -7,46 +7,11 @@ import os
 import sys
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from chatcli.errors import BackendError, ChatcliError, UsageError
 from chatcli.repl.boot import Options, cancel_on_sigint, load_settings, model_label, open_backend, sampling
+from chatcli.repl.inputs import DEFAULT_MAX_INPUT, build_question, check_size, context_cap, parse_size
 from chatcli.ui import UI
-
-
-def read_stdin() -> str:
-    """Piped stdin as text (invalid UTF-8 replaced); nothing when stdin is a terminal."""
-    stdin = sys.stdin
-    if stdin is None or stdin.closed or stdin.isatty():
-        return ""
-    data = stdin.buffer.read() if hasattr(stdin, "buffer") else stdin.read().encode("utf-8", "surrogateescape")
-    return data.decode("utf-8", errors="replace")
-
-
-def read_file(name: str) -> str:
-    """An attached file, fenced and named, so the model can tell it from the question."""
-    path = Path(name).expanduser()
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise UsageError(f"-f {name}: no such file; check the path") from None
-    except IsADirectoryError:
-        raise UsageError(f"-f {name}: is a folder; attach files one by one") from None
-    except OSError as e:
-        raise UsageError(f"-f {name}: cannot read it ({e.strerror})") from None
-    text = data.decode("utf-8", errors="replace").rstrip("\n")
-    fence = "````" if "```" in text else "```"
-    return f"{path.name}:\n{fence}\n{text}\n{fence}"
-
-
-def build_question(question: str, files: list[str], stdin_text: str | None = None) -> str:
-    """The question, then piped stdin, then attached files; UsageError (exit 2) if all are empty."""
-    stdin_text = read_stdin() if stdin_text is None else stdin_text
-    parts = [p for p in (question.strip(), stdin_text.strip("\n")) if p.strip()]
-    parts += [read_file(f) for f in files]
-    if not parts:
-        raise UsageError('empty question; give one as an argument (chatcli ask "...") or pipe text on stdin')
-    return "\n\n".join(parts)
 
 
 @dataclass
@@ -118,10 +83,12 @@ def to_json(answer: Answer, *, model: str, prompt: str | None, params, backend: 
     return out
 
 
-def run_ask(opts: Options, *, question: str, files: list[str], as_json: bool, raw: bool) -> int:
-    """Answer one question; return the exit code (a backend failure after partial output is 4)."""
+def run_ask(opts: Options, *, question: str, files: list[str], as_json: bool, raw: bool,
+            max_input: str | None = None) -> int:
+    """Answer one question; return the exit code (a backend failure after partial output is 4). MAX_INPUT (a size
+    such as 8M) caps the question with its stdin and files; by default the cap is what the model's context holds."""
     try:
-        return _ask(opts, question=question, files=files, as_json=as_json, raw=raw)
+        return _ask(opts, question=question, files=files, as_json=as_json, raw=raw, max_input=max_input)
     except BrokenPipeError:
         # The reader left (`| head -c 20`). Typer would turn this into exit 1; a closed pipe is not a failure.
         # Point stdout at /dev/null so the interpreter's last flush stays silent too.
@@ -132,8 +99,9 @@ def run_ask(opts: Options, *, question: str, files: list[str], as_json: bool, ra
         return 0
 
 
-def _ask(opts: Options, *, question: str, files: list[str], as_json: bool, raw: bool) -> int:
-    text = build_question(question, files)
+def _ask(opts: Options, *, question: str, files: list[str], as_json: bool, raw: bool, max_input: str | None) -> int:
+    cap = parse_size(max_input) if max_input is not None else None
+    text = build_question(question, files, cap=cap or DEFAULT_MAX_INPUT)  # read before a model loads: fails fast
     s = load_settings(opts)
     ui = UI(plain=opts.plain or as_json)
     params = sampling(s)
@@ -141,6 +109,9 @@ def _ask(opts: Options, *, question: str, files: list[str], as_json: bool, raw: 
     cancel = threading.Event()
     prompt_name, conv = None, None
     try:
+        if cap is None:  # the default cap is what the context can hold, known now the model is loaded
+            context = backend.context_length()
+            check_size(text, context_cap(context), f" (the model's context is {context} tokens)")
         if raw:
             if opts.system or opts.prompt:
                 raise UsageError("--raw sends the text as given; drop --system/--prompt, or drop --raw")
