@@ -103,6 +103,12 @@ class HermesParser:
         return rest, []
 
 
+def bare_call(text: str, names: set[str]) -> ToolCall | None:
+    """TEXT as one call when it is nothing but a hermes call's JSON naming one of NAMES (the tags left out)."""
+    call = _call(text.strip(), _default_ids())
+    return call if call is not None and call.name in names else None
+
+
 def make_parser(template: str | None, make_id: Callable[[], str] | None = None) -> HermesParser | None:
     """A parser for the format TEMPLATE teaches, or None (plain text) when it teaches none."""
     if detect_format(template) != HERMES:

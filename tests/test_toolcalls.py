@@ -77,3 +77,28 @@ def test_real_qwen_template_is_hermes():
 
     template = json.loads((qwen_folder() / "tokenizer_config.json").read_text())["chat_template"]
     assert detect_format(template) == HERMES
+
+
+def chunks_of(text: str, size: int = 3):
+    from chatcli.types import Chunk
+
+    parts = [text[i:i + size] for i in range(0, len(text), size)]
+    return [Chunk(p) for p in parts[:-1]] + [Chunk(parts[-1], finish_reason="stop")]
+
+
+def test_backend_chunks_become_deltas():
+    from chatcli.backends.localtools import with_tool_calls
+
+    out = list(with_tool_calls(iter(chunks_of(REPLIES[1])), QWEN_LIKE, {"get_weather"}))
+    assert "".join(c.text for c in out) == "Let me check.\n" and out[-1].finish_reason == "tool_calls"
+    deltas = [d for c in out for d in c.tool_calls]
+    assert deltas[0].name == "get_weather" and deltas[0].id and deltas[1].id is None and deltas[1].name is None
+    assert json.loads(deltas[1].arguments) == {"city": "Paris"}
+    bare = '{"name": "get_weather", "arguments": {"city": "Paris"}}'
+    out = list(with_tool_calls(iter(chunks_of(bare)), QWEN_LIKE, {"get_weather"}))
+    assert out[-1].finish_reason == "tool_calls" and "".join(c.text for c in out) == ""
+    # Bare JSON naming no given tool stays text; plain text streams as it comes.
+    out = list(with_tool_calls(iter(chunks_of(bare)), QWEN_LIKE, {"other"}))
+    assert "".join(c.text for c in out) == bare and out[-1].finish_reason == "stop"
+    out = list(with_tool_calls(iter(chunks_of("Hello there")), QWEN_LIKE, {"get_weather"}))
+    assert out[0].text == "Hel" and "".join(c.text for c in out) == "Hello there"
