@@ -71,3 +71,14 @@ def test_named_tool_choice_keeps_only_that_tool():
     req = parse_request({"messages": ASK, "tools": [WEATHER, other],
                          "tool_choice": {"type": "function", "function": {"name": "other"}}}, chat=True)
     assert req.tools == [other]
+
+
+def test_parallel_tool_calls_false_keeps_the_first_call():
+    from chatcli.server.tools import first_call_only
+    from chatcli.types import Chunk, ToolCallDelta
+
+    chunks = [Chunk("", tool_calls=(ToolCallDelta(0, "a", "f"), ToolCallDelta(0, arguments="{}"))),
+              Chunk("", "tool_calls", tool_calls=(ToolCallDelta(1, "b", "g"), ToolCallDelta(1, arguments="{}")))]
+    out = [d for c in first_call_only(iter(chunks)) for d in c.tool_calls]
+    assert [d.index for d in out] == [0, 0]
+    assert parse_request({"messages": ASK, "tools": [WEATHER], "parallel_tool_calls": False}, chat=True).parallel_tool_calls is False

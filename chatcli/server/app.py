@@ -18,7 +18,7 @@ from chatcli.errors import ChatcliError, UsageError
 from chatcli.server import protocol as wire
 from chatcli.server.protocol import ApiError, GenRequest
 from chatcli.server.queue import EngineQueue, QueueFull
-from chatcli.server.tools import delta_calls, message_calls
+from chatcli.server.tools import delta_calls, first_call_only, message_calls
 from chatcli.types import Chunk, Stats
 
 MAX_BODY = 1 << 20  # 1 MiB
@@ -155,8 +155,10 @@ def build_app(backend, model_id: str, *, api_key: str | None = None, max_queue: 
     def _generator(req: GenRequest, cancel: threading.Event):
         if req.messages is not None:
             if req.tools:
-                return lambda: _logging_notices(backend.stream_chat(req.messages, req.params, cancel=cancel,
-                                                                    tools=req.tools), told)
+                def with_tools():
+                    chunks = backend.stream_chat(req.messages, req.params, cancel=cancel, tools=req.tools)
+                    return _logging_notices(chunks if req.parallel_tool_calls else first_call_only(chunks), told)
+                return with_tools
             return lambda: _logging_notices(backend.stream_chat(req.messages, req.params, cancel=cancel), told)
         return lambda: _logging_notices(backend.stream_completion(req.prompt, req.params, cancel=cancel), told)
 

@@ -48,6 +48,7 @@ class GenRequest:
     stream: bool
     include_usage: bool
     tools: list[dict] | None = None  # what the model may call (tool_choice applied); None: no tools
+    parallel_tool_calls: bool = True  # False: only the reply's first call is answered
 
 
 def parse_json(raw: bytes) -> dict:
@@ -175,6 +176,7 @@ def parse_request(body: dict, *, chat: bool) -> GenRequest:
         stream=stream,
         include_usage=bool(options.get("include_usage", False)),
         tools=_checked(wire_tools.parse_tools, body) if chat else None,
+        parallel_tool_calls=body.get("parallel_tool_calls") is not False,
     )
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from dataclasses import replace
 
-from chatcli.types import Message, ToolCall, ToolCallDelta
+from chatcli.types import Chunk, Message, ToolCall, ToolCallDelta
 
 
 class ToolsError(ValueError):
@@ -87,3 +89,11 @@ def delta_calls(deltas: tuple[ToolCallDelta, ...]) -> list[dict]:
             f["name"] = d.name
         out.append(e)
     return out
+
+
+def first_call_only(chunks: Iterator[Chunk]) -> Iterator[Chunk]:
+    """CHUNKS with every tool call after the first dropped (parallel_tool_calls false)."""
+    for chunk in chunks:
+        if any(d.index > 0 for d in chunk.tool_calls):
+            chunk = replace(chunk, tool_calls=tuple(d for d in chunk.tool_calls if d.index == 0))
+        yield chunk
