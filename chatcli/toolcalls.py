@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from chatcli.types import ToolCall
 
 HERMES = "hermes"
+LLAMA3 = "llama3"  # the reply is the bare JSON {"name": ..., "parameters": {...}}, maybe after <|python_tag|>
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
 
 
@@ -23,6 +24,8 @@ def detect_format(template: str | None) -> str | None:
     """The tool-call format TEMPLATE teaches, or None when it teaches none this module knows."""
     if template and OPEN in template:
         return HERMES
+    if template and ("<|python_tag|>" in template or ("ipython" in template and '"parameters"' in template)):
+        return LLAMA3
     return None
 
 
@@ -105,13 +108,16 @@ class HermesParser:
 
 def bare_call(text: str, names: set[str]) -> ToolCall | None:
     """TEXT as one call when it is nothing but a hermes call's JSON naming one of NAMES (the tags left out)."""
-    call = _call(text.strip(), _default_ids())
+    text = text.strip()
+    text = text.removeprefix("<|python_tag|>")
+    call = _call(text, _default_ids())
     return call if call is not None and call.name in names else None
 
 
 def make_parser(template: str | None, make_id: Callable[[], str] | None = None) -> HermesParser | None:
     """A parser for the format TEMPLATE teaches, or None (plain text) when it teaches none."""
-    if detect_format(template) != HERMES:
+    # Llama 3 writes no tags: the tagless parser passes text through and the caller's bare-call check finds the call.
+    if detect_format(template) not in (HERMES, LLAMA3):
         return None
     return HermesParser(make_id) if make_id else HermesParser()
 

@@ -102,3 +102,17 @@ def test_backend_chunks_become_deltas():
     assert "".join(c.text for c in out) == bare and out[-1].finish_reason == "stop"
     out = list(with_tool_calls(iter(chunks_of("Hello there")), QWEN_LIKE, {"get_weather"}))
     assert out[0].text == "Hel" and "".join(c.text for c in out) == "Hello there"
+
+
+def test_llama3_bare_json_calls():
+    from chatcli.backends.localtools import with_tool_calls
+    from chatcli.toolcalls import LLAMA3
+
+    llama = 'Respond in the format {"name": function name, "parameters": dictionary}...{{ "<|start_header_id|>ipython" }}'
+    assert detect_format(llama) == LLAMA3
+    reply = '<|python_tag|>{"name": "get_weather", "parameters": {"city": "Paris"}}'
+    out = list(with_tool_calls(iter(chunks_of(reply)), llama, {"get_weather"}))
+    deltas = [d for c in out for d in c.tool_calls]
+    assert out[-1].finish_reason == "tool_calls" and json.loads(deltas[1].arguments) == {"city": "Paris"}
+    out = list(with_tool_calls(iter(chunks_of("Paris is sunny.")), llama, {"get_weather"}))
+    assert "".join(c.text for c in out) == "Paris is sunny." and out[-1].finish_reason == "stop"

@@ -8,6 +8,8 @@ from dataclasses import replace
 from chatcli.toolcalls import bare_call, make_parser
 from chatcli.types import Chunk, ToolCall, ToolCallDelta
 
+TAG = "<|python_tag|>"  # Llama 3 may open a bare call with it
+
 
 def _deltas(calls: list[ToolCall], first_index: int) -> tuple[ToolCallDelta, ...]:
     # OpenAI's streaming shape: id and name once, then the arguments (whole here: the parser sees a call only when
@@ -34,7 +36,8 @@ def with_tool_calls(chunks: Iterator[Chunk], template: str | None, names: set[st
         text, calls = parser.feed(chunk.text)
         if held is not None:
             held += text
-            if held.lstrip() and not held.lstrip().startswith("{"):
+            head = held.lstrip()
+            if head and not (TAG.startswith(head) or head.removeprefix(TAG).lstrip().startswith("{")):
                 text, held = held, None
             else:
                 text = ""
