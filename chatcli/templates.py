@@ -6,6 +6,7 @@ immutable sandbox plus a render budget). A sandbox escape or a runaway template 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -79,6 +80,29 @@ def fold_system(messages: Sequence[dict]) -> list[dict]:
     return [{"role": "user", "content": system}, *rest]
 
 
+def _arguments(text: str) -> Any:
+    # transformers' templates expect arguments as a mapping (Qwen's tojson, Llama's items()); text that is not a JSON
+    # object stays text, which templates that concatenate strings still render.
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return value if isinstance(value, dict) else text
+
+
+def message_dict(m: Any) -> dict:
+    """A Message (or a dict) as transformers hands it to a chat template: tool_calls in OpenAI's function shape."""
+    if isinstance(m, dict):
+        return m
+    d: dict[str, Any] = {"role": m.role, "content": m.content}
+    if m.tool_calls:
+        d["tool_calls"] = [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": _arguments(c.arguments)}}
+                           for c in m.tool_calls]
+    if m.tool_call_id is not None:
+        d["tool_call_id"] = m.tool_call_id
+    return d
+
+
 def render_chat(
     template: str | None,
     messages: Sequence[Any],
@@ -86,20 +110,24 @@ def render_chat(
     bos_token: str | None = None,
     eos_token: str | None = None,
     add_generation_prompt: bool = True,
+    tools: Sequence[dict] | None = None,
 ) -> RenderedPrompt:
     """Render MESSAGES (Message objects or role/content dicts) with TEMPLATE, or CLASSIC when it is None.
 
     Errors are LoadError: "unsafe chat template: ..." for sandbox escapes and runaway templates, "the chat template
     refused the conversation: MSG" when the template calls raise_exception (after one retry with the system prompt
     folded into the first user message, which sets folded_system=True so the caller can tell the user once).
+    TOOLS are JSON-schema function dicts ({"type": "function", "function": {...}}), passed as transformers passes them.
     """
-    msgs = [m if isinstance(m, dict) else {"role": m.role, "content": m.content} for m in messages]
+    msgs = [message_dict(m) for m in messages]
     source = TEMPLATE_ALIASES.get(template, template) if template else CLASSIC
     plain = source == CLASSIC
     stop = CLASSIC_STOP if plain else ()
     # A whole conversation can be long; the cap only has to stop runaway growth.
-    cap = 1_000_000 + 4 * sum(len(m["content"]) for m in msgs)
+    cap = 1_000_000 + 4 * sum(len(m["content"] or "") for m in msgs) + 4 * len(json.dumps(tools or []))
     context = {"bos_token": bos_token or "", "eos_token": eos_token or "", "add_generation_prompt": add_generation_prompt}
+    if tools:
+        context["tools"] = list(tools)
     try:
         return RenderedPrompt(_render(source, {**context, "messages": msgs}, cap), stop, False, plain)
     except TemplateRaised as first:

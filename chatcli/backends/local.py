@@ -206,14 +206,25 @@ class LocalBackend:
         """Tokens of the rendered conversation, with the generation prompt."""
         return len(self._chat_ids(messages, chat_template)[0])
 
-    def stream_chat(self, messages: list[Message], params: SamplingParams, *, chat_template: str | None = None, cancel=None) -> Iterator[Chunk]:
-        """Render with the model's chat template (or the classic one for base models), then generate."""
-        ids, rendered = self._chat_ids(messages, chat_template)
+    def stream_chat(self, messages: list[Message], params: SamplingParams, *, chat_template: str | None = None, cancel=None,
+                    tools: list[dict] | None = None) -> Iterator[Chunk]:
+        """Render with the model's chat template (or the classic one for base models), then generate.
+
+        With TOOLS (JSON-schema function dicts) the template shows them to the model, and calls in the format the
+        template teaches come back as Chunk.tool_calls deltas (finish_reason "tool_calls") instead of text.
+        """
+        ids, rendered = self._chat_ids(messages, chat_template, tools)
         stops = tuple(s for s in rendered.stop if s not in params.stop)
         params = params.with_(stop=tuple(params.stop) + stops) if stops else params
         if rendered.folded_system:
             self._pending.append(FOLDED_SYSTEM)
-        yield from self._generate(ids, params, cancel)
+        chunks = self._generate(ids, params, cancel)
+        if tools:
+            from chatcli.backends.localtools import with_tool_calls
+
+            names = {t.get("function", {}).get("name") for t in tools}
+            chunks = with_tool_calls(chunks, chat_template or self.tokenizer.chat_template, names)
+        yield from chunks
 
     def stream_completion(self, prompt: str, params: SamplingParams, *, cancel=None) -> Iterator[Chunk]:
         """Complete raw text: no system prompt, no template; BOS as the tokenizer config says."""
@@ -243,12 +254,13 @@ class LocalBackend:
         if self.model is None:
             raise UsageError("no model loaded; pass --model NAME")
 
-    def _chat_ids(self, messages: list[Message], chat_template: str | None):
+    def _chat_ids(self, messages: list[Message], chat_template: str | None, tools: list[dict] | None = None):
         from chatcli.templates import render_chat
 
         self._need_model()
         tok = self.tokenizer
-        rendered = render_chat(chat_template or tok.chat_template, messages, bos_token=tok.bos_token, eos_token=tok.eos_token)
+        rendered = render_chat(chat_template or tok.chat_template, messages, bos_token=tok.bos_token, eos_token=tok.eos_token,
+                               tools=tools)
         ids = tok.encode(rendered.text, add_special_tokens=False)
         if rendered.plain and tok.add_bos_token and tok.bos_token_id is not None:
             ids = [tok.bos_token_id, *ids]  # the plain template carries no BOS of its own

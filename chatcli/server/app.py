@@ -18,6 +18,7 @@ from chatcli.errors import ChatcliError, UsageError
 from chatcli.server import protocol as wire
 from chatcli.server.protocol import ApiError, GenRequest
 from chatcli.server.queue import EngineQueue, QueueFull
+from chatcli.server.tools import delta_calls, first_call_only, message_calls
 from chatcli.types import Chunk, Stats
 
 MAX_BODY = 1 << 20  # 1 MiB
@@ -169,6 +170,11 @@ def build_app(backend, model_id: str, *, api_key: str | None = None, max_queue: 
 
     def _generator(req: GenRequest, cancel: threading.Event):
         if req.messages is not None:
+            if req.tools:
+                def with_tools():
+                    chunks = backend.stream_chat(req.messages, req.params, cancel=cancel, tools=req.tools)
+                    return _logging_notices(chunks if req.parallel_tool_calls else first_call_only(chunks), told)
+                return with_tools
             return lambda: _logging_notices(backend.stream_chat(req.messages, req.params, cancel=cancel), told)
         return lambda: _logging_notices(backend.stream_completion(req.prompt, req.params, cancel=cancel), told)
 
@@ -202,7 +208,7 @@ def build_app(backend, model_id: str, *, api_key: str | None = None, max_queue: 
                 parts.append(chunk)
                 if chunk.text:
                     record.first = record.first or time.perf_counter()
-                if req.stream and (chunk.text or chunk.finish_reason):
+                if req.stream and (chunk.text or chunk.finish_reason or chunk.tool_calls):
                     break
         except _Gone:
             record.status, record.note = 499, " client-disconnected"
@@ -222,7 +228,9 @@ def build_app(backend, model_id: str, *, api_key: str | None = None, max_queue: 
         last = parts[-1] if parts else Chunk("", "stop")
         record.stats = last.stats
         _finish(record)
-        return wire.full_response(rid, model, chat, "".join(c.text for c in parts), last.finish_reason, last.stats)
+        calls = message_calls([d for c in parts for d in c.tool_calls])
+        return wire.full_response(rid, model, chat, "".join(c.text for c in parts), last.finish_reason, last.stats,
+                                  calls or None)
 
     def _finish(record: _Record) -> None:
         queue.note_duration(time.perf_counter() - record.t0)
@@ -244,6 +252,9 @@ def build_app(backend, model_id: str, *, api_key: str | None = None, max_queue: 
                     record.first = record.first or time.perf_counter()
                     sent_any = True
                     yield wire.stream_event(rid, model, chat, chunk.text)
+                if chunk.tool_calls:
+                    sent_any = True
+                    yield wire.stream_event(rid, model, chat, None, tool_calls=delta_calls(chunk.tool_calls))
                 if chunk.finish_reason:
                     record.stats = chunk.stats
                     yield wire.stream_event(rid, model, chat, None, chunk.finish_reason)

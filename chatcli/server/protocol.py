@@ -8,6 +8,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from chatcli.server import tools as wire_tools
 from chatcli.types import CHAT_ROLES, PARAM_NAMES, Message, ParamError, SamplingParams, Stats, api_default, check
 
 MAX_STOP = 4  # as OpenAI
@@ -46,6 +47,8 @@ class GenRequest:
     max_tokens_given: bool
     stream: bool
     include_usage: bool
+    tools: list[dict] | None = None  # what the model may call (tool_choice applied); None: no tools
+    parallel_tool_calls: bool = True  # False: only the reply's first call is answered
 
 
 def parse_json(raw: bytes) -> dict:
@@ -101,7 +104,12 @@ def _messages(body: dict) -> list[Message]:
         role = m.get("role")
         if role == "developer":  # OpenAI's newer name for system
             role = "system"
-        if role not in CHAT_ROLES:  # no tool calls yet: a "tool" message would have no call to answer
+        if role in ("tool", "assistant"):
+            tm = _checked(wire_tools.tool_message, m, where, _text(m.get("content") or "", f"{where}.content"))
+            if tm is not None:
+                out.append(tm)
+                continue
+        if role not in CHAT_ROLES:
             raise bad(f"{where}.role must be one of {', '.join(CHAT_ROLES)}; got {role!r}", f"{where}.role")
         out.append(Message(role, _text(m.get("content"), f"{where}.content")))
     return out
@@ -145,7 +153,7 @@ def parse_request(body: dict, *, chat: bool) -> GenRequest:
     for key in ("presence_penalty", "frequency_penalty"):
         if _number(body, key, float, 0.0) != 0.0:
             raise bad(f"'{key}' is not supported; use repeat_penalty (> 0, 1 disables it)", key)
-    if body.get("logprobs") not in (None, False, 0) or body.get("tools") or body.get("echo"):
+    if body.get("logprobs") not in (None, False, 0) or (body.get("tools") and not chat) or body.get("echo"):
         key = next(k for k in ("logprobs", "tools", "echo") if body.get(k) not in (None, False, 0, []))
         raise bad(f"'{key}' is not supported by this server", key)
     fmt = body.get("response_format")
@@ -169,7 +177,16 @@ def parse_request(body: dict, *, chat: bool) -> GenRequest:
         max_tokens_given=max_tokens_given,
         stream=stream,
         include_usage=bool(options.get("include_usage", False)),
+        tools=_checked(wire_tools.parse_tools, body) if chat else None,
+        parallel_tool_calls=body.get("parallel_tool_calls") is not False,
     )
+
+
+def _checked(func, *args):
+    try:
+        return func(*args)
+    except wire_tools.ToolsError as e:
+        raise bad(str(e), e.param) from None
 
 
 # -- responses -----------------------------------------------------------------------------------------------
@@ -191,14 +208,17 @@ def usage(stats: Stats | None) -> dict:
 
 def finish(reason: str | None) -> str:
     """Our finish_reason in OpenAI's vocabulary (an interrupted reply reached nobody; call it stop)."""
-    return "length" if reason == "length" else "stop"
+    return reason if reason in ("length", "tool_calls") else "stop"
 
 
-def full_response(req_id: str, model: str, chat: bool, text: str, reason: str | None, stats: Stats | None) -> dict:
+def full_response(req_id: str, model: str, chat: bool, text: str, reason: str | None, stats: Stats | None,
+                  tool_calls: list[dict] | None = None) -> dict:
     """A non-streamed chat.completion or text_completion."""
     if chat:
-        choice = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
-                  "finish_reason": finish(reason)}
+        message = {"role": "assistant", "content": text or (None if tool_calls else text)}
+        if tool_calls:
+            message["tool_calls"] = tool_calls
+        choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish(reason)}
     else:
         choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish(reason)}
     return {"id": req_id, "object": "chat.completion" if chat else "text_completion", "created": int(time.time()),
@@ -206,12 +226,15 @@ def full_response(req_id: str, model: str, chat: bool, text: str, reason: str | 
 
 
 def stream_event(req_id: str, model: str, chat: bool, text: str | None, reason: str | None = None,
-                 *, role: bool = False, stats: Stats | None = None, usage_only: bool = False) -> str:
+                 *, role: bool = False, stats: Stats | None = None, usage_only: bool = False,
+                 tool_calls: list[dict] | None = None) -> str:
     """One SSE `data:` event of a chat.completion.chunk or text_completion stream."""
     if usage_only:
         choices = []
     elif chat:
         delta = {"role": "assistant", "content": ""} if role else ({"content": text} if text else {})
+        if tool_calls:
+            delta["tool_calls"] = tool_calls
         choices = [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish(reason) if reason else None}]
     else:
         choices = [{"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish(reason) if reason else None}]

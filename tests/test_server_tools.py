@@ -1,0 +1,84 @@
+"""Tool calling through `chatcli serve`: the official openai client against a real server on 127.0.0.1 over the real
+Qwen2.5-Coder-0.5B at temperature 0."""
+
+from __future__ import annotations
+
+import json
+
+import openai
+import pytest
+import torch
+
+from chatcli.backends.local import LocalBackend
+from chatcli.server import ServerThread
+from chatcli.server.protocol import ApiError, parse_request
+from tests.test_templates_tools import WEATHER
+
+ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
+
+
+@pytest.fixture(scope="module")
+def qwen_server(qwen_dir):
+    torch.set_num_threads(1)
+    backend = LocalBackend(dtype="float32")
+    backend.load(str(qwen_dir))
+    with ServerThread(backend, "qwen") as server:
+        yield openai.OpenAI(base_url=server.url + "/v1", api_key="none")
+
+
+def test_weather_call_stream_and_whole(qwen_server):
+    args = dict(model="qwen", messages=ASK, tools=[WEATHER], temperature=0, max_tokens=60)
+    whole = qwen_server.chat.completions.create(**args)
+    choice = whole.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    (call,) = choice.message.tool_calls
+    assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {"city": "Paris"}
+    events = list(qwen_server.chat.completions.create(**args, stream=True))
+    pieces = [tc for e in events if e.choices for tc in (e.choices[0].delta.tool_calls or [])]
+    assert pieces[0].id and pieces[0].function.name == "get_weather"
+    assert all(p.id is None and p.function.name is None for p in pieces[1:])
+    assert "".join(p.function.arguments or "" for p in pieces) == call.function.arguments
+    assert events[-1].choices[0].finish_reason == "tool_calls"
+    # The call's result goes back as a tool message and the model answers in text.
+    follow = qwen_server.chat.completions.create(
+        model="qwen", temperature=0, max_tokens=20, tools=[WEATHER],
+        messages=[*ASK, choice.message.model_dump(exclude_none=True),
+                  {"role": "tool", "tool_call_id": call.id, "content": '{"temperature_c": 21}'}])
+    assert follow.choices[0].message.content
+
+
+def test_tool_choice_none_answers_in_text(qwen_server):
+    whole = qwen_server.chat.completions.create(model="qwen", messages=ASK, tools=[WEATHER], tool_choice="none",
+                                                temperature=0, max_tokens=12)
+    assert not whole.choices[0].message.tool_calls and whole.choices[0].finish_reason != "tool_calls"
+
+
+@pytest.mark.parametrize("body", [
+    {"tool_choice": "required"},
+    {"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "nope"}}},
+    {"tools": [WEATHER], "tool_choice": "sometimes"},
+    {"tools": [{"name": "x"}]},
+    {"tools": [WEATHER], "parallel_tool_calls": "yes"},
+])
+def test_inconsistent_tool_requests_are_400(body):
+    with pytest.raises(ApiError) as e:
+        parse_request({"messages": ASK, **body}, chat=True)
+    assert e.value.status == 400
+
+
+def test_named_tool_choice_keeps_only_that_tool():
+    other = {"type": "function", "function": {"name": "other", "parameters": {"type": "object"}}}
+    req = parse_request({"messages": ASK, "tools": [WEATHER, other],
+                         "tool_choice": {"type": "function", "function": {"name": "other"}}}, chat=True)
+    assert req.tools == [other]
+
+
+def test_parallel_tool_calls_false_keeps_the_first_call():
+    from chatcli.server.tools import first_call_only
+    from chatcli.types import Chunk, ToolCallDelta
+
+    chunks = [Chunk("", tool_calls=(ToolCallDelta(0, "a", "f"), ToolCallDelta(0, arguments="{}"))),
+              Chunk("", "tool_calls", tool_calls=(ToolCallDelta(1, "b", "g"), ToolCallDelta(1, arguments="{}")))]
+    out = [d for c in first_call_only(iter(chunks)) for d in c.tool_calls]
+    assert [d.index for d in out] == [0, 0]
+    assert parse_request({"messages": ASK, "tools": [WEATHER], "parallel_tool_calls": False}, chat=True).parallel_tool_calls is False
