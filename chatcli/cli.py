@@ -91,6 +91,50 @@ def _quiet_broken_pipe() -> None:
         pass
 
 
+class StdoutError(OSError):
+    """A write to stdout failed (a full disk, a closed descriptor): the output is lost, and the user must know."""
+
+
+class _GuardedStdout:
+    """sys.stdout, with its write failures raised as StdoutError, so main() can tell them from the other OSErrors;
+    a closed descriptor 1 (`>&-`, where Python leaves sys.stdout None) fails the first write the same way."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def _call(self, name: str, *args):
+        if self._stream is None:
+            import errno
+
+            raise StdoutError(errno.EBADF, "stdout is closed")
+        try:
+            return getattr(self._stream, name)(*args)
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            raise StdoutError(e.errno, e.strerror) from None
+
+    def write(self, text):
+        return self._call("write", text)
+
+    def writelines(self, lines):
+        return self._call("writelines", lines)
+
+    def flush(self):
+        return None if self._stream is None else self._call("flush")
+
+    def isatty(self) -> bool:
+        return False if self._stream is None else self._stream.isatty()
+
+    def fileno(self) -> int:
+        return self._call("fileno")
+
+    def __getattr__(self, name):
+        if self._stream is None:
+            raise AttributeError(name)
+        return getattr(self._stream, name)
+
+
 def _click_exceptions() -> tuple[tuple, tuple, tuple]:
     """(exit, usage error, abort) classes of every click that typer may run on: typer 0.29+ raises its vendored copy's
     (typer._click), older typer raises click's own, and an unknown option must be one line either way."""
@@ -123,6 +167,9 @@ def main(argv: list[str] | None = None) -> None:
     args = [a for a in args if a != "--debug"]
     _register()
     code = 0
+    plain_stdout = sys.stdout
+    if not isinstance(sys.stdout, _GuardedStdout):
+        sys.stdout = _GuardedStdout(sys.stdout)
     try:
         rv = app(args=args, prog_name="chatcli", standalone_mode=False)
         code = rv if isinstance(rv, int) else 0
@@ -139,6 +186,12 @@ def main(argv: list[str] | None = None) -> None:
     except BrokenPipeError:
         _quiet_broken_pipe()
         code = 0
+    except StdoutError as e:
+        if _debug:
+            raise
+        _error_line(f"cannot write to stdout ({e.strerror}); the output is incomplete")
+        _quiet_broken_pipe()  # what is still buffered would fail again at exit
+        code = 1
     except USER_ERRORS as e:
         if _debug:
             import traceback
@@ -150,6 +203,12 @@ def main(argv: list[str] | None = None) -> None:
         sys.stdout.flush()
     except BrokenPipeError:
         _quiet_broken_pipe()
+    except StdoutError as e:  # the last of the buffered output failed to go out
+        _error_line(f"cannot write to stdout ({e.strerror}); the output is incomplete")
+        _quiet_broken_pipe()
+        code = code or 1
+    if sys.stdout is not plain_stdout and isinstance(sys.stdout, _GuardedStdout):
+        sys.stdout = plain_stdout  # main() called in-process (tests) leaves the caller's stdout as it was
     if "torch" in sys.modules and not _debug:
         _exit_now(code)
     sys.exit(code)
@@ -165,7 +224,7 @@ def _exit_now(code: int) -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except (OSError, ValueError):
+        except (OSError, ValueError, AttributeError):  # AttributeError: a closed stdout is None
             pass
     os._exit(code)
 

@@ -90,3 +90,47 @@ def test_a_failed_ask_leaves_no_empty_conversation():
     assert "cannot reach" in one_line(r, 4)
     listed = run_cli("history", "list", "--json")
     assert listed.returncode == 0 and json.loads(listed.stdout) == []
+
+
+def _saved_conversation(tiny_llama_dir) -> None:
+    r = run_cli("ask", "--model", str(tiny_llama_dir), "--max-tokens", "2", "--prompt", "concise", "hi")
+    assert r.returncode == 0, r.stderr
+
+
+def _run_with_stdout(args: list[str], stdout) -> subprocess.CompletedProcess:
+    from tests.plugins import CHATCLI
+
+    cmd = [str(CHATCLI)] if CHATCLI.exists() else [sys.executable, "-m", "chatcli"]
+    return subprocess.run(cmd + args, stdout=stdout, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+                          timeout=120, env={**os.environ, "NO_COLOR": "1"})
+
+
+@pytest.mark.parametrize("args", [["history", "export", "1"], ["history", "list"], ["ask", "hi"]])
+def test_a_full_or_closed_stdout_is_exit_1_in_one_line(tiny_llama_dir, args):
+    _saved_conversation(tiny_llama_dir)
+    if args[0] == "ask":
+        args = ["ask", "--model", str(tiny_llama_dir), "--max-tokens", "2", "--prompt", "concise", "again"]
+    with open("/dev/full", "w") as full:
+        line = one_line(_run_with_stdout(args, full), 1)
+    assert "cannot write to stdout (No space left on device)" in line
+    closed = subprocess.run(["sh", "-c", 'exec "$@" >&-', "sh", *(
+        [str(a) for a in _command()] + args)], capture_output=True, text=True, timeout=120)
+    assert "cannot write to stdout (stdout is closed)" in one_line(closed, 1)
+    # nothing lost: the conversation is there, and an ask that could not print still saved its turn
+    assert run_cli("history", "export", "1").stdout.count("hi") >= 1
+    if args[0] == "ask":
+        assert "again" in run_cli("history", "export", "2").stdout
+
+
+def _command() -> list[str]:
+    from tests.plugins import CHATCLI
+
+    return [str(CHATCLI)] if CHATCLI.exists() else [sys.executable, "-m", "chatcli"]
+
+
+def test_history_search_into_head_exits_0(tiny_llama_dir):
+    for _ in range(3):
+        _saved_conversation(tiny_llama_dir)
+    r = subprocess.run(["sh", "-c", '"$@" | head -1; exit "${PIPESTATUS:-0}"', "sh", *_command(), "history", "search",
+                        "hi"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "Traceback" not in r.stderr and r.stderr == ""
