@@ -20,7 +20,7 @@ GREEDY = SamplingParams(temperature=0.0, max_tokens=50)
 
 def backend(url: str, **kwargs) -> OpenAIBackend:
     b = OpenAIBackend(base_url=url, api_key="sk-test-SECRET-1234", backoff=0.01, **kwargs)
-    b.load("m")
+    b.load("echo-1")  # the name chatcli serve serves in these tests; fault servers take any
     return b
 
 
