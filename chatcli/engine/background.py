@@ -25,6 +25,7 @@ from pathlib import Path
 from torch import nn
 
 from chatcli.engine import compile as compiling
+from chatcli.engine.cpu import available_memory
 
 # The peak memory of a build (its process's maximum RSS), measured: SmolLM2-135M bf16, a 257 MB file, 0.6-1.1 GB;
 # Qwen2.5-0.5B bf16, a 1.2 GB file, 2.5 GB. That is about 0.75 GB plus 1.5 times the weights' bytes.
@@ -78,18 +79,6 @@ def memory_needed(folder: Path, dtype: str) -> int:
 
     weights = sum(f.stat().st_size for f in weight_files(folder)) * (2 if dtype == "float32" else 1)
     return int(BUILD_BASE_BYTES + BUILD_BYTES_PER_WEIGHT_BYTE * weights)
-
-
-def available_memory() -> int | None:
-    """MemAvailable from /proc/meminfo (what can be used without swapping), or None where that is not known."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
 
 
 def running(package: Path) -> bool:

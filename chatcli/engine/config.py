@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,20 @@ FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
     ),
 }
 FAMILY_DEFAULTS["gemma3"] = FAMILY_DEFAULTS["gemma3_text"]
+
+# Generous bounds, far past any released model, that keep a hostile or corrupt config from building a billion
+# layers or sizing a cache before the weights are compared with it (engine/loader.py does that next).
+SIZE_BOUNDS: dict[str, tuple[int, int]] = {
+    "vocab_size": (1, 1 << 24),
+    "hidden_size": (1, 1 << 17),
+    "intermediate_size": (1, 1 << 20),
+    "num_hidden_layers": (1, 1024),
+    "num_attention_heads": (1, 1024),
+    "head_dim": (1, 4096),
+    "max_position_embeddings": (1, 1 << 24),
+    "sliding_window": (1, 1 << 24),
+    "sliding_window_pattern": (1, 1024),
+}
 
 REQUIRED = ("model_type", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
 
@@ -56,6 +71,9 @@ class ModelConfig:
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
+        # Bounds first: every later step divides by these, and the model is built from them before any weight is read.
+        for name, (lo, hi) in SIZE_BOUNDS.items():
+            _bounded(name, getattr(self, name), lo, hi)
         if self.num_key_value_heads is None:
             self.num_key_value_heads = self.num_attention_heads
         if self.head_dim is None:
@@ -65,14 +83,30 @@ class ModelConfig:
                     f"({self.num_attention_heads}); set head_dim or fix the config"
                 )
             self.head_dim = self.hidden_size // self.num_attention_heads
+        _bounded("head_dim", self.head_dim, *SIZE_BOUNDS["head_dim"])
+        _bounded("num_key_value_heads", self.num_key_value_heads, 1, self.num_attention_heads)
         if self.num_attention_heads % self.num_key_value_heads:
             raise ModelLoadError(
                 f"config.json: num_attention_heads ({self.num_attention_heads}) is not a multiple of "
                 f"num_key_value_heads ({self.num_key_value_heads})"
             )
-        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "head_dim"):
-            if getattr(self, name) <= 0:
-                raise ModelLoadError(f"config.json: {name} must be positive, got {getattr(self, name)}")
+        _positive_float("rms_norm_eps", self.rms_norm_eps, hi=1.0)
+        # A base of 1 or less makes every rotation frequency 1 or more: positions alias, and 0 divides by zero.
+        _positive_float("rope_theta", self.rope_theta, lo_exclusive=1.0)
+        for name in ("rope_local_base_freq",):
+            if getattr(self, name) is not None:
+                _positive_float(name, getattr(self, name), lo_exclusive=1.0)
+        for name in ("query_pre_attn_scalar", "final_logit_softcapping", "attn_logit_softcapping"):
+            if getattr(self, name) is not None:
+                _positive_float(name, getattr(self, name))
+        _check_rope_scaling(self.rope_scaling)
+        for i in ([self.bos_token_id] if self.bos_token_id is not None else []) + self.eos_token_ids:
+            if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < self.vocab_size:
+                raise ModelLoadError(
+                    f"config.json: token id {i!r} (bos_token_id or eos_token_id) is outside the vocabulary (vocab_size {self.vocab_size})"
+                )
+        if self.layer_types is not None and not all(isinstance(t, str) for t in self.layer_types):
+            raise ModelLoadError(f"config.json: layer_types must be a list of strings, got {self.layer_types!r}")
 
     @property
     def eos_token_ids(self) -> list[int]:
@@ -87,6 +121,8 @@ class ModelConfig:
             raise ModelLoadError(f"{source}: expected a JSON object")
         d = dict(d)
         if "text_config" in d and "hidden_size" not in d:  # multimodal wrappers keep the LM config nested
+            if not isinstance(d["text_config"], dict):
+                raise ModelLoadError(f"{source}: key 'text_config' must be an object, got {type(d['text_config']).__name__}")
             d = {**d["text_config"], "model_type": d["text_config"].get("model_type", d.get("model_type"))}
         _flatten_rope_parameters(d)
         for key, value in FAMILY_DEFAULTS.get(d.get("model_type"), {}).items():
@@ -100,7 +136,10 @@ class ModelConfig:
             if key not in known:
                 continue
             kwargs[key] = _check_type(key, value, known[key].type, source)
-        return cls(**kwargs, extra={k: v for k, v in d.items() if k not in known})
+        try:
+            return cls(**kwargs, extra={k: v for k, v in d.items() if k not in known})
+        except ModelLoadError as e:  # the checks in __post_init__ know the key, not the file
+            raise ModelLoadError(str(e).replace("config.json:", f"{source}:", 1)) from None
 
     @classmethod
     def from_folder(cls, path: str | Path) -> ModelConfig:
@@ -113,6 +152,45 @@ class ModelConfig:
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ModelLoadError(f"{file}: not valid JSON ({e})") from None
         return cls.from_dict(data, str(file))
+
+
+def _bounded(name: str, value: Any, lo: int, hi: int) -> None:
+    if value is None and name in ("head_dim", "sliding_window", "sliding_window_pattern", "num_key_value_heads"):
+        return
+    if not lo <= value <= hi:
+        raise ModelLoadError(f"config.json: {name} is {value}; it must lie in [{lo}, {hi}], so the config is corrupt")
+
+
+def _positive_float(name: str, value: float, hi: float = math.inf, lo_exclusive: float = 0.0) -> None:
+    # JSON parsed by Python accepts NaN and Infinity, which would surface only later as NaN logits.
+    if not (math.isfinite(value) and lo_exclusive < value <= hi):
+        bound = f"({lo_exclusive}, {hi}]" if hi != math.inf else f"greater than {lo_exclusive}"
+        raise ModelLoadError(f"config.json: {name} is {value}; it must be a finite number {bound}")
+
+
+ROPE_NUMBERS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings", "beta_fast", "beta_slow",
+                "attention_factor")
+
+
+def _check_rope_scaling(scaling: dict | None) -> None:
+    """The numbers rope.py reads from rope_scaling: finite and positive (a zero factor divides every frequency by 0)."""
+    if not scaling:
+        return
+    kind = scaling.get("rope_type", scaling.get("type", "default"))
+    if not isinstance(kind, str):
+        raise ModelLoadError(f"config.json: rope_scaling.rope_type must be a string, got {kind!r}")
+    for key in ROPE_NUMBERS:
+        if key in scaling and scaling[key] is not None:
+            v = scaling[key]
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ModelLoadError(f"config.json: rope_scaling.{key} must be a number, got {v!r}")
+            _positive_float(f"rope_scaling.{key}", float(v))
+    if kind == "llama3" and scaling.get("low_freq_factor", 1.0) == scaling.get("high_freq_factor", 4.0):
+        raise ModelLoadError("config.json: rope_scaling.low_freq_factor equals high_freq_factor; the llama3 blend divides by their difference")
+    if kind in ("linear", "llama3") and "factor" not in scaling:
+        raise ModelLoadError(f"config.json: rope_scaling of type {kind!r} needs a factor")
+    if kind == "llama3" and "original_max_position_embeddings" not in scaling:
+        raise ModelLoadError("config.json: rope_scaling of type 'llama3' needs original_max_position_embeddings")
 
 
 def _flatten_rope_parameters(d: dict[str, Any]) -> None:

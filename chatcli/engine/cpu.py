@@ -186,3 +186,15 @@ def fingerprint() -> list[str]:
     """What files built for this machine depend on: the model, the flags and the level kernels were chosen for."""
     cpu = info()
     return [cpu.model, cpu.arch, cpu.level, cpu.torch_capability, " ".join(sorted(cpu.flags))]
+
+
+def available_memory() -> int | None:
+    """MemAvailable from /proc/meminfo (what can be used without swapping), or None where that is not known."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import mmap
+import re
 from pathlib import Path
 
 import torch
@@ -45,31 +46,9 @@ def load_model(path: str | Path, dtype: str | torch.dtype | None = None, max_seq
     model.quantized_from names it. record: filled with {path: quantized layer} (what quantsave.save stores).
     """
     folder = Path(path)
-    if not folder.is_dir():
-        raise ModelLoadError(f"{folder}: not a model folder")
-    config = ModelConfig.from_folder(folder)
-    Model = get_model_class(config.model_type)
     dtype = resolve_dtype(dtype)
     maps: list[mmap.mmap] = []
-    state = load_state(folder, maps)
-    with torch.device("meta"), _skip_init():
-        model = Model(config)
-    expected = {k: v for k, v in model.state_dict().items()}
-    if config.tie_word_embeddings:
-        expected.pop("lm_head.weight", None)
-        state.pop("lm_head.weight", None)  # some exporters write the tied copy anyway; it is the same matrix
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected) - set(getattr(Model, "IGNORED_KEYS", ())))
-    problems = []
-    if missing:
-        problems.append(f"missing tensors: {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
-    if unexpected:
-        problems.append(f"unexpected tensors: {', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}")
-    for name, ref in expected.items():
-        if name in state and tuple(state[name].shape) != tuple(ref.shape):
-            problems.append(f"{name} has shape {list(state[name].shape)}, config.json implies {list(ref.shape)}")
-    if problems:
-        raise ModelLoadError(f"{folder}: weights do not match config.json: " + "; ".join(problems))
+    config, model, state, expected = _matched(folder, maps)
     model.load_state_dict({name: state[name] for name in expected}, strict=False, assign=True)  # views of the file
     del state
     model.tie_weights()
@@ -108,8 +87,94 @@ def load_model(path: str | Path, dtype: str | torch.dtype | None = None, max_seq
     for block in getattr(getattr(model, "model", None), "layers", ()):
         finish(block)
     finish(model)  # what is left outside the blocks: embedding, final norm, unembedding
+    if max_seq_len is None:
+        max_seq_len = context_that_fits(config, dtype, model.load_notes)
     model.setup_cache(max_seq_len)
     return model
+
+
+LAYER_KEY = re.compile(r"^model\.layers\.(\d+)\.")
+# The share of free memory the KV cache may take by default; the weights are already in, and the rest is for the
+# activations of a long prefill and for whatever else the machine runs.
+KV_SHARE = 0.5
+
+
+def _check_layer_count(folder: Path, config: ModelConfig, state: dict) -> None:
+    """num_hidden_layers against the blocks the files hold, before the model is built from the config's number."""
+    found = {int(m.group(1)) for name in state if (m := LAYER_KEY.match(name))}
+    # Blocks beyond the config's count are reported with the other unexpected tensors; whole blocks missing get this.
+    if found and config.num_hidden_layers > max(found) + 1:
+        raise ModelLoadError(
+            f"{folder}: config.json says num_hidden_layers {config.num_hidden_layers} but the weights hold "
+            f"{len(found)} blocks (indices {min(found)}..{max(found)}); the config and weights do not belong together"
+        )
+
+
+def context_that_fits(config: ModelConfig, dtype: torch.dtype, notes: list[str] | None = None) -> int:
+    """The model's context, or fewer positions where a KV cache for all of them would not fit in KV_SHARE of the free
+    memory: a config may claim millions of positions, and the cache is allocated up front."""
+    per_position = 2 * config.num_hidden_layers * config.num_key_value_heads * config.head_dim * dtype.itemsize
+    per_position += 2 * config.head_dim * 4 * 2  # the cos/sin tables, float32 and then in the compute dtype
+    free = cpu.available_memory()
+    context = config.max_position_embeddings
+    if free is None:
+        return context
+    fits = max(1, int(free * KV_SHARE) // per_position)
+    if fits >= context:
+        return context
+    if notes is not None:
+        notes.append(
+            f"the KV cache holds {fits:,} positions, not the model's {context:,}: that is what half of the free memory "
+            f"({free / 2**30:.1f} GiB) holds; longer conversations drop their oldest turns"
+        )
+    return fits
+
+
+def check_folder(path: str | Path) -> ModelConfig:
+    """Everything load_model checks before reading a weight: the config's values, the architecture, and every tensor's
+    name, shape and dtype against what the config implies. Cheap (headers and a model on the meta device), so that
+    `import` and the store listing refuse what `ask` would."""
+    maps: list[mmap.mmap] = []
+    try:
+        return _matched(Path(path), maps)[0]
+    finally:
+        for mm in maps:
+            with contextlib.suppress(BufferError):  # a view may still be alive until garbage collection
+                mm.close()
+
+
+def _matched(folder: Path, maps: list):
+    """(config, model on the meta device, the file's tensors, the tensors the model expects), checked against each other."""
+    if not folder.is_dir():
+        raise ModelLoadError(f"{folder}: not a model folder")
+    config = ModelConfig.from_folder(folder)
+    Model = get_model_class(config.model_type)
+    state = load_state(folder, maps)
+    _check_layer_count(folder, config, state)
+    try:
+        with torch.device("meta"), _skip_init():
+            model = Model(config)
+    except ModelLoadError as e:  # a family's own checks know the key, not the folder
+        raise ModelLoadError(str(e).replace("config.json:", f"{folder / 'config.json'}:", 1)) from None
+    expected = {k: v for k, v in model.state_dict().items()}
+    if config.tie_word_embeddings:
+        expected.pop("lm_head.weight", None)
+        state.pop("lm_head.weight", None)  # some exporters write the tied copy anyway; it is the same matrix
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected) - set(getattr(Model, "IGNORED_KEYS", ())))
+    problems = []
+    if missing:
+        problems.append(f"missing tensors: {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
+    if unexpected:
+        problems.append(f"unexpected tensors: {', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}")
+    for name, ref in expected.items():
+        if name in state and tuple(state[name].shape) != tuple(ref.shape):
+            problems.append(f"{name} has shape {list(state[name].shape)}, config.json implies {list(ref.shape)}")
+        elif name in state and ref.is_floating_point() and not state[name].is_floating_point():
+            problems.append(f"{name} is stored as {str(state[name].dtype).removeprefix('torch.')}; weights must be floating point")
+    if problems:
+        raise ModelLoadError(f"{folder}: weights do not match config.json: " + "; ".join(problems))
+    return config, model, state, expected
 
 
 @contextlib.contextmanager

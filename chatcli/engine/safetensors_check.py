@@ -55,9 +55,10 @@ def read_header(path: str | Path) -> tuple[dict[str, dict], int]:
             dtype, shape, (begin, end) = info["dtype"], info["shape"], info["data_offsets"]
         except (KeyError, TypeError, ValueError):
             raise ModelLoadError(f"{path}: tensor {name!r} has a malformed header entry") from None
-        if dtype not in DTYPE_SIZES:
+        if not isinstance(dtype, str) or dtype not in DTYPE_SIZES:
             raise ModelLoadError(f"{path}: tensor {name!r} has unknown dtype {dtype!r}")
-        if not all(isinstance(d, int) and d >= 0 for d in shape) or not all(isinstance(o, int) for o in (begin, end)):
+        if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape) \
+                or not all(isinstance(o, int) and not isinstance(o, bool) for o in (begin, end)):
             raise ModelLoadError(f"{path}: tensor {name!r} has a malformed shape or offsets")
         numel = 1
         for d in shape:

@@ -23,7 +23,16 @@ def _read_json(path: Path) -> dict:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ModelLoadError(f"{path}: not valid JSON ({e})") from None
-    return data if isinstance(data, dict) else {}
+    if not isinstance(data, dict):  # a list here once dropped the chat template without a word
+        raise ModelLoadError(f"{path}: expected a JSON object, found {type(data).__name__}; re-convert or re-download the model")
+    return data
+
+
+def check_tokenizer_config(cfg: dict, path: Path) -> None:
+    """The keys of tokenizer_config.json whose wrong type would otherwise be dropped silently or break later."""
+    for key, kind in (("added_tokens_decoder", dict), ("chat_template", (str, list))):
+        if cfg.get(key) is not None and not isinstance(cfg[key], kind):
+            raise ModelLoadError(f"{path}: key {key!r} has the wrong type ({type(cfg[key]).__name__})")
 
 
 def clean_text(text: str) -> str:
@@ -80,6 +89,7 @@ class Tokenizer:
             self.bos_token = self.id_to_piece(self.bos_token_id)
         default_bos = self._sp is not None  # sentencepiece models (Llama 2, Gemma) add BOS unless told otherwise
         self.add_bos_token = bool(cfg.get("add_bos_token", default_bos)) and self.bos_token_id is not None
+        check_tokenizer_config(cfg, folder / "tokenizer_config.json")
         self.chat_template = self._chat_template(folder, cfg)
         # Control tokens are split out before sentencepiece sees the text, as transformers does.
         self._specials = self._special_tokens(cfg)

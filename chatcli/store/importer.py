@@ -26,6 +26,7 @@ def slug(text: str) -> str:
 def validate_hf_folder(folder: Path) -> dict:
     """Check that FOLDER loads: config.json, safetensors headers against the file sizes, and the tokenizer."""
     from chatcli.engine.config import ModelConfig
+    from chatcli.engine.loader import check_folder
     from chatcli.engine.models import ARCHITECTURES
     from chatcli.engine.safetensors_check import read_header
     from chatcli.engine.tokenizer import load_tokenizer
@@ -41,6 +42,7 @@ def validate_hf_folder(folder: Path) -> dict:
         pickles = [p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl")]
         hint = f"; pickle checkpoints ({', '.join(pickles)}) are refused because loading them can run code" if pickles else ""
         raise LoadError(f"{folder}: no .safetensors weights{hint}; convert the weights to safetensors first")
+    check_folder(folder)  # names, shapes and dtypes against the config: what `ask` would refuse is refused here
     params, dtypes = 0, set()
     for f in files:
         header, _ = read_header(f)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from chatcli import settings
+from chatcli.engine.config import ModelConfig
+from chatcli.engine.errors import ModelLoadError
+from chatcli.engine.safetensors_check import read_header
+from chatcli.engine.tokenizer import check_tokenizer_config
 from chatcli.errors import UsageError
 from chatcli.names import NAME_RE, check_name
 from chatcli.store.fsutil import folder_size
@@ -45,45 +48,54 @@ def _json(path: Path) -> dict:
         return {}
 
 
-def _weights_summary(folder: Path) -> tuple[int | None, str]:
-    """Parameter count and dtype from the safetensors headers (no tensor data is read)."""
+def _weights_summary(folder: Path) -> tuple[int | None, str, str]:
+    """Parameter count, dtype and what is wrong, from the safetensors headers (checked; no tensor data is read)."""
     params, dtypes = 0, set()
     files = sorted(folder.glob("*.safetensors"))
     if not files:
-        return None, "?"
+        return None, "?", "no safetensors weights"
     for f in files:
         try:
-            with open(f, "rb") as fh:
-                (n,) = struct.unpack("<Q", fh.read(8))
-                if n > 100 << 20 or n + 8 > os.path.getsize(f):
-                    return None, "?"
-                header = json.loads(fh.read(n))
-        except (OSError, ValueError, struct.error):
-            return None, "?"
-        for key, entry in header.items():
-            if key == "__metadata__" or not isinstance(entry, dict):
-                continue
+            header, _ = read_header(f)
+        except ModelLoadError as e:
+            return None, "?", _short(e, folder)
+        for entry in header.values():
             count = 1
-            for d in entry.get("shape", []):
-                count *= int(d)
+            for d in entry["shape"]:
+                count *= d
             params += count
-            dtypes.add(ST_DTYPES.get(entry.get("dtype"), str(entry.get("dtype"))))
-    return params, "/".join(sorted(dtypes)) or "?"
+            dtypes.add(ST_DTYPES.get(entry["dtype"], entry["dtype"]))
+    return params, "/".join(sorted(dtypes)) or "?", ""
+
+
+def _short(error: Exception, folder: Path) -> str:
+    """An engine error without the folder's path, which the listing shows in its own column."""
+    return str(error).replace(f"{folder}/", "").replace(f"{folder}: ", "")
 
 
 def model_info(folder: Path, default: str | None = None) -> ModelInfo:
-    """Describe one model folder."""
+    """Describe one model folder; a broken one is described too, with what is wrong in `problem`, so that one bad
+    folder never hides the rest of the store."""
     cfg = _json(folder / "config.json")
     tok = _json(folder / "tokenizer_config.json")
-    params, dtype = _weights_summary(folder)
-    arch = (cfg.get("architectures") or [cfg.get("model_type", "?")])[0]
+    params, dtype, problem = _weights_summary(folder)
+    try:
+        ModelConfig.from_folder(folder)
+    except ModelLoadError as e:
+        problem = _short(e, folder)
+    if not problem and (folder / "tokenizer_config.json").is_file():
+        problem = "" if tok else "tokenizer_config.json is not a JSON object"
+        try:
+            check_tokenizer_config(tok, folder / "tokenizer_config.json")
+        except ModelLoadError as e:
+            problem = _short(e, folder)
+    archs = cfg.get("architectures")
+    arch = archs[0] if isinstance(archs, list) and archs and isinstance(archs[0], str) else cfg.get("model_type", "?")
     template = bool(tok.get("chat_template")) or (folder / "chat_template.jinja").is_file()
-    problem = "" if cfg else "no config.json"
-    if not problem and params is None:
-        problem = "no readable safetensors"
+    context = cfg.get("max_position_embeddings")
     return ModelInfo(
         name=folder.name, path=str(folder), architecture=str(arch), parameters=params, dtype=dtype,
-        size_bytes=folder_size(folder), context_length=cfg.get("max_position_embeddings"),
+        size_bytes=folder_size(folder), context_length=context if isinstance(context, int) and not isinstance(context, bool) else None,
         chat_template=template, default=folder.name == (default or settings.DEFAULT_MODEL), problem=problem,
     )
 

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from chatcli.engine.config import ModelConfig
+from chatcli.engine.errors import ModelLoadError
 from chatcli.engine.layers import KVCache, RMSNorm, causal_mask, fuse_projections
 from chatcli.engine.rope import rope_tables
 
@@ -156,6 +157,8 @@ class Model(nn.Module):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
+        if config.hidden_act not in ("silu", "swish"):  # the MLP below is SwiGLU; another activation would be wrong numbers
+            raise ModelLoadError(f"config.json: hidden_act {config.hidden_act!r} is not supported by {config.model_type} (supported: silu)")
         self.config = config
         self.model = Backbone(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
