@@ -82,6 +82,7 @@ class OpenAIBackend:
         self._context = int(_number(context_length, "context_length", int)) if context_length else None
         self.model: str | None = None
         self._client = None
+        self._http = None
         self._can_tokenize: bool | None = None  # unknown until the first count_tokens
         self.tokens_estimated = False  # True once count_tokens had to estimate; /stats says so
 
@@ -97,7 +98,8 @@ class OpenAIBackend:
             import httpx
 
             timeout = openai.Timeout(self.read_timeout, connect=self.connect_timeout)
-            http = httpx.Client(transport=CappedTransport(self.base_url), timeout=timeout)
+            http = self._http = httpx.Client(transport=CappedTransport(self.base_url),
+                                             timeout=httpx.Timeout(self.read_timeout, connect=self.connect_timeout))
             self._client = openai.OpenAI(base_url=self.base_url, api_key=self._api_key or "no-key",
                                          timeout=timeout, max_retries=0, http_client=http)
         return self._client
@@ -275,17 +277,21 @@ class OpenAIBackend:
 
     # -- the Backend protocol ------------------------------------------------------------------------------
 
+    def _listed(self) -> list:
+        """The /models entries, each checked to carry a string id."""
+        try:
+            entries = list(self.client.models.list())
+        except (openai.APIError, ValueError) as e:
+            raise self._error(e) from e
+        except (TypeError, AttributeError) as e:  # the SDK choking on a page that is not {"data": [...]}
+            raise self._error(self._shape(f"/models is not a list of models: {e}")) from e
+        if not all(isinstance(getattr(m, "id", None), str) for m in entries):
+            raise self._error(self._shape("/models lists entries without a string 'id'"))
+        return entries
+
     def models(self) -> list[str]:
         """Model ids the server offers (/v1/models)."""
-        try:
-            ids = [getattr(m, "id", None) for m in self.client.models.list()]
-        except (openai.APIError, ValueError, ServerMisbehaved) as e:
-            raise self._error(e) from e
-        except (TypeError, AttributeError) as e:  # the page itself is not {"data": [...]}
-            raise self._error(self._shape(f"/models is not a list of models: {e}")) from e
-        if not all(isinstance(i, str) for i in ids):
-            raise self._error(self._shape("/models lists entries without a string 'id'"))
-        return sorted(ids)
+        return sorted(m.id for m in self._listed())
 
     def load(self, model: str) -> None:
         """Choose the server's model; nothing is downloaded and the server is not contacted until the first reply."""
@@ -316,11 +322,14 @@ class OpenAIBackend:
         root = self.base_url[: -len("/v1")] if self.base_url.endswith("/v1") else self.base_url
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
         body = {"model": self.model, "messages": [{"role": m.role, "content": m.content} for m in messages]}
+        self.client  # noqa: B018 -- makes the capped HTTP client
         try:
-            r = httpx.post(f"{root}/tokenize", json=body, headers=headers,
-                           timeout=httpx.Timeout(self.read_timeout, connect=self.connect_timeout))
+            r = self._http.post(f"{root}/tokenize", json=body, headers=headers)
             data = r.json() if r.status_code == 200 else None
-        except (httpx.HTTPError, ValueError):
+        except httpx.ReadTimeout as e:
+            # a silent server: the reply would wait as long again, and the message would name half the wait
+            raise self._error(openai.APITimeoutError(request=e.request)) from e
+        except (httpx.HTTPError, ValueError, ServerMisbehaved):
             return None
         return data if isinstance(data, dict) and isinstance(data.get("count"), int) else None
 
@@ -341,16 +350,21 @@ class OpenAIBackend:
         if self._context is None:
             self._context = DEFAULT_CONTEXT
             try:
-                for m in self.client.models.list():
-                    if m.id == self.model or self.model is None:
-                        extra = m.model_extra or {}
-                        meta = extra.get("meta") if isinstance(extra.get("meta"), dict) else {}
-                        found = extra.get("max_model_len") or meta.get("n_ctx_train") or extra.get("context_length")
-                        if isinstance(found, int) and found > 0:
-                            self._context = found
-                        break
-            except openai.APIError:
-                pass  # the first reply will report an unreachable server properly
+                entries = self._listed()
+            except BackendError as e:
+                if misbehaved(e) is not None or isinstance(e.__cause__, openai.APITimeoutError):
+                    # a server that answers garbage, or nothing at all, will not stream a reply either; waiting
+                    # for it again would add read timeouts up past the one the message names
+                    raise
+                entries = []  # no /models (404) or unreachable: the first reply reports the latter properly
+            for m in entries:
+                if m.id == self.model or self.model is None:
+                    extra = m.model_extra or {}
+                    meta = extra.get("meta") if isinstance(extra.get("meta"), dict) else {}
+                    found = extra.get("max_model_len") or meta.get("n_ctx_train") or extra.get("context_length")
+                    if isinstance(found, int) and found > 0:
+                        self._context = found
+                    break
         return self._context
 
     def close(self) -> None:

@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import httpx
 
+from chatcli.errors import BackendError
+
 LINE_CAP = 1 << 20  # no real chunk event comes near this; llama.cpp's largest are a few KiB
 EVENT_CAP = 4 << 20
 BODY_CAP = 16 << 20  # a /models listing or an error body, never a reply (replies stream)
 
 
-class ServerMisbehaved(Exception):
-    """The server broke the protocol in a way no retry fixes; the message is the whole user-facing line."""
+class ServerMisbehaved(BackendError):
+    """The server broke the protocol in a way no retry fixes; the message is the whole user-facing line.
+
+    A BackendError, so that wherever the SDK lets it through unwrapped it still ends as exit 4 in one line.
+    """
 
 
 def misbehaved(e: BaseException | None) -> ServerMisbehaved | None:
