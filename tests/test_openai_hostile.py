@@ -12,6 +12,8 @@ import time
 
 import pytest
 
+from chatcli.backends.openai import OpenAIBackend
+from chatcli.errors import BackendError
 from tests.plugins import run_cli
 from tests.plugins.fault_server import FaultServer, delta, respond, start_sse
 
@@ -35,6 +37,8 @@ def history() -> list:
 
 def test_an_endless_line_is_cut_in_bounded_memory():
     def handler(conn, i, line, body):
+        if _no_side_routes(conn, line):
+            return
         start_sse(conn)
         try:
             while True:  # "data: xxxx..." and never a newline
@@ -45,6 +49,7 @@ def test_an_endless_line_is_cut_in_bounded_memory():
     with FaultServer(handler) as server:
         t0 = time.monotonic()
         r = ask(server)
+        assert any("chat/completions" in line for line in server.requests)
     assert time.monotonic() - t0 < 10
     line = one_line(r, 4)
     assert server.url in line and "line over 1 MiB without a newline" in line
@@ -53,6 +58,8 @@ def test_an_endless_line_is_cut_in_bounded_memory():
 
 def test_a_server_that_ignores_max_tokens_is_stopped():
     def handler(conn, i, line, body):
+        if _no_side_routes(conn, line):
+            return
         assert json.loads(body)["max_tokens"] == 5
         start_sse(conn)
         try:
@@ -64,8 +71,17 @@ def test_a_server_that_ignores_max_tokens_is_stopped():
 
     with FaultServer(handler) as server:
         r = ask(server, "--max-tokens", "5", "--no-save")
+        assert any("chat/completions" in line for line in server.requests)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "tok" * 5 and "Traceback" not in r.stderr
+
+
+def _no_side_routes(conn, line: str) -> bool:
+    """Answer /models and /tokenize 404, as servers without them do, so that the case reaches the chat stream."""
+    if "/models" in line or "/tokenize" in line:
+        respond(conn, 404, {"error": {"message": "no such route"}})
+        return True
+    return False
 
 
 def _event(body: object) -> bytes:
@@ -83,6 +99,8 @@ def _event(body: object) -> bytes:
 ])
 def test_wrong_shape_chat_events_are_exit_4(event, words):
     def handler(conn, i, line, body):
+        if _no_side_routes(conn, line):
+            return
         start_sse(conn)
         conn.sendall(_event(event))
 
@@ -93,19 +111,22 @@ def test_wrong_shape_chat_events_are_exit_4(event, words):
 
 
 @pytest.mark.parametrize(("body", "words"), [
-    ([1, 2, 3], "/models"),
-    ({"object": "list", "data": [1, 2]}, "/models"),
-    ({"object": "list", "data": [{"id": 5}]}, "without a string 'id'"),
+    ([1, 2, 3], '/models is not {"data": [a list of models]}'),
+    ({"object": "list", "data": [1, 2]}, "/models lists entries without a string 'id'"),
+    ({"object": "list", "data": [{"id": 5}]}, "/models lists entries without a string 'id'"),
 ])
 def test_wrong_shape_models_answers_are_exit_4(body, words):
     def handler(conn, i, line, _):
-        raw = json.dumps(body)
-        respond(conn, 200, raw)
+        respond(conn, 200, json.dumps(body))  # every route: ask asks /models first, for the context length
 
     with FaultServer(handler) as server:
-        r = run_cli("models", "--backend", "openai", "--base-url", server.url, timeout=20)
-    line = one_line(r, 4)
-    assert server.url in line and words in line
+        line = one_line(ask(server), 4)
+        with pytest.raises(BackendError, match="wrong shape") as err:
+            backend = OpenAIBackend(base_url=server.url)
+            backend.models()  # what the REPL's /model completion calls
+    assert server.url in line and "wrong shape" in line and words in line
+    assert words in str(err.value)
+    assert history() == []
 
 
 @pytest.mark.parametrize("status", [200, 404])
@@ -118,9 +139,10 @@ def test_an_html_page_is_named_as_such(status):
 
     with FaultServer(handler) as server:
         line = one_line(ask(server), 4)
-        models = one_line(run_cli("models", "--backend", "openai", "--base-url", server.url, timeout=20), 4)
+        with pytest.raises(BackendError) as err:
+            OpenAIBackend(base_url=server.url).models()
     expected = f"{server.url} answered an HTML page, not the OpenAI API; check --base-url"
-    assert expected in line and expected in models
+    assert expected in line and str(err.value) == expected
     assert history() == []
 
 

@@ -284,9 +284,9 @@ class OpenAIBackend:
         except (openai.APIError, ValueError) as e:
             raise self._error(e) from e
         except (TypeError, AttributeError) as e:  # the SDK choking on a page that is not {"data": [...]}
-            raise self._error(self._shape(f"/models is not a list of models: {e}")) from e
+            raise self._shape("/models is not {\"data\": [a list of models]}") from e
         if not all(isinstance(getattr(m, "id", None), str) for m in entries):
-            raise self._error(self._shape("/models lists entries without a string 'id'"))
+            raise self._shape("/models lists entries without a string 'id'")
         return entries
 
     def models(self) -> list[str]:

@@ -88,5 +88,7 @@ class CappedTransport(httpx.HTTPTransport):
             response.close()
             # a proxy's login page, a web server's 404, or a base URL missing /v1: never the API itself
             raise ServerMisbehaved(f"{self._where} answered an HTML page, not the OpenAI API; check --base-url")
-        response.stream = _CappedStream(response.stream, self._where, kind == "text/event-stream")
+        # only a request that asked for a stream may get an unbounded body; an SSE answer to GET /models may not
+        asked = request.method == "POST" and b'"stream":true' in request.content.replace(b" ", b"")
+        response.stream = _CappedStream(response.stream, self._where, kind == "text/event-stream" and asked)
         return response
