@@ -8,12 +8,14 @@ traceback, and leaves the saved history as it was.
 from __future__ import annotations
 
 import json
+import resource
 import time
 
 import pytest
 
 from chatcli.backends.openai import OpenAIBackend
 from chatcli.errors import BackendError
+from chatcli.types import Message, SamplingParams
 from tests.plugins import run_cli
 from tests.plugins.fault_server import FaultServer, delta, respond, start_sse
 
@@ -53,6 +55,37 @@ def test_an_endless_line_is_cut_in_bounded_memory():
     assert time.monotonic() - t0 < 10
     line = one_line(r, 4)
     assert server.url in line and "line over 1 MiB without a newline" in line
+    # the largest child so far, so an upper bound on this one: the issue saw 2.5 GB
+    assert resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss < 600 << 10
+    assert history() == []
+
+
+def test_an_endless_event_and_an_endless_body_are_cut():
+    def endless_event(conn, i, line, body):
+        if _no_side_routes(conn, line):
+            return
+        start_sse(conn)
+        try:
+            while True:  # short lines, but never the blank line that ends the event
+                conn.sendall(b"data: " + b"y" * 1000 + b"\n")
+        except OSError:
+            pass
+
+    with FaultServer(endless_event) as server:
+        line = one_line(ask(server), 4)
+    assert "a server-sent event over 4 MiB" in line
+
+    def endless_json(conn, i, line, body):
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n[")
+        try:
+            while True:
+                conn.sendall(b"1," * 50000)
+        except OSError:
+            pass
+
+    with FaultServer(endless_json) as server:
+        line = one_line(ask(server), 4)
+    assert f"{server.url} sent an answer over 16 MiB" in line
     assert history() == []
 
 
@@ -164,3 +197,21 @@ def test_a_server_that_never_answers_costs_the_timeout_the_message_names(tmp_pat
     assert "1.5s" in line and "read timeout" in line
     assert took < 1.5 + 2.5, took  # the interpreter's start-up is the slack
     assert history() == []
+
+
+def test_a_silent_chat_endpoint_costs_one_read_timeout():
+    """/models and /tokenize missing, the chat request never answered: no retry stacks a second wait on the first."""
+    def handler(conn, i, line, body):
+        if not _no_side_routes(conn, line):
+            time.sleep(10)
+
+    with FaultServer(handler) as server:
+        backend = OpenAIBackend(base_url=server.url, read_timeout=1.0)
+        backend.load("m")
+        t0 = time.monotonic()
+        with pytest.raises(BackendError, match="nothing for 1s") as err:
+            list(backend.stream_chat([Message("user", "hi")], SamplingParams(max_tokens=5)))
+        took = time.monotonic() - t0
+        chats = [line for line in server.requests if "chat/completions" in line]
+    assert took < 1.0 + 0.8, took
+    assert len(chats) == 1 and err.value.exit_code == 4
