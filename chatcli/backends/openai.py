@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import openai
 
 from chatcli.backends.openai_errors import describe
+from chatcli.backends.openai_wire import CappedTransport, ServerMisbehaved, misbehaved
 from chatcli.errors import BackendError, UsageError
 from chatcli.types import Chunk, Message, SamplingParams, Stats
 
@@ -81,6 +82,7 @@ class OpenAIBackend:
         self._context = int(_number(context_length, "context_length", int)) if context_length else None
         self.model: str | None = None
         self._client = None
+        self._http = None
         self._can_tokenize: bool | None = None  # unknown until the first count_tokens
         self.tokens_estimated = False  # True once count_tokens had to estimate; /stats says so
 
@@ -93,9 +95,13 @@ class OpenAIBackend:
     def client(self) -> openai.OpenAI:
         """The SDK client, made on first use; retries are ours (only before a token arrived), so the SDK's are off."""
         if self._client is None:
+            import httpx
+
             timeout = openai.Timeout(self.read_timeout, connect=self.connect_timeout)
+            http = self._http = httpx.Client(transport=CappedTransport(self.base_url),
+                                             timeout=httpx.Timeout(self.read_timeout, connect=self.connect_timeout))
             self._client = openai.OpenAI(base_url=self.base_url, api_key=self._api_key or "no-key",
-                                         timeout=timeout, max_retries=0)
+                                         timeout=timeout, max_retries=0, http_client=http)
         return self._client
 
     def _scrub(self, text: str) -> str:
@@ -104,7 +110,9 @@ class OpenAIBackend:
 
     def _error(self, e: Exception, *, partial: str = "", after_retries: int = 0) -> BackendError:
         """A BackendError naming the server, what went wrong and the fix; never the key; the partial text attached."""
-        msg = describe(e, self.base_url, self.connect_timeout, self.read_timeout, after_retries)
+        bad = misbehaved(e)
+        msg = str(bad) if bad is not None else describe(e, self.base_url, self.connect_timeout, self.read_timeout,
+                                                        after_retries)
         if partial:
             msg += f"; the partial reply ({len(partial)} characters) is kept, marked incomplete"
         err = BackendError(self._scrub(" ".join(msg.split())))
@@ -171,6 +179,7 @@ class OpenAIBackend:
         parts: list[str] = []
         finish = usage = None
         ttft = 0.0
+        capped = False
         done = threading.Event()
         if stream is None:
             finish = "interrupted"
@@ -182,15 +191,27 @@ class OpenAIBackend:
                     if cancel is not None and cancel.is_set():
                         finish = "interrupted"
                         break
-                    usage = getattr(event, "usage", None) or usage
-                    for choice in event.choices or ():
+                    usage = self._usage(event) or usage
+                    for choice in self._choices(event):
                         text = text_of(choice)
+                        if text is not None and not isinstance(text, str):
+                            raise self._shape(f"its text is {type(text).__name__}, not a string")
+                        if text and len(parts) >= params.max_tokens:
+                            # a server may ignore max_tokens and stream forever; each event carries about one
+                            # token, so text past the cap ends the reply here (finish and usage events still count)
+                            finish, capped = "length", True
+                            break
                         if text:
                             ttft = ttft or time.perf_counter() - t0
                             parts.append(text)
                             yield Chunk(text)
-                        if choice.finish_reason:
-                            finish = FINISH.get(choice.finish_reason, "stop")
+                        reason = getattr(choice, "finish_reason", None)
+                        if reason:
+                            finish = FINISH.get(reason, "stop") if isinstance(reason, str) else "stop"
+                    if capped:
+                        break
+            except ServerMisbehaved as e:
+                raise self._error(e, partial="".join(parts)) from e
             except (openai.APIError, ValueError) as e:
                 if cancel is None or not cancel.is_set():
                     raise self._error(e, partial="".join(parts)) from e
@@ -221,14 +242,56 @@ class OpenAIBackend:
         )
         yield Chunk("", finish_reason=finish, stats=stats)
 
+    def _shape(self, what: str) -> ServerMisbehaved:
+        return ServerMisbehaved(f"{self.base_url} sent an answer of the wrong shape ({what}); "
+                                f"is --base-url an OpenAI-compatible /v1 endpoint?")
+
+    def _choices(self, event) -> list:
+        """The event's choices, checked: the SDK builds its objects without validating what the server sent."""
+        if not isinstance(event, openai.BaseModel):
+            raise self._shape(f"an event is a JSON {type(event).__name__}, not an object")
+        choices = getattr(event, "choices", None)
+        if choices is None:
+            if self._usage(event) is not None:
+                return []  # the include_usage event may leave choices out
+            raise self._shape("an event has no 'choices'")
+        if not isinstance(choices, list):
+            raise self._shape(f"'choices' is a {type(choices).__name__}, not a list")
+        for choice in choices:
+            if not isinstance(choice, openai.BaseModel):
+                raise self._shape(f"a choice is {type(choice).__name__}, not an object")
+            d = getattr(choice, "delta", None)
+            if d is not None and not isinstance(d, openai.BaseModel):
+                raise self._shape(f"a delta is {type(d).__name__}, not an object")
+        return choices
+
+    def _usage(self, event):
+        usage = getattr(event, "usage", None)
+        if usage is None:
+            return None
+        ok = isinstance(usage, openai.BaseModel) and all(
+            isinstance(getattr(usage, k, None), int) for k in ("prompt_tokens", "completion_tokens"))
+        if not ok:
+            raise self._shape("'usage' lacks integer prompt_tokens and completion_tokens")
+        return usage
+
     # -- the Backend protocol ------------------------------------------------------------------------------
+
+    def _listed(self) -> list:
+        """The /models entries, each checked to carry a string id."""
+        try:
+            entries = list(self.client.models.list())
+        except (openai.APIError, ValueError) as e:
+            raise self._error(e) from e
+        except (TypeError, AttributeError) as e:  # the SDK choking on a page that is not {"data": [...]}
+            raise self._shape("/models is not {\"data\": [a list of models]}") from e
+        if not all(isinstance(getattr(m, "id", None), str) for m in entries):
+            raise self._shape("/models lists entries without a string 'id'")
+        return entries
 
     def models(self) -> list[str]:
         """Model ids the server offers (/v1/models)."""
-        try:
-            return sorted(m.id for m in self.client.models.list())
-        except openai.APIError as e:
-            raise self._error(e) from e
+        return sorted(m.id for m in self._listed())
 
     def load(self, model: str) -> None:
         """Choose the server's model; nothing is downloaded and the server is not contacted until the first reply."""
@@ -238,12 +301,14 @@ class OpenAIBackend:
                     cancel: threading.Event | None = None) -> Iterator[Chunk]:
         """Stream a chat reply; the server applies its own chat template (chat_template is ignored)."""
         wire = [{"role": m.role, "content": m.content} for m in messages]
-        yield from self._stream(self.client.chat.completions.create, lambda c: c.delta.content if c.delta else None,
+        yield from self._stream(self.client.chat.completions.create,
+                                lambda c: getattr(c.delta, "content", None) if getattr(c, "delta", None) else None,
                                 self._estimate(messages), params, cancel, messages=wire)
 
     def stream_completion(self, prompt: str, params: SamplingParams, *, cancel: threading.Event | None = None) -> Iterator[Chunk]:
         """Stream raw text after PROMPT through /v1/completions (no template)."""
-        yield from self._stream(self.client.completions.create, lambda c: c.text, estimate_tokens(prompt),
+        yield from self._stream(self.client.completions.create, lambda c: getattr(c, "text", None),
+                                estimate_tokens(prompt),
                                 params, cancel, prompt=prompt)
 
     @staticmethod
@@ -257,11 +322,14 @@ class OpenAIBackend:
         root = self.base_url[: -len("/v1")] if self.base_url.endswith("/v1") else self.base_url
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
         body = {"model": self.model, "messages": [{"role": m.role, "content": m.content} for m in messages]}
+        self.client  # noqa: B018 -- makes the capped HTTP client
         try:
-            r = httpx.post(f"{root}/tokenize", json=body, headers=headers,
-                           timeout=httpx.Timeout(self.read_timeout, connect=self.connect_timeout))
+            r = self._http.post(f"{root}/tokenize", json=body, headers=headers)
             data = r.json() if r.status_code == 200 else None
-        except (httpx.HTTPError, ValueError):
+        except httpx.ReadTimeout as e:
+            # a silent server: the reply would wait as long again, and the message would name half the wait
+            raise self._error(openai.APITimeoutError(request=e.request)) from e
+        except (httpx.HTTPError, ValueError, ServerMisbehaved):
             return None
         return data if isinstance(data, dict) and isinstance(data.get("count"), int) else None
 
@@ -282,16 +350,21 @@ class OpenAIBackend:
         if self._context is None:
             self._context = DEFAULT_CONTEXT
             try:
-                for m in self.client.models.list():
-                    if m.id == self.model or self.model is None:
-                        extra = m.model_extra or {}
-                        meta = extra.get("meta") if isinstance(extra.get("meta"), dict) else {}
-                        found = extra.get("max_model_len") or meta.get("n_ctx_train") or extra.get("context_length")
-                        if isinstance(found, int) and found > 0:
-                            self._context = found
-                        break
-            except openai.APIError:
-                pass  # the first reply will report an unreachable server properly
+                entries = self._listed()
+            except BackendError as e:
+                if misbehaved(e) is not None or isinstance(e.__cause__, openai.APITimeoutError):
+                    # a server that answers garbage, or nothing at all, will not stream a reply either; waiting
+                    # for it again would add read timeouts up past the one the message names
+                    raise
+                entries = []  # no /models (404) or unreachable: the first reply reports the latter properly
+            for m in entries:
+                if m.id == self.model or self.model is None:
+                    extra = m.model_extra or {}
+                    meta = extra.get("meta") if isinstance(extra.get("meta"), dict) else {}
+                    found = extra.get("max_model_len") or meta.get("n_ctx_train") or extra.get("context_length")
+                    if isinstance(found, int) and found > 0:
+                        self._context = found
+                    break
         return self._context
 
     def close(self) -> None:
