@@ -25,6 +25,8 @@ from chatcli.store.gguf_file import GGUFFile
 from tests.storefakes import make_gguf
 
 EXAMPLES = int(os.environ.get("CHATCLI_FUZZ_EXAMPLES", "120"))
+PROGRESS = os.environ.get("CHATCLI_FUZZ_PROGRESS")  # a file the long run rewrites with its case count and slowest case
+_seen = {"cases": 0, "slowest": 0.0}
 SLOW_CASE_S = 20.0  # far above a tiny conversion (tens of ms); only a hang or a runaway allocation gets near it
 
 # Every key the converter, the tokenizer builders and the config writer read, for the two bases below.
@@ -160,7 +162,12 @@ def test_any_metadata_value_converts_or_is_one_load_error(case):
         else:
             ctx = info["context_length"]
             assert isinstance(ctx, int) and 1 <= ctx <= 1 << 24
-        assert time.monotonic() - start < SLOW_CASE_S, changes
+        took = time.monotonic() - start
+        assert took < SLOW_CASE_S, changes
+        _seen["cases"] += 1
+        _seen["slowest"] = max(_seen["slowest"], took)
+        if PROGRESS and _seen["cases"] % 500 == 0:
+            Path(PROGRESS).write_text(f"{_seen['cases']} cases converted or refused, slowest {_seen['slowest']:.3f} s\n")
 
 
 def struct_error():
