@@ -24,7 +24,7 @@ from chatcli.store.convert import convert_gguf
 from chatcli.store.gguf_file import GGUFFile
 from tests.storefakes import make_gguf
 
-EXAMPLES = int(os.environ.get("CHATCLI_FUZZ_EXAMPLES", "500"))
+EXAMPLES = int(os.environ.get("CHATCLI_FUZZ_EXAMPLES", "1500"))
 PROGRESS = os.environ.get("CHATCLI_FUZZ_PROGRESS")  # a file the long run rewrites with its case count and slowest case
 _seen = {"cases": 0, "slowest": 0.0}
 SLOW_CASE_S = 20.0  # far above a tiny conversion (tens of ms); only a hang or a runaway allocation gets near it
