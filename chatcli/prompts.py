@@ -166,8 +166,11 @@ def _candidates() -> dict[str, tuple[Path, bool]]:
     found: dict[str, tuple[Path, bool]] = {}
     for folder, packaged in ((PACKAGED, True), (settings.prompts_dir(), False)):
         if folder.is_dir():
+            root = folder.resolve()
             for p in sorted(folder.glob("*.md")):
-                found[p.stem] = (p, packaged)
+                # A link out of the folder would be refused on load (names.inside); listing it would advertise it.
+                if p.resolve().is_relative_to(root):
+                    found[p.stem] = (p, packaged)
     return found
 
 

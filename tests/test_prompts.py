@@ -142,6 +142,9 @@ def test_names_are_allow_listed_and_stay_inside(tmp_path):
     (settings.prompts_dir() / "escape.md").symlink_to(outside)
     with pytest.raises(UsageError, match="outside"):
         load_prompt("escape")
+    (settings.prompts_dir() / "inner.md").symlink_to(write("real", "a prompt body").name)  # a link inside is fine
+    names = {p.name for p in list_prompts()}
+    assert "escape" not in names and {"inner", "real"} <= names
 
 
 def test_unknown_prompt_suggests_the_closest():

@@ -130,7 +130,7 @@ def test_unsupported_architecture(tmp_path):
 
 
 def test_unsupported_quantization_type_is_named(tmp_path):
-    raw = np.zeros((4, 64 // 32 * 18), np.uint8)  # IQ4_NL: 18-byte blocks of 32 values
+    raw = np.zeros((32, 64 // 32 * 18), np.uint8)  # IQ4_NL: 18-byte blocks of 32 values, in attn_v's real shape
     with pytest.raises(LoadError, match="tensor blk.0.attn_v.weight uses quantization IQ4_NL"):
         convert(tmp_path, extra_tensors={"blk.0.attn_v.weight": raw}, tensor_types={"blk.0.attn_v.weight": "IQ4_NL"})
 

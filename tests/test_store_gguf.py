@@ -54,6 +54,20 @@ def test_bad_magic(tiny):
     expect(tiny, "bad magic")
 
 
+@pytest.mark.parametrize("size", [1, 4, 8, 23])
+def test_a_file_under_24_bytes_is_truncated_not_bad_magic(tiny, size):
+    tiny.write_bytes(tiny.read_bytes()[:size])
+    message = expect(tiny, f"truncated: {size} bytes, but a GGUF header needs at least 24")
+    assert "magic" not in message
+
+
+def test_bad_magic_shows_the_bytes_read(tiny):
+    tiny.write_bytes(b"PK\x03\x04" + bytes(40))
+    expect(tiny, "bad magic number b'PK\\x03\\x04' (expected b'GGUF')")
+    tiny.write_bytes(b"XY")  # short and wrong: the wrong bytes are the news
+    expect(tiny, "bad magic number b'XY'")
+
+
 def test_bad_version(tiny):
     patch(tiny, 4, "I", 7)
     expect(tiny, "unsupported GGUF version 7")
@@ -163,7 +177,7 @@ def test_unknown_ggml_type(tiny):
 def test_empty_and_missing_files(tmp_path):
     empty = tmp_path / "empty.gguf"
     empty.write_bytes(b"")
-    expect(empty, "bad magic")
+    expect(empty, "truncated: 0 bytes, but a GGUF header needs at least 24")
     with pytest.raises(GGUFError, match="cannot be read"):
         GGUFFile(tmp_path / "missing.gguf")
 

@@ -114,3 +114,36 @@ def test_bad_name_is_refused(store, tmp_path):
         proc = cli("import", str(src), "--name", name)
         assert proc.returncode == 2 and "invalid model name" in error_line(proc), name
     assert not store.exists() or {p.name for p in store.iterdir()} <= {".locks"}
+
+
+@pytest.mark.parametrize(("changes", "words"), [
+    ({"llama.block_count": (2**32 - 1, 4, None)}, ["llama.block_count is the number 4294967295"]),
+    ({"llama.block_count": (3, 4, None)}, ["block_count is 3 but the file has tensors for 2 blocks"]),
+    ({"llama.attention.head_count": (8, 4, None)}, ["tensor blk.0.attn_k.weight has shape [32, 64]", "implies [16, 64]"]),
+    ({"llama.context_length": (2**40, 10, None)}, ["llama.context_length is the number 1099511627776", "[1, 16777216]"]),
+    ({"general.architecture": (["llama"], 9, 8)}, ["general.architecture is an array of 1 items (str)", "expected a string"]),
+    ({"llama.attention.layer_norm_rms_epsilon": ("1e-5", 8, None)}, ["layer_norm_rms_epsilon is the string '1e-5'"]),
+    ({"tokenizer.ggml.tokens": ([1, 2, 3], 9, 5)}, ["tokenizer.ggml.tokens is an array of 3 items (int)"]),
+])
+def test_import_of_gguf_with_bad_metadata_is_one_line_exit_3_and_leaves_nothing(store, tmp_path, changes, words):
+    from tests.test_fuzz_gguf_values import write
+
+    src = tmp_path / "bad.gguf"
+    write(src, "llama", changes)
+    proc = cli("import", str(src), "--name", "bad")
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    line = error_line(proc)
+    assert str(src) in line
+    for word in words:
+        assert word in line, line
+    assert not (store / "bad").exists() and not list(store.glob(".tmp-*"))
+
+
+def test_import_of_a_truncated_gguf_says_truncated(store, tmp_path):
+    src = tmp_path / "short.gguf"
+    src.write_bytes(b"GGUF\x03\x00")
+    proc = cli("import", str(src))
+    assert proc.returncode == 3 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "truncated: 6 bytes, but a GGUF header needs at least 24" in error_line(proc)
+    assert not [p for p in store.glob("*") if p.name != ".locks"]

@@ -53,13 +53,56 @@ def f32(value: Any) -> float:
     return float(str(np.float32(value)))
 
 
-def _int(g: GGUFFile, key: str, default: int | None = None) -> int:
+MAX_CONTEXT = 1 << 24  # far past any released model; a bigger claim would only size an allocation
+MAX_SIZE = 1 << 20  # bound for a dimension before it is compared with the tensors
+
+
+def _int(g: GGUFFile, key: str, default: int | None = None, hi: int = MAX_SIZE) -> int:
     value = g.get(key, default)
-    if isinstance(value, list):
+    if isinstance(value, list) and value and all(isinstance(v, int) for v in value):
         raise GGUFError(f"{g.path}: {key} varies per layer ({value[:4]}...), which this converter does not support")
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise GGUFError(f"{g.path}: metadata {key} is missing or not a positive integer ({value!r})")
-    return value
+    return g.meta_int(key, 1, hi, *(() if default is None else (default,)))
+
+
+def _check_shapes(g: GGUFFile, cfg: dict[str, Any], block: dict[str, str]) -> None:
+    """Hold the sizes the metadata claims against the tensors present, so no claim sizes an allocation unchecked."""
+    n = cfg["num_hidden_layers"]
+    layers = {int(m.group(1)) for name in g.tensors if (m := BLOCK_RE.match(name))}
+    if layers != set(range(n)):
+        raise GGUFError(
+            f"{g.path}: metadata block_count is {n} but the file has tensors for {len(layers)} blocks "
+            f"({', '.join(f'blk.{i}' for i in sorted(layers)[:4])}{' ...' if len(layers) > 4 else ''}); the GGUF is malformed"
+        )
+    h, d, ffn = cfg["hidden_size"], cfg["head_dim"], cfg["intermediate_size"]
+    q, kv = cfg["num_attention_heads"] * d, cfg["num_key_value_heads"] * d
+    if cfg["num_attention_heads"] % cfg["num_key_value_heads"]:
+        raise GGUFError(f"{g.path}: attention.head_count {cfg['num_attention_heads']} is not a multiple of "
+                        f"head_count_kv {cfg['num_key_value_heads']}")
+    if d % 2:
+        raise GGUFError(f"{g.path}: head size {d} is odd; rotary embeddings need an even one")
+    want = {"token_embd.weight": (cfg["vocab_size"], h), "output_norm.weight": (h,), "output.weight": (cfg["vocab_size"], h)}
+    per_layer = {
+        "attn_norm": (h,), "ffn_norm": (h,), "post_attention_norm": (h,), "post_ffw_norm": (h,),
+        "attn_q_norm": (d,), "attn_k_norm": (d,), "attn_q": (q, h), "attn_k": (kv, h), "attn_v": (kv, h),
+        "attn_output": (h, q), "ffn_gate": (ffn, h), "ffn_up": (ffn, h), "ffn_down": (h, ffn),
+    }
+    for i in range(n):
+        for part in block:
+            name = f"blk.{i}.{part}.weight"
+            if name not in g.tensors:
+                raise GGUFError(f"{g.path}: tensor {name} is missing; the GGUF is incomplete")
+            want[name] = per_layer[part]
+            bias = f"blk.{i}.{part}.bias"
+            if bias in g.tensors:
+                want[bias] = per_layer[part][:1]
+    for name, shape in want.items():
+        info = g.tensors.get(name)
+        if info is not None and info.shape != shape:
+            raise GGUFError(
+                f"{g.path}: tensor {name} has shape {list(info.shape)} but the metadata (embedding_length {h}, "
+                f"head_count {cfg['num_attention_heads']}, head_count_kv {cfg['num_key_value_heads']}, head size {d}, "
+                f"feed_forward_length {ffn}) implies {list(shape)}; the GGUF is malformed"
+            )
 
 
 def _unpermute(n_head: int) -> Transform:
@@ -93,30 +136,36 @@ def _common(g: GGUFFile, arch: str) -> dict[str, Any]:
         "num_attention_heads": n_head,
         "num_key_value_heads": _int(g, p + "attention.head_count_kv", n_head),
         "head_dim": _int(g, p + "attention.key_length", hidden // n_head),
-        "max_position_embeddings": _int(g, p + "context_length", 2048),
-        "rms_norm_eps": f32(g.get(p + "attention.layer_norm_rms_epsilon", 1e-6)),
-        "rope_theta": f32(g.get(p + "rope.freq_base", 10000.0)),
+        "max_position_embeddings": _int(g, p + "context_length", 2048, hi=MAX_CONTEXT),
+        "rms_norm_eps": _f32(g, p + "attention.layer_norm_rms_epsilon", 1e-6, 1e-30, 0.5),
+        "rope_theta": _f32(g, p + "rope.freq_base", 10000.0, 1.0, 1e12),
         "rope_scaling": _rope_scaling(g, p),
         "tie_word_embeddings": "output.weight" not in g.tensors,
     }
     for key, meta in (("bos_token_id", "bos_token_id"), ("eos_token_id", "eos_token_id"), ("pad_token_id", "padding_token_id")):
-        value = g.get("tokenizer.ggml." + meta)
-        if isinstance(value, int):
+        value = g.meta_int("tokenizer.ggml." + meta, 0, cfg["vocab_size"] - 1, None)
+        if value is not None:
             cfg[key] = value
     return cfg
 
 
+def _f32(g: GGUFFile, key: str, default: float, lo: float, hi: float) -> float:
+    return f32(g.meta_float(key, lo, hi, default))
+
+
 def _rope_scaling(g: GGUFFile, p: str) -> dict[str, Any] | None:
-    kind = g.get(p + "rope.scaling.type")
-    factor = g.get(p + "rope.scaling.factor")
+    kind = g.meta_str(p + "rope.scaling.type", None)
+    factor = g.meta_float(p + "rope.scaling.factor", 0.0, 1e4, None)
     if kind in (None, "none") or not factor:
         return None
+    if factor < 1e-3:
+        raise GGUFError(f"{g.path}: metadata {p}rope.scaling.factor is {factor}, expected a number in [0.001, 10000]")
     if kind == "linear":
         return {"rope_type": "linear", "factor": f32(factor)}
     if kind == "yarn":
         out = {"rope_type": "yarn", "factor": f32(factor)}
-        orig = g.get(p + "rope.scaling.original_context_length")
-        if isinstance(orig, int):
+        orig = g.meta_int(p + "rope.scaling.original_context_length", 1, MAX_CONTEXT, None)
+        if orig is not None:
             out["original_max_position_embeddings"] = orig
         return out
     raise GGUFError(f"{g.path}: rope scaling {kind!r} is not supported (linear and yarn are)")
@@ -138,6 +187,8 @@ def _llama3_rope(g: GGUFFile, cfg: dict[str, Any]) -> dict[str, Any]:
     info = g.tensors["rope_freqs.weight"]
     stored = dequantize(g.raw(info), info.ggml_type).reshape(-1).astype(np.float64)
     factor = float(stored.max())
+    if not np.isfinite(stored).all() or not 1.0 <= factor <= 1e4:
+        raise GGUFError(f"{g.path}: rope_freqs holds values outside [1, 10000] (largest {factor}); the GGUF is malformed")
     # Every Llama 3.x release uses low 1, high 4 and an 8192-token original context; a few others are tried too.
     for old_ctx in (8192, 4096, 2048, 16384, 32768, 131072):
         for low, high in ((1.0, 4.0), (1.0, 2.0), (1.0, 8.0), (2.0, 4.0)):
@@ -169,6 +220,7 @@ def _map_names(g: GGUFFile, block: dict[str, str], skip: tuple[str, ...] = ()) -
 def llama(g: GGUFFile, arch: str = "llama") -> Plan:
     """Llama, SmolLM2, Mistral (llama.cpp writes them all as 'llama'); q/k rows come back un-permuted."""
     cfg = _common(g, arch)
+    _check_shapes(g, cfg, LLAMA_BLOCK)
     if "rope_freqs.weight" in g.tensors:
         cfg["rope_scaling"] = _llama3_rope(g, cfg)
     # Llama's attention_bias puts a bias on q, k, v and o alike.
@@ -188,6 +240,7 @@ def llama(g: GGUFFile, arch: str = "llama") -> Plan:
 def qwen2(g: GGUFFile) -> Plan:
     """Qwen2 and Qwen2.5: llama-like with q/k/v biases and no permutation."""
     cfg = _common(g, "qwen2")
+    _check_shapes(g, cfg, LLAMA_BLOCK)
     cfg.update(
         architectures=["Qwen2ForCausalLM"], model_type="qwen2", hidden_act="silu", attention_bias=False,  # q/k/v biases are implied
         use_sliding_window=False, sliding_window=None, max_window_layers=cfg["num_hidden_layers"],
@@ -198,15 +251,16 @@ def qwen2(g: GGUFFile) -> Plan:
 def gemma3(g: GGUFFile) -> Plan:
     """Gemma 3 text: sandwich norms, q/k norms, interleaved sliding-window layers; norm weights lose llama.cpp's +1."""
     cfg = _common(g, "gemma3")
+    _check_shapes(g, cfg, GEMMA3_BLOCK)
     n = cfg["num_hidden_layers"]
-    pattern = g.get("gemma3.attention.sliding_window_pattern")
+    pattern = g.meta_int_list("gemma3.attention.sliding_window_pattern", 0, 1, None)
     if isinstance(pattern, list) and len(pattern) == n:
         sliding = [bool(x) for x in pattern]
     else:
         sliding = [(i + 1) % 6 != 0 for i in range(n)]  # llama.cpp's fixed Gemma 3 pattern: every 6th layer is global
     cfg.update(
         architectures=["Gemma3ForCausalLM"], model_type="gemma3_text", hidden_activation="gelu_pytorch_tanh",
-        query_pre_attn_scalar=cfg["head_dim"], sliding_window=_int(g, "gemma3.attention.sliding_window", 512),
+        query_pre_attn_scalar=cfg["head_dim"], sliding_window=_int(g, "gemma3.attention.sliding_window", 512, hi=MAX_CONTEXT),
         layer_types=["sliding_attention" if s else "full_attention" for s in sliding],
         rope_local_base_freq=10000.0,  # llama.cpp hard-codes the local rope base for Gemma 3 too
         final_logit_softcapping=None, attn_logit_softcapping=None, attention_bias=False,
@@ -221,7 +275,7 @@ ARCHS: dict[str, Callable[[GGUFFile], Plan]] = {"llama": llama, "qwen2": qwen2, 
 
 def plan_for(g: GGUFFile) -> Plan:
     """The conversion plan for G's general.architecture, or a clear error naming the supported ones."""
-    arch = g.get("general.architecture")
+    arch = g.meta_str("general.architecture")
     if arch not in ARCHS:
         raise GGUFError(
             f"{g.path}: architecture {arch!r} is not supported (supported: {', '.join(sorted(ARCHS))})"

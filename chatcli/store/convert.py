@@ -69,7 +69,7 @@ def convert_gguf(
                 f"(supported: {', '.join(SUPPORTED_TYPES)}); re-export the GGUF with one of those"
             )
         cfg = plan.config
-        n_tokens = len(g.get("tokenizer.ggml.tokens") or [])
+        n_tokens = len(g.meta_str_list("tokenizer.ggml.tokens", None) or [])
         if n_tokens > cfg["vocab_size"]:
             raise GGUFError(f"{g.path}: the vocabulary has {n_tokens} tokens but the embedding only {cfg['vocab_size']} rows")
         try:
@@ -90,7 +90,7 @@ def convert_gguf(
                     dtype,
                     on_tensor=lambda _: step.advance(1),
                 )
-            lic = license_text or f"License: {g.get('general.license', 'unknown')} (from the GGUF's general.license)\n"
+            lic = license_text or f"License: {g.meta_str('general.license', 'unknown')} (from the GGUF's general.license)\n"
             (out / "LICENSE").write_text(lic, encoding="utf-8")
             params = sum(int(np.prod(g.tensors[n].shape)) for n in names)
             info = {
@@ -101,8 +101,8 @@ def convert_gguf(
                 "context_length": cfg["max_position_embeddings"],
                 "chat_template": tok["chat_template"],
                 "tokenizer": tok["kind"],
-                "gguf_name": g.get("general.name"),
-                "gguf_file_type": g.get("general.file_type"),
+                "gguf_name": g.meta_str("general.name", None),
+                "gguf_file_type": g.meta_int("general.file_type", 0, 1 << 16, None),
                 "converter": CONVERTER_VERSION,
                 **(source or {}),
             }

@@ -7,6 +7,7 @@ dequantization kernels.
 
 from __future__ import annotations
 
+import math
 import mmap
 import struct
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ MAX_ARRAY = 1 << 28
 MAX_DIMS = 4
 MAX_ALIGNMENT = 1 << 16
 DEFAULT_ALIGNMENT = 32
+HEADER_SIZE = 24  # magic, version, tensor count, metadata count
+_REQUIRED = object()
 
 # GGUF value types -> struct format (scalars)
 _SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
@@ -116,6 +119,20 @@ class _Cursor:
         raise self.fail(f"{what}: unknown value type {vtype}")
 
 
+def _describe(value: Any) -> str:
+    """A short description of a metadata value for an error line (a vocabulary is not printed whole)."""
+    if isinstance(value, bool):
+        return f"the boolean {value}"
+    if isinstance(value, (int, float)):
+        return f"the number {value!r}"
+    if isinstance(value, str):
+        return f"the string {value[:40]!r}{'...' if len(value) > 40 else ''}"
+    if isinstance(value, list):
+        kinds = sorted({type(v).__name__ for v in value}) or ["no"]
+        return f"an array of {len(value)} items ({'/'.join(kinds)})"
+    return type(value).__name__
+
+
 class GGUFFile:
     """A validated GGUF: .metadata (key -> value), .tensors (name -> TensorInfo), raw tensor bytes on demand."""
 
@@ -136,8 +153,11 @@ class GGUFFile:
 
     def _parse(self) -> None:
         c = _Cursor(self._map, self.path)
-        if self.size < 24 or self._map[:4] != MAGIC:
-            raise c.fail(f"bad magic number {bytes(self._map[:4])!r} (expected {MAGIC!r})")
+        head = bytes(self._map[:4])
+        if head != MAGIC[: len(head)] or (len(head) == 4 and head != MAGIC):
+            raise c.fail(f"bad magic number {head!r} (expected {MAGIC!r})")
+        if self.size < HEADER_SIZE:
+            raise c.fail(f"truncated: {self.size} bytes, but a GGUF header needs at least {HEADER_SIZE}")
         c.pos = 4
         version = c.scalar("I", "version")
         if version not in VERSIONS:
@@ -224,8 +244,85 @@ class GGUFFile:
         return flat.reshape(*info.shape[:-1], row_bytes)
 
     def get(self, key: str, default: Any = None) -> Any:
-        """A metadata value, or DEFAULT."""
+        """A metadata value, or DEFAULT, unchecked: converters use the typed meta_* accessors below."""
         return self.metadata.get(key, default)
+
+    # Typed accessors: a value of the wrong type or size is a GGUFError naming the file, the key and what was
+    # expected, never a TypeError deep in the converter. A missing key gives DEFAULT, or an error when there is none.
+
+    def _bad(self, key: str, value: Any, expected: str) -> GGUFError:
+        got = "missing" if value is _REQUIRED else _describe(value)
+        return GGUFError(f"{self.path}: metadata {key} is {got}, expected {expected}; re-export the GGUF or use the HF folder")
+
+    def _lookup(self, key: str, default: Any) -> Any:
+        return self.metadata.get(key, default)
+
+    def meta_str(self, key: str, default: Any = _REQUIRED) -> Any:
+        """A string value."""
+        value = self._lookup(key, default)
+        if value is default and default is not _REQUIRED:
+            return value
+        if not isinstance(value, str):
+            raise self._bad(key, value, "a string")
+        return value
+
+    def meta_int(self, key: str, lo: int, hi: int, default: Any = _REQUIRED) -> Any:
+        """An integer in [LO, HI]."""
+        value = self._lookup(key, default)
+        if value is default and default is not _REQUIRED:
+            return value
+        if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+            raise self._bad(key, value, f"an integer in [{lo}, {hi}]")
+        return value
+
+    def meta_float(self, key: str, lo: float, hi: float, default: Any = _REQUIRED) -> Any:
+        """A finite number in [LO, HI] (integers are accepted, as some writers store whole numbers as ints)."""
+        value = self._lookup(key, default)
+        if value is default and default is not _REQUIRED:
+            return value
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not lo <= value <= hi:  # NaN fails too
+            raise self._bad(key, value, f"a number in [{lo:g}, {hi:g}]")
+        return float(value)
+
+    def meta_bool(self, key: str, default: Any = _REQUIRED) -> Any:
+        """A boolean (0 and 1 are accepted: older writers used integers)."""
+        value = self._lookup(key, default)
+        if value is default and default is not _REQUIRED:
+            return value
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        raise self._bad(key, value, "a boolean")
+
+    def meta_str_list(self, key: str, default: Any = _REQUIRED) -> Any:
+        """An array of strings."""
+        value = self._lookup(key, default)
+        if value is default and default is not _REQUIRED:
+            return value
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self._bad(key, value, "an array of strings")
+        return value
+
+    def meta_int_list(self, key: str, lo: int, hi: int, default: Any = _REQUIRED) -> Any:
+        """An array of integers in [LO, HI] (booleans count as 0 and 1)."""
+        value = self._lookup(key, default)
+        if value is default and default is not _REQUIRED:
+            return value
+        if not isinstance(value, list) or not all(isinstance(v, int) and lo <= v <= hi for v in value):
+            raise self._bad(key, value, f"an array of integers in [{lo}, {hi}]")
+        return [int(v) for v in value]
+
+    def meta_float_list(self, key: str, default: Any = _REQUIRED) -> Any:
+        """An array of finite numbers."""
+        value = self._lookup(key, default)
+        if value is default and default is not _REQUIRED:
+            return value
+        if not isinstance(value, list) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value
+        ):
+            raise self._bad(key, value, "an array of finite numbers")
+        return [float(v) for v in value]
 
     def close(self) -> None:
         """Release the mapping and the file."""

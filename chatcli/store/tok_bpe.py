@@ -63,10 +63,10 @@ def _pre_tokenizer(pre: str):
 
 def token_types(g: GGUFFile, n: int) -> list[int]:
     """tokenizer.ggml.token_type, or all NORMAL when the file has none."""
-    types = g.get("tokenizer.ggml.token_type")
+    types = g.meta_int_list("tokenizer.ggml.token_type", -(1 << 31), (1 << 31) - 1, None)
     if types is None:
         return [NORMAL] * n
-    if not isinstance(types, list) or len(types) != n:
+    if len(types) != n:
         raise GGUFError(f"{g.path}: tokenizer.ggml.token_type has {len(types) if isinstance(types, list) else '?'} entries for {n} tokens")
     return types
 
@@ -75,13 +75,13 @@ def build_bpe(g: GGUFFile, add_bos: bool) -> str:
     """tokenizer.json text for G's gpt2 vocabulary."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, processors
 
-    tokens = g.get("tokenizer.ggml.tokens")
-    merges = g.get("tokenizer.ggml.merges")
-    pre = g.get("tokenizer.ggml.pre", "default")
-    if not isinstance(tokens, list) or not tokens:
-        raise GGUFError(f"{g.path}: tokenizer.ggml.tokens is missing or empty")
-    if not isinstance(merges, list):
+    tokens = g.meta_str_list("tokenizer.ggml.tokens")
+    if "tokenizer.ggml.merges" not in g.metadata:
         raise GGUFError(f"{g.path}: tokenizer.ggml.merges is missing; a gpt2 vocabulary needs its merges")
+    merges = g.meta_str_list("tokenizer.ggml.merges")
+    pre = g.meta_str("tokenizer.ggml.pre", "default")
+    if not tokens:
+        raise GGUFError(f"{g.path}: tokenizer.ggml.tokens is missing or empty")
     if pre not in PRE_TOKENIZERS:
         raise GGUFError(
             f"{g.path}: pre-tokenizer {pre!r} (tokenizer.ggml.pre) is not supported; known: {', '.join(sorted(PRE_TOKENIZERS))}"
@@ -107,8 +107,8 @@ def build_bpe(g: GGUFFile, add_bos: bool) -> str:
     tok = Tokenizer(models.BPE(vocab=vocab, merges=pairs, fuse_unk=False, byte_fallback=False, ignore_merges=ignore_merges))
     tok.pre_tokenizer = _pre_tokenizer(pre)
     tok.decoder = decoders.ByteLevel()
-    bos_id = g.get("tokenizer.ggml.bos_token_id")
-    if add_bos and isinstance(bos_id, int) and 0 <= bos_id < len(tokens):
+    bos_id = g.meta_int("tokenizer.ggml.bos_token_id", 0, len(tokens) - 1, None)
+    if add_bos and bos_id is not None:
         bos = tokens[bos_id]
         tok.post_processor = processors.TemplateProcessing(
             single=f"{bos}:0 $A:0", pair=f"{bos}:0 $A:0 {bos}:1 $B:1", special_tokens=[(bos, bos_id)]

@@ -16,22 +16,18 @@ def build_spm(g: GGUFFile) -> bytes:
     """Serialized tokenizer.model for G's llama (sentencepiece) vocabulary."""
     from sentencepiece import sentencepiece_model_pb2 as pb
 
-    tokens = g.get("tokenizer.ggml.tokens")
-    if not isinstance(tokens, list) or not tokens:
+    tokens = g.meta_str_list("tokenizer.ggml.tokens")
+    if not tokens:
         raise GGUFError(f"{g.path}: tokenizer.ggml.tokens is missing or empty")
     n = len(tokens)
-    scores = g.get("tokenizer.ggml.scores") or [0.0] * n
+    scores = g.meta_float_list("tokenizer.ggml.scores", None) or [0.0] * n
     if len(scores) != n:
         raise GGUFError(f"{g.path}: tokenizer.ggml.scores has {len(scores)} entries for {n} tokens")
     types = token_types(g, n)
 
     def special(key: str) -> int:
-        value = g.get(f"tokenizer.ggml.{key}")
-        if value is None:
-            return -1
-        if not isinstance(value, int) or not 0 <= value < n:
-            raise GGUFError(f"{g.path}: tokenizer.ggml.{key} {value!r} is outside the vocabulary (0..{n - 1})")
-        return value
+        value = g.meta_int(f"tokenizer.ggml.{key}", 0, n - 1, None)
+        return -1 if value is None else value
 
     unk, bos, eos, pad = (special(k) for k in ("unknown_token_id", "bos_token_id", "eos_token_id", "padding_token_id"))
     if unk < 0:
@@ -51,7 +47,7 @@ def build_spm(g: GGUFFile) -> bytes:
             setattr(ts, field, tokens[idx])
     ns = m.normalizer_spec
     ns.name = "identity"
-    ns.add_dummy_prefix = bool(g.get("tokenizer.ggml.add_space_prefix", True))
+    ns.add_dummy_prefix = g.meta_bool("tokenizer.ggml.add_space_prefix", True)
     ns.remove_extra_whitespaces = False
     ns.escape_whitespaces = True
 

@@ -20,12 +20,12 @@ def _write_json(path: Path, data: Any) -> None:
 
 def stop_ids(g: GGUFFile) -> list[int]:
     """EOS first, then EOT/EOM and the control tokens that end a turn (generation_config's eos_token_id list)."""
-    tokens = g.get("tokenizer.ggml.tokens") or []
+    tokens = g.meta_str_list("tokenizer.ggml.tokens", None) or []
     types = token_types(g, len(tokens))
     ids: list[int] = []
     for key in ("eos_token_id", "eot_token_id", "eom_token_id"):
-        value = g.get(f"tokenizer.ggml.{key}")
-        if isinstance(value, int) and 0 <= value < len(tokens) and value not in ids:
+        value = g.meta_int(f"tokenizer.ggml.{key}", 0, max(len(tokens) - 1, 0), None)
+        if value is not None and value not in ids:
             ids.append(value)
     for i, (tok, typ) in enumerate(zip(tokens, types)):
         if typ == CONTROL and tok in END_OF_GENERATION and i not in ids:
@@ -35,26 +35,26 @@ def stop_ids(g: GGUFFile) -> list[int]:
 
 def write_tokenizer(g: GGUFFile, out: Path, context_length: int) -> dict[str, Any]:
     """Write the tokenizer files into OUT; return {'kind', 'chat_template', 'eos_ids'} for the caller."""
-    kind = g.get("tokenizer.ggml.model")
-    tokens = g.get("tokenizer.ggml.tokens")
-    if not isinstance(tokens, list):
+    kind = g.meta_str("tokenizer.ggml.model", None)
+    if "tokenizer.ggml.tokens" not in g.metadata:
         raise GGUFError(f"{g.path}: no tokenizer.ggml.tokens; the GGUF carries no vocabulary to convert")
+    tokens = g.meta_str_list("tokenizer.ggml.tokens")
     if kind == "gpt2":
-        add_bos = bool(g.get("tokenizer.ggml.add_bos_token", False))
+        add_bos = g.meta_bool("tokenizer.ggml.add_bos_token", False)
         (out / "tokenizer.json").write_text(build_bpe(g, add_bos), encoding="utf-8")
         tokenizer_class = "PreTrainedTokenizerFast"
     elif kind == "llama":
-        add_bos = bool(g.get("tokenizer.ggml.add_bos_token", True))
+        add_bos = g.meta_bool("tokenizer.ggml.add_bos_token", True)
         (out / "tokenizer.model").write_bytes(build_spm(g))
-        arch = g.get("general.architecture", "")
-        tokenizer_class = "GemmaTokenizer" if str(arch).startswith("gemma") else "LlamaTokenizer"
+        arch = g.meta_str("general.architecture", "")
+        tokenizer_class = "GemmaTokenizer" if arch.startswith("gemma") else "LlamaTokenizer"
     else:
         raise GGUFError(f"{g.path}: tokenizer model {kind!r} (tokenizer.ggml.model) is not supported; gpt2 and llama are")
     types = token_types(g, len(tokens))
 
     def text_of(key: str) -> str | None:
-        value = g.get(f"tokenizer.ggml.{key}")
-        return tokens[value] if isinstance(value, int) and 0 <= value < len(tokens) else None
+        value = g.meta_int(f"tokenizer.ggml.{key}", 0, len(tokens) - 1, None) if tokens else None
+        return None if value is None else tokens[value]
 
     decoder = {
         str(i): {"content": t, "lstrip": False, "normalized": False, "rstrip": False, "single_word": False, "special": ty == CONTROL}
@@ -62,11 +62,11 @@ def write_tokenizer(g: GGUFFile, out: Path, context_length: int) -> dict[str, An
         # sentencepiece matches its own user-defined pieces; listing them here would only duplicate that
         if ty == CONTROL or (ty == USER_DEFINED and kind == "gpt2")
     }
-    template = g.get("tokenizer.chat_template")
+    template = g.meta_str("tokenizer.chat_template", None)
     config = {
         "tokenizer_class": tokenizer_class,
         "add_bos_token": add_bos,
-        "add_eos_token": bool(g.get("tokenizer.ggml.add_eos_token", False)),
+        "add_eos_token": g.meta_bool("tokenizer.ggml.add_eos_token", False),
         "bos_token": text_of("bos_token_id"),
         "eos_token": text_of("eos_token_id"),
         "unk_token": text_of("unknown_token_id"),
@@ -76,7 +76,7 @@ def write_tokenizer(g: GGUFFile, out: Path, context_length: int) -> dict[str, An
         "added_tokens_decoder": decoder,
     }
     if kind == "llama":
-        config["add_prefix_space"] = bool(g.get("tokenizer.ggml.add_space_prefix", True))
+        config["add_prefix_space"] = g.meta_bool("tokenizer.ggml.add_space_prefix", True)
         config["legacy"] = False
     if isinstance(template, str) and template.strip():
         config["chat_template"] = template
