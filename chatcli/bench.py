@@ -111,7 +111,10 @@ def worker_local(a: dict) -> dict:
 def worker_transformers(a: dict) -> dict:
     """One run of Hugging Face transformers on the same folder, same dtype, same prompt, greedy, its own KV cache."""
     import torch
-    from transformers import AutoModelForCausalLM
+
+    from chatcli.optional import require
+
+    AutoModelForCausalLM = require("transformers", "bench --compare transformers", "compare").AutoModelForCausalLM
 
     from chatcli.engine.loader import resolve_dtype
     from chatcli.engine.tokenizer import load_tokenizer

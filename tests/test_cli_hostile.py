@@ -134,3 +134,17 @@ def test_history_search_into_head_exits_0(tiny_llama_dir):
     r = subprocess.run(["sh", "-c", '"$@" | head -1; exit "${PIPESTATUS:-0}"', "sh", *_command(), "history", "search",
                         "hi"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "Traceback" not in r.stderr and r.stderr == ""
+
+
+@pytest.mark.parametrize(("module", "args", "words"), [
+    ("matplotlib", ["inspect", "attention", "The capital", "--png", "out.png"], "inspect attention --png needs matplotlib"),
+])
+def test_a_missing_optional_dependency_is_one_line(tiny_model_factory, tmp_path, module, args, words):
+    """What `make chat` installs lacks the test extras: a command that needs one names the extra, not a traceback."""
+    code = f"import sys; sys.modules[{module!r}] = None; from chatcli.cli import main; main(sys.argv[1:])"
+    model = tiny_model_factory("llama")
+    r = subprocess.run([sys.executable, "-c", code, *args, "--model", str(model)], capture_output=True, text=True,
+                       cwd=tmp_path, timeout=120)
+    line = one_line(r, 1)
+    assert words in line and "pip install" in line
+    assert not (tmp_path / "out.png").exists()

@@ -198,8 +198,9 @@ def test_hf_pull_without_a_hub_is_one_line_exit_4(store):
 def test_hf_pull_without_huggingface_hub_installed(store):
     code = "import sys; sys.modules['huggingface_hub'] = None; from chatcli.cli import main; main(['pull', 'hf:org/repo'])"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert proc.returncode == 4
-    assert "needs the huggingface_hub package, which is not installed" in error_line(proc)
+    assert proc.returncode == 1
+    assert "pulling hf:org/repo needs huggingface_hub, which is not installed" in error_line(proc)
+    assert "chatcli[hub]" in error_line(proc)
 
 
 def test_default_model_is_pulled_on_first_use(store, capfd):

@@ -10,8 +10,9 @@ from chatcli.inspectui.common import visible
 
 def save_attention_png(path: str | Path, probs, heads: list[int], labels: list[str], title: str) -> Path:
     """Write a grid of HEADS' patterns (probs [H, T, T]) with token labels; one head gets a single large plot."""
-    import matplotlib
+    from chatcli.optional import require
 
+    matplotlib = require("matplotlib", "inspect attention --png", "plot")
     matplotlib.use("Agg")  # no display needed; also safe in a headless terminal
     import matplotlib.pyplot as plt
     import numpy as np

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chatcli import settings
+from chatcli.optional import require
 from chatcli.errors import BackendError, StoreError, UsageError
 from chatcli.names import check_name
 from chatcli.store import catalog
@@ -127,13 +128,7 @@ def pull_hf(spec: str, *, name: str | None = None, models_dir=None, force: bool 
     if not HF_REPO_RE.match(repo) or ".." in repo:
         raise UsageError(f"invalid hub id {spec!r}: use hf:ORG/REPO with letters, digits, '.', '_' and '-'")
     name = check_name(name or repo.split("/", 1)[1].lower())
-    try:
-        import huggingface_hub
-    except ImportError:
-        raise BackendError(
-            f"pulling {spec} needs the huggingface_hub package, which is not installed; install it, or download the "
-            "model folder elsewhere and run `chatcli import PATH`"
-        ) from None
+    huggingface_hub = require("huggingface_hub", f"pulling {spec}", "hub")
     root = settings.models_dir(models_dir)
     root.mkdir(parents=True, exist_ok=True)
     target = root / name
