@@ -58,6 +58,7 @@ def test_max_tokens_and_stop_reach_the_server(echo_server):
     b = backend(echo_server.url + "/v1")
     text, last, _ = drain(b, params=SamplingParams(temperature=0, max_tokens=2))
     assert (text, last.finish_reason) == ("echo: hello ", "length")
+    assert not last.stats.estimated  # our own max_tokens cap still reads the usage of a server that honours it
     text, last, _ = drain(b, params=SamplingParams(temperature=0, stop=("there",), top_k=5, repeat_penalty=1.1))
     assert (text, last.finish_reason) == ("echo: hello ", "stop")
 

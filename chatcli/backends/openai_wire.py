@@ -89,6 +89,10 @@ class CappedTransport(httpx.HTTPTransport):
             # a proxy's login page, a web server's 404, or a base URL missing /v1: never the API itself
             raise ServerMisbehaved(f"{self._where} answered an HTML page, not the OpenAI API; check --base-url")
         # only a request that asked for a stream may get an unbounded body; an SSE answer to GET /models may not
-        asked = request.method == "POST" and b'"stream":true' in request.content.replace(b" ", b"")
+        try:
+            body = request.content
+        except httpx.RequestNotRead:  # a streamed upload: never one of ours that asks for a stream
+            body = b""
+        asked = request.method == "POST" and b'"stream":true' in body.replace(b" ", b"")
         response.stream = _CappedStream(response.stream, self._where, kind == "text/event-stream" and asked)
         return response
