@@ -198,3 +198,14 @@ def test_llama3_rope_scaling_is_recovered_from_rope_freqs(tmp_path):
 def test_unrecognised_rope_freqs_is_refused(tmp_path):
     with pytest.raises(LoadError, match="rope_freqs does not match"):
         convert(tmp_path, extra_tensors={"rope_freqs.weight": np.linspace(1, 3, 8).astype(np.float32)})
+
+
+def test_a_merge_outside_the_vocabulary_is_a_load_error(tmp_path):
+    # found by tests/test_fuzz_gguf_values.py: tokenizers raised a bare Exception for it
+    from tests.test_fuzz_gguf_values import write
+
+    src = tmp_path / "m.gguf"
+    write(src, "llama", {"tokenizer.ggml.merges": (["0 0"], 9, 8)})
+    (tmp_path / "m").mkdir()
+    with pytest.raises(LoadError, match="merge #0 '0 0' uses '00', which is not in the vocabulary"):
+        convert_gguf(src, tmp_path / "m")

@@ -102,6 +102,10 @@ def build_bpe(g: GGUFFile, add_bos: bool) -> str:
         parts = m.split(" ") if isinstance(m, str) else []
         if len(parts) != 2 or not all(parts):
             raise GGUFError(f"{g.path}: merge #{i} {m!r} is not two tokens separated by one space")
+        # tokenizers refuses such a merge with a bare Exception; naming the token here keeps it a load error
+        missing = next((t for t in (parts[0], parts[1], parts[0] + parts[1]) if t not in vocab), None)
+        if missing is not None:
+            raise GGUFError(f"{g.path}: merge #{i} {m!r} uses {missing!r}, which is not in the vocabulary")
         pairs.append((parts[0], parts[1]))
     _, ignore_merges = PRE_TOKENIZERS[pre]
     tok = Tokenizer(models.BPE(vocab=vocab, merges=pairs, fuse_unk=False, byte_fallback=False, ignore_merges=ignore_merges))
