@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chatcli import settings
-from chatcli.optional import require
 from chatcli.errors import BackendError, StoreError, UsageError
 from chatcli.names import check_name
+from chatcli.optional import require
 from chatcli.store import catalog
 from chatcli.store.fsutil import disk_error, install, store_lock, store_root, work_dir
 from chatcli.store.progress import Progress
