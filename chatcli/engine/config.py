@@ -124,6 +124,8 @@ class ModelConfig:
             if not isinstance(d["text_config"], dict):
                 raise ModelLoadError(f"{source}: key 'text_config' must be an object, got {type(d['text_config']).__name__}")
             d = {**d["text_config"], "model_type": d["text_config"].get("model_type", d.get("model_type"))}
+        if not isinstance(d.get("model_type"), str):
+            raise ModelLoadError(f"{source}: key 'model_type' must be a string naming the architecture, got {d.get('model_type')!r}")
         _flatten_rope_parameters(d)
         for key, value in FAMILY_DEFAULTS.get(d.get("model_type"), {}).items():
             d.setdefault(key, value)
