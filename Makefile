@@ -38,6 +38,7 @@ test: setup-test
 	$(AVX2_CAP) $(VENV)/bin/python -m pytest -q $(AVX2_TESTS)
 
 bench: setup
+	$(PY) -m pip install --quiet $(TORCH) -e '.[compare]'
 	$(VENV)/bin/chatcli bench --compare transformers
 
 lint: setup-test
