@@ -148,3 +148,18 @@ def test_a_missing_optional_dependency_is_one_line(tiny_model_factory, tmp_path,
     line = one_line(r, 1)
     assert words in line and "pip install" in line
     assert not (tmp_path / "out.png").exists()
+
+
+def test_prompts_list_hides_a_symlink_out_of_the_folder(tmp_path):
+    from chatcli import settings
+
+    (tmp_path / "secret.md").write_text("not a prompt")
+    folder = settings.prompts_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "escape.md").symlink_to(tmp_path / "secret.md")
+    (folder / "mine.md").write_text("A prompt of my own.")
+    r = run_cli("prompts", "list")
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert "mine" in r.stdout and "escape" not in r.stdout
+    line = one_line(run_cli("prompts", "show", "escape"), 2)
+    assert "outside" in line

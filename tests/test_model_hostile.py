@@ -136,31 +136,42 @@ def test_kv_cache_is_capped_by_free_memory(broken, monkeypatch):
     assert context_that_fits(model.config, torch.float32) == 1 << 24  # unknown memory: the model's own context
 
 
-@pytest.mark.parametrize(("name", "change", "words"), [
-    ("layers", {"num_hidden_layers": 10**9}, "num_hidden_layers is 1000000000"),
-    ("heads", {"num_attention_heads": 0}, "num_attention_heads is 0"),
-    ("eps", {"rms_norm_eps": -1.0}, "rms_norm_eps is -1.0"),
-])
-def test_ask_import_and_quantize_exit_3_in_one_line(broken, tmp_path, name, change, words):
-    folder = broken(name, config=change)
+CLI_CASES = [  # (name, how the folder is broken, words, does `models quantize` read what is broken)
+    ("layers", dict(config={"num_hidden_layers": 10**9}), "num_hidden_layers is 1000000000", True),
+    ("heads", dict(config={"num_attention_heads": 0}), "num_attention_heads is 0", True),
+    ("kvheads", dict(config={"num_key_value_heads": 0}), "num_key_value_heads is 0", True),
+    ("textconfig", dict(config=lambda c: {"model_type": "llama", "text_config": [1]}), "'text_config' must be an object", True),
+    ("eps", dict(config={"rms_norm_eps": -1.0}), "rms_norm_eps is -1.0", True),
+    ("rope", dict(config={"rope_theta": 0.0}), "rope_theta is 0.0", True),
+    ("window", dict(config={"sliding_window": -1}), "sliding_window is -1", True),
+    ("act", dict(config={"hidden_act": "nope"}), "hidden_act 'nope'", True),
+    ("listdtype", dict(header={"dtype": ["F32"]}), "unknown dtype ['F32']", True),
+    ("numshape", dict(header={"shape": 5}), "malformed shape", True),
+    ("i16", dict(weights=lambda st: {**st, "model.norm.weight": st["model.norm.weight"].to(torch.int16)}), "stored as int16", True),
+    ("tokarray", dict(tokenizer_config=[1]), "expected a JSON object, found list", False),
+    ("addedlist", dict(tokenizer_config={"added_tokens_decoder": [1]}), "'added_tokens_decoder' has the wrong type", False),
+]
+
+
+@pytest.mark.parametrize(("name", "kwargs", "words", "quantize"), CLI_CASES, ids=[c[0] for c in CLI_CASES])
+def test_ask_import_and_quantize_exit_3_in_one_line(broken, tmp_path, name, kwargs, words, quantize):
+    folder = broken(name, **kwargs)
     line = one_line(run_cli("ask", "--model", str(folder), "--raw", "--max-tokens", "2", "hi", timeout=60), 3)
     assert words in line
-    assert run_cli("history", "list").stdout.strip() in ("", "no conversations yet")  # the failed turn saved nothing
     store = tmp_path / "store"
     store.mkdir()
     line = one_line(run_cli("--models-dir", str(store), "import", "-q", str(folder), timeout=60), 3)
     assert words in line and [p.name for p in store.iterdir() if not p.name.startswith(".")] == []  # nothing half-written
-    shutil.copytree(folder, store / name)
-    line = one_line(run_cli("--models-dir", str(store), "models", "quantize", name, "int8", timeout=60), 3)
-    assert words in line and not (store / name / "quantized").exists()
+    if quantize:
+        shutil.copytree(folder, store / name)
+        line = one_line(run_cli("--models-dir", str(store), "models", "quantize", name, "int8", timeout=60), 3)
+        assert words in line and not (store / name / "quantized").exists()
 
 
-def test_import_refuses_what_ask_would(broken, tmp_path):
-    """Import checks the weights against the config (names, shapes, dtypes) without reading them."""
-    store = tmp_path / "store"
-    folder = broken("act", config={"hidden_act": "nope"})
-    line = one_line(run_cli("--models-dir", str(store), "import", "-q", str(folder), timeout=60), 3)
-    assert "hidden_act 'nope'" in line and not (store / "act").exists()
+def test_a_failed_load_saves_no_conversation(broken):
+    one_line(run_cli("ask", "--model", str(broken("m", config={"num_attention_heads": 0})), "hi", timeout=60), 3)
+    r = run_cli("history", "list", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout or "[]") == [], r.stdout
 
 
 def test_one_broken_folder_does_not_break_the_listing(broken, tmp_path, tiny_llama_dir):
