@@ -81,6 +81,7 @@ CONFIG_CASES = [
     (lambda c: {"model_type": "llama", "text_config": [1, 2]}, "key 'text_config' must be an object"),  # a traceback
     (lambda c: [c], "expected a JSON object"),
     ({"layer_types": [1, 2]}, "layer_types must be a list of strings"),
+    ({"final_logit_softcapping": 3.4e38}, "final_logit_softcapping is 3.4e+38"),  # found by the fuzz: inf logits
 ]
 
 
