@@ -73,9 +73,14 @@ def _yarn(inv_freq: torch.Tensor, dim: int, base: float, scaling: dict) -> tuple
 def rope_tables(max_seq_len: int, head_dim: int, rope_theta: float, rope_scaling: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin tables, float32 [max_seq_len, head_dim], indexed by absolute position."""
     inv_freq, attention_scaling = inv_frequencies(head_dim, rope_theta, rope_scaling)
-    positions = torch.arange(max_seq_len, dtype=torch.float32)
-    freqs = torch.outer(positions, inv_freq)  # [S, head_dim/2]
-    emb = torch.cat((freqs, freqs), dim=-1)  # [S, head_dim]
+    return cos_sin(torch.arange(max_seq_len, dtype=torch.float32), inv_freq, attention_scaling)
+
+
+def cos_sin(positions: torch.Tensor, inv_freq: torch.Tensor, attention_scaling: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin rows, float32 [T, 2 * len(inv_freq)], of POSITIONS: the one place the angles are computed, whether
+    a family tabulates them up front or per step."""
+    freqs = torch.outer(positions.float(), inv_freq)  # [T, head_dim/2]
+    emb = torch.cat((freqs, freqs), dim=-1)  # [T, head_dim], in the rotate_half layout
     return emb.cos() * attention_scaling, emb.sin() * attention_scaling
 
 
