@@ -29,6 +29,11 @@ ARCHS = {
         rope_theta=500000.0,
         rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 32},
     ),
+    # YaRN with a window smaller than the test prompts, so the interpolated band is reached.
+    "llama_yarn": dict(
+        model_type="llama", architectures=["LlamaForCausalLM"], max_position_embeddings=256,
+        rope_scaling={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64},
+    ),
     "llama_tied": dict(model_type="llama", architectures=["LlamaForCausalLM"], tie_word_embeddings=True),
     "mistral": dict(model_type="mistral", architectures=["MistralForCausalLM"], sliding_window=16),
     "qwen2": dict(model_type="qwen2", architectures=["Qwen2ForCausalLM"], use_sliding_window=False, tie_word_embeddings=True),

@@ -25,10 +25,6 @@ class PromptCache:
         """Record tokens just written to the cache after the current ones."""
         self.tokens.extend(tokens)
 
-    def append(self, token: int) -> None:
-        """Record one token just written to the cache."""
-        self.tokens.append(token)
-
     def clear(self) -> None:
         """Forget everything (the next prompt is prefilled whole)."""
         self.tokens = []

@@ -171,7 +171,7 @@ def _positive_float(name: str, value: float, hi: float = math.inf, lo_exclusive:
 
 
 ROPE_NUMBERS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings", "beta_fast", "beta_slow",
-                "attention_factor")
+                "attention_factor", "mscale", "mscale_all_dim")
 
 
 def _check_rope_scaling(scaling: dict | None) -> None:
@@ -189,10 +189,10 @@ def _check_rope_scaling(scaling: dict | None) -> None:
             _positive_float(f"rope_scaling.{key}", float(v))
     if kind == "llama3" and scaling.get("low_freq_factor", 1.0) == scaling.get("high_freq_factor", 4.0):
         raise ModelLoadError("config.json: rope_scaling.low_freq_factor equals high_freq_factor; the llama3 blend divides by their difference")
-    if kind in ("linear", "llama3") and "factor" not in scaling:
+    if kind in ("linear", "llama3", "yarn") and "factor" not in scaling:
         raise ModelLoadError(f"config.json: rope_scaling of type {kind!r} needs a factor")
-    if kind == "llama3" and "original_max_position_embeddings" not in scaling:
-        raise ModelLoadError("config.json: rope_scaling of type 'llama3' needs original_max_position_embeddings")
+    if kind in ("llama3", "yarn") and "original_max_position_embeddings" not in scaling:
+        raise ModelLoadError(f"config.json: rope_scaling of type {kind!r} needs original_max_position_embeddings")
 
 
 def _flatten_rope_parameters(d: dict[str, Any]) -> None:

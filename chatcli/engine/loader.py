@@ -161,7 +161,7 @@ def _matched(folder: Path, maps: list):
         expected.pop("lm_head.weight", None)
         state.pop("lm_head.weight", None)  # some exporters write the tied copy anyway; it is the same matrix
     missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected) - set(getattr(Model, "IGNORED_KEYS", ())))
+    unexpected = sorted(set(state) - set(expected))
     problems = []
     if missing:
         problems.append(f"missing tensors: {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")

@@ -9,9 +9,14 @@ import torch
 from chatcli.engine.errors import ModelLoadError
 
 
-def inv_frequencies(head_dim: int, rope_theta: float, rope_scaling: dict | None) -> tuple[torch.Tensor, float]:
-    """Inverse frequencies (float32, [head_dim/2]) and the attention scaling factor for the cos/sin tables."""
-    inv_freq = 1.0 / (rope_theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
+def inv_frequencies(head_dim: int, rope_theta: float, rope_scaling: dict | None,
+                    rotary_dim: int | None = None) -> tuple[torch.Tensor, float]:
+    """Inverse frequencies (float32, [rotary_dim/2]) and the attention scaling factor for the cos/sin tables.
+
+    rotary_dim: the leading dimensions of each head that rotate (partial rotary, as Phi and GLM do); all by default.
+    """
+    dim = rotary_dim or head_dim
+    inv_freq = 1.0 / (rope_theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
     scaling = dict(rope_scaling or {})
     kind = scaling.get("rope_type", scaling.get("type", "default"))
     if kind == "default":
@@ -30,15 +35,52 @@ def inv_frequencies(head_dim: int, rope_theta: float, rope_scaling: dict | None)
         mid = (1 - smooth) * scaled / factor + smooth * scaled
         is_mid = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
         return torch.where(is_mid, mid, scaled), 1.0
-    raise ModelLoadError(f"config.json: rope_scaling type {kind!r} is not supported (supported: default, linear, llama3)")
+    if kind == "yarn":
+        return _yarn(inv_freq, dim, rope_theta, scaling)
+    raise ModelLoadError(f"config.json: rope_scaling type {kind!r} is not supported (supported: default, linear, llama3, yarn)")
+
+
+def _yarn(inv_freq: torch.Tensor, dim: int, base: float, scaling: dict) -> tuple[torch.Tensor, float]:
+    """YaRN (Peng et al. 2023): dimensions that turn many times within the original context keep their frequency,
+    those that turn less than once are interpolated by `factor`, with a linear ramp between; the logits are sharpened
+    by 0.1 ln(factor) + 1 (or mscale's ratio), which the cos/sin tables carry."""
+    old_ctx = float(scaling["original_max_position_embeddings"])
+    factor = float(scaling["factor"])
+
+    def mscale(scale: float, m: float = 1.0) -> float:
+        return 1.0 if scale <= 1 else 0.1 * m * math.log(scale) + 1.0
+
+    attention = scaling.get("attention_factor")
+    if attention is None:
+        m, m_all = scaling.get("mscale"), scaling.get("mscale_all_dim")
+        attention = mscale(factor, m) / mscale(factor, m_all) if m and m_all else mscale(factor)
+    fast, slow = float(scaling.get("beta_fast") or 32), float(scaling.get("beta_slow") or 1)
+
+    def dimension_for(rotations: float) -> float:  # the dimension index that turns ROTATIONS times over old_ctx
+        return dim * math.log(old_ctx / (rotations * 2 * math.pi)) / (2 * math.log(base))
+
+    low, high = dimension_for(fast), dimension_for(slow)
+    if scaling.get("truncate", True):
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, dim - 1)
+    if low == high:
+        high += 0.001  # a ramp of zero width would divide by zero
+    ramp = ((torch.arange(dim // 2, dtype=torch.float32) - low) / (high - low)).clamp(0, 1)
+    keep = 1 - ramp  # 1 where the dimension keeps its frequency (extrapolates), 0 where it is interpolated
+    return inv_freq / factor * (1 - keep) + inv_freq * keep, float(attention)
 
 
 def rope_tables(max_seq_len: int, head_dim: int, rope_theta: float, rope_scaling: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin tables, float32 [max_seq_len, head_dim], indexed by absolute position."""
     inv_freq, attention_scaling = inv_frequencies(head_dim, rope_theta, rope_scaling)
-    positions = torch.arange(max_seq_len, dtype=torch.float32)
-    freqs = torch.outer(positions, inv_freq)  # [S, head_dim/2]
-    emb = torch.cat((freqs, freqs), dim=-1)  # [S, head_dim]
+    return cos_sin(torch.arange(max_seq_len, dtype=torch.float32), inv_freq, attention_scaling)
+
+
+def cos_sin(positions: torch.Tensor, inv_freq: torch.Tensor, attention_scaling: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin rows, float32 [T, 2 * len(inv_freq)], of POSITIONS: the one place the angles are computed, whether
+    a family tabulates them up front or per step."""
+    freqs = torch.outer(positions.float(), inv_freq)  # [T, head_dim/2]
+    emb = torch.cat((freqs, freqs), dim=-1)  # [T, head_dim], in the rotate_half layout
     return emb.cos() * attention_scaling, emb.sin() * attention_scaling
 
 

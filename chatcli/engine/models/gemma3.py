@@ -20,7 +20,7 @@ from torch import nn
 from chatcli.engine.config import ModelConfig
 from chatcli.engine.errors import EngineError, ModelLoadError
 from chatcli.engine.layers import KVCache, causal_mask
-from chatcli.engine.rope import apply_rope, inv_frequencies
+from chatcli.engine.rope import apply_rope, cos_sin, inv_frequencies
 
 LOCAL, GLOBAL = "sliding_attention", "full_attention"
 GELU_APPROXIMATION = {"gelu_pytorch_tanh": "tanh", "gelu_new": "tanh", "gelu": "none"}
@@ -280,8 +280,8 @@ class Model(nn.Module):
         global_mask = causal_mask(s, T)
         positions = torch.arange(s, s + T, dtype=torch.float32)
         dtype = self.compute_dtype
-        rope = {LOCAL: _cos_sin(positions, self.rope_local_inv_freq, self.rope_local_scaling, dtype),
-                GLOBAL: _cos_sin(positions, self.rope_global_inv_freq, self.rope_global_scaling, dtype)}
+        rope = {LOCAL: _in(dtype, cos_sin(positions, self.rope_local_inv_freq, self.rope_local_scaling)),
+                GLOBAL: _in(dtype, cos_sin(positions, self.rope_global_inv_freq, self.rope_global_scaling))}
         x = self.model.embed_tokens(tokens).to(dtype) * self.embed_scale  # [B, T, hidden]
         for i, (layer, kind) in enumerate(zip(self.model.layers, self.kinds)):
             x = layer(x, *rope[kind], s, local_mask if kind == LOCAL else global_mask, None if caches is None else caches[i])
@@ -330,8 +330,6 @@ class Model(nn.Module):
         return (keys <= q) & (keys > q - W)
 
 
-def _cos_sin(positions: torch.Tensor, inv_freq: torch.Tensor, scaling: float, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin rows [T, head_dim] of the given positions, computed in float32 and cast to the model dtype."""
-    freqs = torch.outer(positions, inv_freq)  # [T, head_dim/2]
-    emb = torch.cat((freqs, freqs), dim=-1)  # [T, head_dim]
-    return (emb.cos() * scaling).to(dtype), (emb.sin() * scaling).to(dtype)
+def _in(dtype: torch.dtype, pair: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin, computed in float32, cast to the model's dtype."""
+    return pair[0].to(dtype), pair[1].to(dtype)
