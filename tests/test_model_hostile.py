@@ -198,7 +198,7 @@ def test_one_broken_folder_does_not_break_the_listing(broken, tmp_path, tiny_lla
     assert "unknown dtype" in rows["listdtype"]["problem"]
     assert "malformed shape" in rows["numshape"]["problem"]
     assert "num_key_value_heads is 0" in rows["kv0"]["problem"]
-    assert "not a JSON object" in rows["tokarray"]["problem"]
+    assert "tokenizer_config.json: expected a JSON object, found list" in rows["tokarray"]["problem"]
     assert "header is not a JSON object" in rows["arrayheader"]["problem"]
     for name in rows:
         r = run_cli("--models-dir", str(store), "models", "show", name, "--json") if name in ("listdtype", "arrayheader") else None

@@ -22,7 +22,8 @@ CASES = {
                      "mscale_all_dim": 0.707}, 1.0),  # DeepSeek's attention factor from two mscales
     "yarn-given-factor": ({"rope_type": "yarn", "factor": 2.0, "original_max_position_embeddings": 2048,
                            "attention_factor": 1.25}, 1.0),
-    "partial-rotary": ({"rope_type": "default"}, 0.5),
+    # transformers' default function ignores partial_rotary_factor; its linear one at factor 1 honours it
+    "partial-rotary": ({"rope_type": "linear", "factor": 1.0}, 0.5),
 }
 
 
@@ -36,12 +37,12 @@ def test_inverse_frequencies_match_transformers(name, theta):
     head_dim, context = 128, 131072
     config = LlamaConfig(hidden_size=head_dim * 4, num_attention_heads=4, max_position_embeddings=context,
                          partial_rotary_factor=partial, rope_parameters={**params, "rope_theta": theta})
-    kind = params["rope_type"]
-    if kind == "default":
-        dim = int(head_dim * partial)
-        ref, ref_scale = 1.0 / theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim), 1.0
+    if params["rope_type"] == "default":  # transformers keeps the plain one on the model's rotary class
+        from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+
+        ref, ref_scale = LlamaRotaryEmbedding.compute_default_rope_parameters(config=config, device="cpu")
     else:
-        ref, ref_scale = ROPE_INIT_FUNCTIONS[kind](config, "cpu")
+        ref, ref_scale = ROPE_INIT_FUNCTIONS[params["rope_type"]](config, "cpu")
     ours, scale = inv_frequencies(head_dim, theta, params, rotary_dim=int(head_dim * partial))
     assert ours.shape == ref.shape
     torch.testing.assert_close(ours, ref.float(), rtol=1e-6, atol=0)

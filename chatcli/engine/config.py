@@ -93,9 +93,8 @@ class ModelConfig:
         _positive_float("rms_norm_eps", self.rms_norm_eps, hi=1.0)
         # A base of 1 or less makes every rotation frequency 1 or more: positions alias, and 0 divides by zero.
         _positive_float("rope_theta", self.rope_theta, lo_exclusive=1.0)
-        for name in ("rope_local_base_freq",):
-            if getattr(self, name) is not None:
-                _positive_float(name, getattr(self, name), lo_exclusive=1.0)
+        if self.rope_local_base_freq is not None:
+            _positive_float("rope_local_base_freq", self.rope_local_base_freq, lo_exclusive=1.0)
         for name in ("query_pre_attn_scalar", "final_logit_softcapping", "attn_logit_softcapping"):
             if getattr(self, name) is not None:  # real ones are 30 to 256; near float32's limit, cap * tanh overflows
                 _positive_float(name, getattr(self, name), hi=1e6)

@@ -16,7 +16,8 @@ def _token_text(value) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _read_json(path: Path) -> dict:
+def read_json_object(path: Path) -> dict:
+    """PATH parsed as a JSON object; {} when the file is absent, a load error when it is not JSON or not an object."""
     if not path.is_file():
         return {}
     try:
@@ -50,9 +51,9 @@ class Tokenizer:
     def __init__(self, folder: str | Path, vocab_limit: int | None = None):
         folder = Path(folder)
         self.folder = folder
-        cfg = _read_json(folder / "tokenizer_config.json")
-        gen = _read_json(folder / "generation_config.json")
-        model_cfg = _read_json(folder / "config.json")
+        cfg = read_json_object(folder / "tokenizer_config.json")
+        gen = read_json_object(folder / "generation_config.json")
+        model_cfg = read_json_object(folder / "config.json")
         self._sp = self._hf = None
         if (folder / "tokenizer.json").is_file():
             from tokenizers import Tokenizer as HFTokenizer

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import mmap
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,14 @@ _REQUIRED = object()
 _SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
 _NUMPY = {0: "<u1", 1: "<i1", 2: "<u2", 3: "<i2", 4: "<u4", 5: "<i4", 6: "<f4", 7: "<u1", 10: "<u8", 11: "<i8", 12: "<f8"}
 STRING, ARRAY = 8, 9
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return _is_int(v) or isinstance(v, float)
 
 
 class GGUFError(LoadError):
@@ -254,75 +263,47 @@ class GGUFFile:
         got = "missing" if value is _REQUIRED else _describe(value)
         return GGUFError(f"{self.path}: metadata {key} is {got}, expected {expected}; re-export the GGUF or use the HF folder")
 
-    def _lookup(self, key: str, default: Any) -> Any:
-        return self.metadata.get(key, default)
+    def _typed(self, key: str, default: Any, ok: Callable[[Any], bool], expected: str,
+               convert: Callable[[Any], Any] = lambda v: v) -> Any:
+        """CONVERT(value of KEY) when OK accepts it; DEFAULT when the key is missing and there is one; else a GGUFError."""
+        if key not in self.metadata and default is not _REQUIRED:
+            return default
+        value = self.metadata.get(key, _REQUIRED)
+        if value is _REQUIRED or not ok(value):
+            raise self._bad(key, value, expected)
+        return convert(value)
 
     def meta_str(self, key: str, default: Any = _REQUIRED) -> Any:
         """A string value."""
-        value = self._lookup(key, default)
-        if value is default and default is not _REQUIRED:
-            return value
-        if not isinstance(value, str):
-            raise self._bad(key, value, "a string")
-        return value
+        return self._typed(key, default, lambda v: isinstance(v, str), "a string")
 
     def meta_int(self, key: str, lo: int, hi: int, default: Any = _REQUIRED) -> Any:
         """An integer in [LO, HI]."""
-        value = self._lookup(key, default)
-        if value is default and default is not _REQUIRED:
-            return value
-        if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
-            raise self._bad(key, value, f"an integer in [{lo}, {hi}]")
-        return value
+        return self._typed(key, default, lambda v: _is_int(v) and lo <= v <= hi, f"an integer in [{lo}, {hi}]")
 
     def meta_float(self, key: str, lo: float, hi: float, default: Any = _REQUIRED) -> Any:
         """A finite number in [LO, HI] (integers are accepted, as some writers store whole numbers as ints)."""
-        value = self._lookup(key, default)
-        if value is default and default is not _REQUIRED:
-            return value
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not lo <= value <= hi:  # NaN fails too
-            raise self._bad(key, value, f"a number in [{lo:g}, {hi:g}]")
-        return float(value)
+        return self._typed(key, default, lambda v: _is_number(v) and lo <= v <= hi,  # NaN fails the comparison
+                           f"a number in [{lo:g}, {hi:g}]", float)
 
     def meta_bool(self, key: str, default: Any = _REQUIRED) -> Any:
         """A boolean (0 and 1 are accepted: older writers used integers)."""
-        value = self._lookup(key, default)
-        if value is default and default is not _REQUIRED:
-            return value
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, int) and value in (0, 1):
-            return bool(value)
-        raise self._bad(key, value, "a boolean")
+        return self._typed(key, default, lambda v: isinstance(v, bool) or (_is_int(v) and v in (0, 1)), "a boolean", bool)
 
     def meta_str_list(self, key: str, default: Any = _REQUIRED) -> Any:
         """An array of strings."""
-        value = self._lookup(key, default)
-        if value is default and default is not _REQUIRED:
-            return value
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise self._bad(key, value, "an array of strings")
-        return value
+        return self._typed(key, default, lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+                           "an array of strings")
 
     def meta_int_list(self, key: str, lo: int, hi: int, default: Any = _REQUIRED) -> Any:
         """An array of integers in [LO, HI] (booleans count as 0 and 1)."""
-        value = self._lookup(key, default)
-        if value is default and default is not _REQUIRED:
-            return value
-        if not isinstance(value, list) or not all(isinstance(v, int) and lo <= v <= hi for v in value):
-            raise self._bad(key, value, f"an array of integers in [{lo}, {hi}]")
-        return [int(v) for v in value]
+        return self._typed(key, default, lambda v: isinstance(v, list) and all(isinstance(x, int) and lo <= x <= hi for x in v),
+                           f"an array of integers in [{lo}, {hi}]", lambda v: [int(x) for x in v])
 
     def meta_float_list(self, key: str, default: Any = _REQUIRED) -> Any:
         """An array of finite numbers."""
-        value = self._lookup(key, default)
-        if value is default and default is not _REQUIRED:
-            return value
-        if not isinstance(value, list) or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value
-        ):
-            raise self._bad(key, value, "an array of finite numbers")
-        return [float(v) for v in value]
+        return self._typed(key, default, lambda v: isinstance(v, list) and all(_is_number(x) and math.isfinite(x) for x in v),
+                           "an array of finite numbers", lambda v: [float(x) for x in v])
 
     def close(self) -> None:
         """Release the mapping and the file."""

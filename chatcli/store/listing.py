@@ -12,7 +12,7 @@ from chatcli import settings
 from chatcli.engine.config import ModelConfig
 from chatcli.engine.errors import ModelLoadError
 from chatcli.engine.safetensors_check import read_header
-from chatcli.engine.tokenizer import check_tokenizer_config
+from chatcli.engine.tokenizer import check_tokenizer_config, read_json_object
 from chatcli.errors import UsageError
 from chatcli.names import NAME_RE, check_name
 from chatcli.store.fsutil import folder_size
@@ -73,22 +73,24 @@ def _short(error: Exception, folder: Path) -> str:
     return str(error).replace(f"{folder}/", "").replace(f"{folder}: ", "")
 
 
+def _load_problem(folder: Path) -> str:
+    """What the engine's config and tokenizer_config checks say of FOLDER (without torch), or ""."""
+    try:
+        ModelConfig.from_folder(folder)
+        tok_file = folder / "tokenizer_config.json"
+        check_tokenizer_config(read_json_object(tok_file), tok_file)
+    except ModelLoadError as e:
+        return _short(e, folder)
+    return ""
+
+
 def model_info(folder: Path, default: str | None = None) -> ModelInfo:
     """Describe one model folder; a broken one is described too, with what is wrong in `problem`, so that one bad
     folder never hides the rest of the store."""
     cfg = _json(folder / "config.json")
     tok = _json(folder / "tokenizer_config.json")
     params, dtype, problem = _weights_summary(folder)
-    try:
-        ModelConfig.from_folder(folder)
-    except ModelLoadError as e:
-        problem = _short(e, folder)
-    if not problem and (folder / "tokenizer_config.json").is_file():
-        problem = "" if tok else "tokenizer_config.json is not a JSON object"
-        try:
-            check_tokenizer_config(tok, folder / "tokenizer_config.json")
-        except ModelLoadError as e:
-            problem = _short(e, folder)
+    problem = problem or _load_problem(folder)
     archs = cfg.get("architectures")
     arch = archs[0] if isinstance(archs, list) and archs and isinstance(archs[0], str) else cfg.get("model_type", "?")
     template = bool(tok.get("chat_template")) or (folder / "chat_template.jinja").is_file()
