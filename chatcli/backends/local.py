@@ -266,7 +266,7 @@ class LocalBackend:
             ids = [tok.bos_token_id, *ids]  # the plain template carries no BOS of its own
         return ids, rendered
 
-    def _generate(self, ids: list[int], params: SamplingParams, cancel) -> Iterator[Chunk]:
+    def _generate(self, ids: list[int], params: SamplingParams, cancel, processors=()) -> Iterator[Chunk]:
         from chatcli.engine.generate import stream_generate
         from chatcli.engine.sampling import make_sampler
 
@@ -294,7 +294,7 @@ class LocalBackend:
                 for piece in stream_generate(
                     self.model, self.tokenizer, ids[start:], sampler=sampler, max_tokens=params.max_tokens,
                     repeat_penalty=params.repeat_penalty, stop=tuple(params.stop), start_pos=start, history=history,
-                    cancel=cancel, on_token=generated.append, on_logits=on_logits,
+                    cancel=cancel, on_token=generated.append, on_logits=on_logits, processors=processors,
                 ):
                     probs = tuple(records)
                     if piece.finish_reason is None:

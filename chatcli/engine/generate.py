@@ -7,8 +7,9 @@ stream_generate token ids -> whole-character text, stop rules, finish reason and
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
@@ -28,6 +29,23 @@ class GenerationChunk:
     token_id: int | None = None
     finish_reason: str | None = None
     stats: Stats | None = None
+
+
+class LogitsProcessor(Protocol):
+    """Something that shapes each step's logits and hears which token was drawn: a grammar mask (structured output),
+    a forced token (a thinking budget). Processors run after the repetition penalty and before the sampler, in order."""
+
+    def process(self, logits: torch.Tensor) -> torch.Tensor:
+        """The logits [V] to sample from (float32; may be changed in place)."""
+        ...
+
+    def accept(self, token: int) -> None:
+        """TOKEN was drawn (from the logits this processor last returned)."""
+        ...
+
+    def is_done(self) -> bool:
+        """True when the reply must end now (a grammar that is complete); generation stops with finish "stop"."""
+        ...
 
 
 @torch.inference_mode()
@@ -52,6 +70,7 @@ def generate_step(
     start_pos: int = 0,
     history: list[int] | None = None,
     cancel=None,
+    processors: Sequence[LogitsProcessor] = (),
 ) -> Iterator[tuple[int, torch.Tensor]]:
     """Prefill prompt_ids at start_pos, then yield (token, logits) forever; the caller decides when to stop.
 
@@ -66,7 +85,11 @@ def generate_step(
     while True:
         if repeat_penalty != 1.0:
             logits = apply_repeat_penalty(logits, torch.tensor(sorted(set(seen)), dtype=torch.long), repeat_penalty)
+        for p in processors:
+            logits = p.process(logits)
         token = sampler(logits)
+        for p in processors:
+            p.accept(token)
         yield token, logits
         seen.append(token)
         with torch.inference_mode():
@@ -100,12 +123,14 @@ def stream_generate(
     cancel=None,
     on_token=None,
     on_logits=None,
+    processors: Sequence[LogitsProcessor] = (),
 ) -> Iterator[GenerationChunk]:
     """Yield text as whole characters; stop on EOS, stop ids, stop strings (never shown), max_tokens or the end of context.
 
     cancel: a threading.Event checked between prompt chunks and after every token (finish_reason "interrupted").
     on_token(token_id): called for every generated token, including the one that stops generation.
     on_logits(token_id, logits): the same, with the logits the token was drawn from (for per-token probabilities).
+    processors: LogitsProcessors (see there); when one is done after a token, the reply ends with finish "stop".
     """
     t0 = time.perf_counter()
     stop_ids = set(tokenizer.eos_token_ids) | set(stop_token_ids or ())
@@ -115,9 +140,10 @@ def stream_generate(
     detok = StreamingDetokenizer(tokenizer)
     text, shown = "", 0  # all text so far; how much of it was yielded
     finish = "length"
+    done_early = False  # a processor ended the reply: no EOS came, so bytes may wait in the detokenizer
     t_first = None
     steps = generate_step(model, prompt_ids, sampler=sampler, repeat_penalty=repeat_penalty, start_pos=start_pos,
-                          history=history, cancel=cancel)
+                          history=history, cancel=cancel, processors=processors)
     n = 0
     try:
         if limit <= 0:
@@ -143,6 +169,9 @@ def stream_generate(
                 if safe > shown:
                     yield GenerationChunk(text[shown:safe], token)
                     shown = safe
+                if any(p.is_done() for p in processors):
+                    finish, done_early = "stop", True
+                    break
                 if cancel is not None and cancel.is_set():
                     finish = "interrupted"
                     break
@@ -153,7 +182,7 @@ def stream_generate(
                 finish = "interrupted"
     finally:
         steps.close()
-    if finish in ("length", "interrupted"):
+    if finish in ("length", "interrupted") or done_early:
         text += detok.flush()
     t_end = time.perf_counter()
     t_first = t_first or t_end

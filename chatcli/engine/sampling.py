@@ -91,8 +91,8 @@ class Sampler:
         return logits.softmax(-1)
 
     def __call__(self, logits: torch.Tensor) -> int:
-        """One token id from float32 logits [V]."""
-        if not torch.isfinite(logits).all():
+        """One token id from float32 logits [V]; -inf marks a banned token (a grammar mask), NaN and +inf are errors."""
+        if torch.isnan(logits).any() or torch.isposinf(logits).any() or not torch.isfinite(logits).any():
             raise NumericalError("the model produced NaN or Inf logits; try --dtype float32, or check the weights")
         if self.temperature == 0:
             return int(logits.argmax())
