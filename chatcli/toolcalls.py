@@ -1,7 +1,8 @@
 """Tool calls out of a model's reply text, piece by piece, in the format the model's chat template teaches.
 
 The format is chosen from the template text, not the model name: a template that writes `<tool_call>` teaches the
-hermes style (Qwen2.5, Qwen3, SmolLM3): `<tool_call>{"name": ..., "arguments": {...}}</tool_call>`. A template with no
+hermes style (Qwen2.5, Qwen3, SmolLM3): `<tool_call>{"name": ..., "arguments": {...}}</tool_call>`; one that writes
+`[TOOL_CALLS]` the Mistral style, where the calls run from that marker to the end of the reply. A template with no
 known format gives None, and the reply stays plain text. A call whose JSON does not parse is kept as text, so nothing
 the model wrote is lost.
 """
@@ -17,6 +18,8 @@ from chatcli.types import ToolCall
 
 HERMES = "hermes"
 LLAMA3 = "llama3"  # the reply is the bare JSON {"name": ..., "parameters": {...}}, maybe after <|python_tag|>
+MISTRAL = "mistral"
+MISTRAL_TAG, MISTRAL_ARGS = "[TOOL_CALLS]", "[ARGS]"
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
 
 
@@ -24,6 +27,8 @@ def detect_format(template: str | None) -> str | None:
     """The tool-call format TEMPLATE teaches, or None when it teaches none this module knows."""
     if template and OPEN in template:
         return HERMES
+    if template and MISTRAL_TAG in template:
+        return MISTRAL
     if template and ("<|python_tag|>" in template or ("ipython" in template and '"parameters"' in template)):
         return LLAMA3
     return None
@@ -106,6 +111,71 @@ class HermesParser:
         return rest, []
 
 
+def mistral_ids() -> Callable[[], str]:
+    """Mistral's templates refuse a tool call id that is not 9 letters and digits, so its calls get such ids."""
+    import secrets
+    import string
+
+    alphabet = string.ascii_letters + string.digits
+    return lambda: "".join(secrets.choice(alphabet) for _ in range(9))
+
+
+@dataclass
+class MistralParser:
+    """Text up to `[TOOL_CALLS]`; from there to the end of the reply, the calls, read when the reply ends.
+
+    Two shapes after the marker: the v3 JSON list `[{"name": ..., "arguments": {...}}, ...]`, and the v11+
+    `name[ARGS]{...}` (one such per marker). Whatever does not parse goes back as text, marker included.
+    """
+
+    make_id: Callable[[], str] = field(default_factory=mistral_ids)
+    _buf: str = ""
+    _tail: str | None = None  # everything after the first marker, once seen
+
+    def feed(self, piece: str) -> tuple[str, list[ToolCall]]:
+        if self._tail is not None:
+            self._tail += piece
+            return "", []
+        self._buf += piece
+        at = self._buf.find(MISTRAL_TAG)
+        if at >= 0:
+            text, self._tail, self._buf = self._buf[:at], self._buf[at + len(MISTRAL_TAG):], ""
+            return text, []
+        keep = _held_back(self._buf, MISTRAL_TAG)
+        text, self._buf = self._buf[:len(self._buf) - keep], self._buf[len(self._buf) - keep:]
+        return text, []
+
+    def finish(self) -> tuple[str, list[ToolCall]]:
+        if self._tail is None:
+            rest, self._buf = self._buf, ""
+            return rest, []
+        tail, self._tail = self._tail, None
+        calls = self._calls(tail)
+        return ("", calls) if calls else (MISTRAL_TAG + tail, [])
+
+    def _calls(self, tail: str) -> list[ToolCall] | None:
+        if MISTRAL_ARGS in tail:  # v11+: name[ARGS]{...}[TOOL_CALLS]name[ARGS]{...}
+            calls = []
+            for part in tail.split(MISTRAL_TAG):
+                name, _, args = part.partition(MISTRAL_ARGS)
+                call = _call(json.dumps({"name": name.strip(), "arguments": _json_or_none(args)}), self.make_id)
+                if call is None or not call.name:
+                    return None
+                calls.append(call)
+            return calls
+        value = _json_or_none(tail)
+        items = value if isinstance(value, list) else [value]
+        calls = [_call(json.dumps(item), self.make_id) if isinstance(item, dict) else None for item in items]
+        return calls if calls and None not in calls else None
+
+
+def _json_or_none(text: str):
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
 def bare_call(text: str, names: set[str]) -> ToolCall | None:
     """TEXT as one call when it is nothing but a hermes call's JSON naming one of NAMES (the tags left out)."""
     text = text.strip()
@@ -114,10 +184,13 @@ def bare_call(text: str, names: set[str]) -> ToolCall | None:
     return call if call is not None and call.name in names else None
 
 
-def make_parser(template: str | None, make_id: Callable[[], str] | None = None) -> HermesParser | None:
+def make_parser(template: str | None, make_id: Callable[[], str] | None = None) -> HermesParser | MistralParser | None:
     """A parser for the format TEMPLATE teaches, or None (plain text) when it teaches none."""
+    kind = detect_format(template)
+    if kind == MISTRAL:
+        return MistralParser(make_id) if make_id else MistralParser()
     # Llama 3 writes no tags: the tagless parser passes text through and the caller's bare-call check finds the call.
-    if detect_format(template) not in (HERMES, LLAMA3):
+    if kind not in (HERMES, LLAMA3):
         return None
     return HermesParser(make_id) if make_id else HermesParser()
 

@@ -116,3 +116,61 @@ def test_llama3_bare_json_calls():
     assert out[-1].finish_reason == "tool_calls" and json.loads(deltas[1].arguments) == {"city": "Paris"}
     out = list(with_tool_calls(iter(chunks_of("Paris is sunny.")), llama, {"get_weather"}))
     assert "".join(c.text for c in out) == "Paris is sunny." and out[-1].finish_reason == "stop"
+
+
+# A Mistral-style template (written here: it only has to teach the marker) and replies in both of Mistral's shapes.
+MISTRAL_LIKE = '{%- if message.tool_calls %}{{- "[TOOL_CALLS] [" }}{%- for c in message.tool_calls %}...{%- endfor %}'
+MISTRAL_REPLIES = [
+    '[TOOL_CALLS] [{"name": "get_weather", "arguments": {"city": "Paris"}}]',
+    'Checking. [TOOL_CALLS] [{"name": "a", "arguments": {"x": 1}}, {"name": "b", "arguments": {}}]',
+    '[TOOL_CALLS]get_weather[ARGS]{"city": "Paris"}[TOOL_CALLS]b[ARGS]{}',  # the v11+ tokenizers' shape
+    '[TOOL_CALLS] [{"name": "get_weather", "arguments": {"city": ',  # cut off: stays text
+    'a [TOOL but no call',
+]
+
+
+def mistral_parse(text: str, cuts: list[int]):
+    counter = itertools.count()
+    parser = make_parser(MISTRAL_LIKE, lambda: f"c{next(counter):08d}")
+    out, calls = [], []
+    for a, b in itertools.pairwise([0, *sorted(set(cuts)), len(text)]):
+        t, c = parser.feed(text[a:b])
+        out.append(t)
+        calls += c
+    t, c = parser.finish()
+    return "".join(out) + t, [(x.id, x.name, json.loads(x.arguments)) for x in calls + c]
+
+
+def test_mistral_calls_in_both_shapes():
+    from chatcli.toolcalls import MISTRAL
+
+    assert detect_format(MISTRAL_LIKE) == MISTRAL
+    assert mistral_parse(MISTRAL_REPLIES[0], []) == ("", [("c00000000", "get_weather", {"city": "Paris"})])
+    text, calls = mistral_parse(MISTRAL_REPLIES[1], [])
+    assert text == "Checking. " and [c[1] for c in calls] == ["a", "b"]
+    assert mistral_parse(MISTRAL_REPLIES[2], [])[1] == [("c00000000", "get_weather", {"city": "Paris"}),
+                                                         ("c00000001", "b", {})]
+    assert mistral_parse(MISTRAL_REPLIES[3], []) == (MISTRAL_REPLIES[3], [])
+    assert mistral_parse(MISTRAL_REPLIES[4], []) == (MISTRAL_REPLIES[4], [])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(MISTRAL_REPLIES), st.lists(st.integers(min_value=0, max_value=120), max_size=12))
+def test_mistral_any_split_gives_the_same_calls(reply, cuts):
+    assert mistral_parse(reply, [c for c in cuts if c <= len(reply)]) == mistral_parse(reply, [])
+
+
+def test_mistral_ids_are_what_its_templates_accept():
+    from chatcli.toolcalls import mistral_ids
+
+    new = mistral_ids()
+    ids = {new() for _ in range(50)}
+    assert len(ids) == 50 and all(len(i) == 9 and i.isalnum() for i in ids)
+
+
+def test_mistral_through_the_backend_stream():
+    from chatcli.backends.localtools import with_tool_calls
+
+    out = list(with_tool_calls(iter(chunks_of(MISTRAL_REPLIES[1])), MISTRAL_LIKE, {"a", "b"}))
+    assert "".join(c.text for c in out) == "Checking. " and out[-1].finish_reason == "tool_calls"
+    assert [d.name for c in out for d in c.tool_calls if d.name] == ["a", "b"]
