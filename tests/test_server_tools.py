@@ -82,3 +82,25 @@ def test_parallel_tool_calls_false_keeps_the_first_call():
     out = [d for c in first_call_only(iter(chunks)) for d in c.tool_calls]
     assert [d.index for d in out] == [0, 0]
     assert parse_request({"messages": ASK, "tools": [WEATHER], "parallel_tool_calls": False}, chat=True).parallel_tool_calls is False
+
+
+def test_openai_backend_sends_tools_and_reads_the_calls(qwen_server):
+    """The openai backend against our own server: the tools go out, the call comes back as deltas, and the call and
+    its result, sent back as history, give a text answer."""
+    from chatcli.backends.openai import OpenAIBackend
+    from chatcli.types import Message, SamplingParams, ToolCall
+
+    backend = OpenAIBackend(base_url=str(qwen_server.base_url))
+    backend.load("qwen")
+    params = SamplingParams(temperature=0, max_tokens=60)
+    ask = [Message("user", ASK[0]["content"])]
+    chunks = list(backend.stream_chat(ask, params, tools=[WEATHER]))
+    assert chunks[-1].finish_reason == "tool_calls"
+    deltas = [d for c in chunks for d in c.tool_calls]
+    assert deltas[0].id and deltas[0].name == "get_weather"
+    assert json.loads("".join(d.arguments for d in deltas)) == {"city": "Paris"}
+    call = ToolCall(deltas[0].id, "get_weather", "".join(d.arguments for d in deltas))
+    history = [*ask, Message("assistant", "", tool_calls=(call,)),
+               Message("tool", '{"temperature_c": 21}', tool_call_id=call.id)]
+    follow = list(backend.stream_chat(history, params.with_(max_tokens=20), tools=[WEATHER]))
+    assert "".join(c.text for c in follow).strip() and follow[-1].finish_reason in ("stop", "length")

@@ -14,11 +14,22 @@ import openai
 from chatcli.backends.openai_errors import describe
 from chatcli.backends.openai_wire import CappedTransport, ServerMisbehaved, misbehaved
 from chatcli.errors import BackendError, UsageError
-from chatcli.types import Chunk, Message, SamplingParams, Stats
+from chatcli.types import Chunk, Message, SamplingParams, Stats, ToolCallDelta
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_CONTEXT = 4096  # when neither the config nor the server says
-FINISH = {"stop": "stop", "length": "length"}  # anything else a server sends (tool_calls, content_filter) ends as "stop"
+FINISH = {"stop": "stop", "length": "length", "tool_calls": "tool_calls"}  # anything else (content_filter) ends as "stop"
+
+
+def wire_message(m: Message) -> dict:
+    """M as the OpenAI API writes a message: an assistant's tool calls, a tool result's call id."""
+    out: dict = {"role": m.role, "content": m.content}
+    if m.tool_calls:
+        out["tool_calls"] = [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                             for c in m.tool_calls]
+    if m.tool_call_id is not None:
+        out["tool_call_id"] = m.tool_call_id
+    return out
 
 
 def estimate_tokens(text: str) -> int:
@@ -170,8 +181,10 @@ class OpenAIBackend:
         return request, extra
 
     def _stream(self, create, text_of, prompt_estimate: int, params: SamplingParams,
-                cancel: threading.Event | None, **request) -> Iterator[Chunk]:
-        """Yield text as it arrives; the last chunk has finish_reason and stats. Errors keep the partial reply."""
+                cancel: threading.Event | None, calls_of=None, **request) -> Iterator[Chunk]:
+        """Yield text as it arrives; the last chunk has finish_reason and stats. Errors keep the partial reply.
+
+        calls_of(choice): the choice's tool-call deltas (chat only), passed on as Chunk.tool_calls."""
         sampling, extra = self._sampling(params)
         t0 = time.perf_counter()
         stream = self._open(create, cancel, model=self._require_model(), stream=True,
@@ -201,10 +214,11 @@ class OpenAIBackend:
                             # token, so text past the cap ends the reply here (finish and usage events still count)
                             finish, capped = "length", True
                             break
-                        if text:
+                        calls = calls_of(choice) if calls_of is not None else ()
+                        if text or calls:
                             ttft = ttft or time.perf_counter() - t0
-                            parts.append(text)
-                            yield Chunk(text)
+                            parts.append(text or "")
+                            yield Chunk(text or "", tool_calls=calls)
                         reason = getattr(choice, "finish_reason", None)
                         if reason:
                             finish = FINISH.get(reason, "stop") if isinstance(reason, str) else "stop"
@@ -298,12 +312,34 @@ class OpenAIBackend:
         self.model = model
 
     def stream_chat(self, messages: list[Message], params: SamplingParams, *, chat_template=None,
-                    cancel: threading.Event | None = None) -> Iterator[Chunk]:
-        """Stream a chat reply; the server applies its own chat template (chat_template is ignored)."""
-        wire = [{"role": m.role, "content": m.content} for m in messages]
+                    cancel: threading.Event | None = None, tools: list[dict] | None = None) -> Iterator[Chunk]:
+        """Stream a chat reply; the server applies its own chat template (chat_template is ignored).
+
+        TOOLS (OpenAI function dicts) go to the server; its calls come back as Chunk.tool_calls deltas."""
+        request = {"tools": tools} if tools else {}
         yield from self._stream(self.client.chat.completions.create,
                                 lambda c: getattr(c.delta, "content", None) if getattr(c, "delta", None) else None,
-                                self._estimate(messages), params, cancel, messages=wire)
+                                self._estimate(messages), params, cancel, calls_of=self._tool_deltas,
+                                messages=[wire_message(m) for m in messages], **request)
+
+    def _tool_deltas(self, choice) -> tuple[ToolCallDelta, ...]:
+        """A streamed choice's tool-call pieces, checked (the SDK does not validate what the server sent)."""
+        delta = getattr(choice, "delta", None)
+        pieces = getattr(delta, "tool_calls", None) if delta is not None else None
+        if not pieces:
+            return ()
+        if not isinstance(pieces, list):
+            raise self._shape("'tool_calls' is not a list")
+        out = []
+        for p in pieces:
+            fn = getattr(p, "function", None)
+            index, name = getattr(p, "index", 0), getattr(fn, "name", None)
+            arguments, call_id = getattr(fn, "arguments", None) or "", getattr(p, "id", None)
+            if not isinstance(index, int) or not all(isinstance(v, (str, type(None))) for v in (name, call_id)) \
+                    or not isinstance(arguments, str):
+                raise self._shape("a tool call lacks an integer index or has non-string id, name or arguments")
+            out.append(ToolCallDelta(index, id=call_id, name=name, arguments=arguments))
+        return tuple(out)
 
     def stream_completion(self, prompt: str, params: SamplingParams, *, cancel: threading.Event | None = None) -> Iterator[Chunk]:
         """Stream raw text after PROMPT through /v1/completions (no template)."""
