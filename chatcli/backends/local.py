@@ -281,10 +281,8 @@ class LocalBackend:
             if self._pending_package is not None:
                 self._attach_when_built()
             cached = len(self._cache.tokens)
-            start = self._cache.reuse(ids)
-            limit = getattr(self.model, "max_reusable_prefix", None)
-            if limit is not None:  # a ring-buffer cache (Gemma 3's local layers) can be rewound only so far
-                start = min(start, limit(cached, start))
+            # a ring cache (sliding-window layers) can be rewound only so far
+            start = self.model.max_reusable_prefix(cached, self._cache.reuse(ids))
             history = ids[:start]
             generated: list[int] = []
             self._cache.clear()  # until the prefill succeeds the cache contents are unknown

@@ -57,12 +57,12 @@ class CompileError(EngineError):
 
 
 def aot_supported(model: nn.Module) -> bool:
-    """True when MODEL's one-token step can be exported: a Llama-family model without a sliding window, or Gemma 3,
-    whose blocks' linear layers are all prepacked dense ones (quant "none") or all weight-only int4 and int8 ones (the unembedding
+    """True when MODEL's one-token step can be exported: its family says so for its config (Model.exportable), and
+    its blocks' linear layers are all prepacked dense ones (quant "none") or all weight-only int4 and int8 ones (the unembedding
     runs outside the graph, so it may be anything)."""
     from chatcli.engine.linear import Int4Linear, Int8Linear, PackedLinear
 
-    if not _exportable_architecture(type(model), model.config):
+    if not type(model).exportable(model.config):
         return False
     kinds = {type(m) for m in model.model.layers.modules() if _is_linear(m)}
     return kinds == {PackedLinear} or (bool(kinds) and kinds <= {Int4Linear, Int8Linear})
@@ -74,20 +74,9 @@ def aot_supported_config(quant: str, config, dtype: torch.dtype = torch.float32)
     from chatcli.engine.linear import can_pack
     from chatcli.engine.models import get_model_class
 
-    if not _exportable_architecture(get_model_class(config.model_type), config):
+    if not get_model_class(config.model_type).exportable(config):
         return False
     return quant in ("int4", "int8") or (quant == "none" and can_pack(dtype))
-
-
-def _exportable_architecture(model_class: type, config) -> bool:
-    """The Llama family and Gemma 3 take their caches (and Gemma's ring mask) as inputs of a one-token step. Mistral's
-    sliding window would make the attended range depend on the position in Python, which export cannot keep
-    symbolic; Gemma's local layers read their whole ring under a mask computed outside the graph instead."""
-    from chatcli.engine.models.gemma3 import Model as Gemma3
-    from chatcli.engine.models.llama import Model as Llama
-    from chatcli.engine.models.llama import attention_window
-
-    return (model_class is Llama and attention_window(config) is None) or model_class is Gemma3
 
 
 def _is_linear(m: nn.Module) -> bool:

@@ -20,6 +20,7 @@ from torch import nn
 from chatcli.engine.config import ModelConfig
 from chatcli.engine.errors import EngineError, ModelLoadError
 from chatcli.engine.layers import KVCache, causal_mask
+from chatcli.engine.models.base import FamilyModel, eager_probs, rope_from_zero, split_heads
 from chatcli.engine.rope import apply_rope, cos_sin, inv_frequencies
 
 LOCAL, GLOBAL = "sliding_attention", "full_attention"
@@ -190,7 +191,7 @@ class Backbone(nn.Module):
         self.norm = GemmaRMSNorm(config.hidden_size, config.rms_norm_eps)
 
 
-class Model(nn.Module):
+class Model(FamilyModel):
     """tokens -> scaled embedding -> local/global blocks -> norm -> tied unembedding -> logits."""
 
     def __init__(self, config: ModelConfig):
@@ -307,6 +308,22 @@ class Model(nn.Module):
         """The rings now hold positions up to LAST (after a forward pass, or an exported step, ending there)."""
         if self.ring_size:
             self._ring = (max(self._ring[0], last + 1 - self.ring_size), last + 1)
+
+    @classmethod
+    def exportable(cls, config: ModelConfig) -> bool:
+        """Local layers read their whole ring under a mask computed outside the graph (decode_extras), so the step
+        exports whatever the window."""
+        return True
+
+    def attention_probs(self, attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Per-head RMS-normed q and k, RoPE with the layer kind's base (local or global), scale
+        query_pre_attn_scalar^-½, and the sliding window on local layers; [B, H, T, T]."""
+        c = self.config
+        theta, scaling = (c.rope_local_base_freq or 10000.0, None) if attn.is_local else (c.rope_theta, c.rope_scaling)
+        q = rope_from_zero(attn.q_norm(split_heads(attn.q_proj(x), attn.n_heads, attn.head_dim)), theta, scaling)
+        k = rope_from_zero(attn.k_norm(split_heads(attn.k_proj(x), attn.n_kv_heads, attn.head_dim)), theta, scaling)
+        scale = (c.query_pre_attn_scalar or 256) ** -0.5
+        return eager_probs(q, k, attn.n_heads, scale, self.window if attn.is_local else None)
 
     def _claim_ring(self, s: int, T: int) -> torch.Tensor:
         """Check that the rings hold the window before position s, mark what this forward overwrites, and return the

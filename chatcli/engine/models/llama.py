@@ -14,6 +14,7 @@ from torch import nn
 from chatcli.engine.config import ModelConfig
 from chatcli.engine.errors import ModelLoadError
 from chatcli.engine.layers import KVCache, RMSNorm, causal_mask, fuse_projections
+from chatcli.engine.models.base import FamilyModel, eager_probs, rope_from_zero, split_heads
 from chatcli.engine.rope import rope_tables
 
 Rope = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # cos [T, 1, D], -sin and +sin halves [T, 1, D/2]
@@ -152,7 +153,7 @@ class Backbone(nn.Module):
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
 
-class Model(nn.Module):
+class Model(FamilyModel):
     """tokens -> embedding -> blocks -> norm -> unembedding -> logits."""
 
     def __init__(self, config: ModelConfig):
@@ -221,9 +222,15 @@ class Model(nn.Module):
         """Logits (float32) from the final norm's output."""
         return self.lm_head(hidden).float()
 
-    def decode_extras(self, pos: int) -> list[torch.Tensor]:
-        """Inputs besides the token and the caches that an exported one-token step at POS takes: none here."""
-        return []
+    @classmethod
+    def exportable(cls, config: ModelConfig) -> bool:
+        """The one-token step takes its caches as graph inputs; mistral's sliding window would make the attended range
+        depend on the position in Python, which export cannot keep symbolic."""
+        return attention_window(config) is None
 
-    def decode_done(self, last: int) -> None:
-        """Bookkeeping after an exported one-token step ending at position LAST: none here."""
+    def attention_probs(self, attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """q, k from the projections, RoPE, scale 1/√head_dim, mistral's window; [B, H, T, T]."""
+        c = self.config
+        q = rope_from_zero(split_heads(attn.q_proj(x), attn.n_heads, attn.head_dim), c.rope_theta, c.rope_scaling)
+        k = rope_from_zero(split_heads(attn.k_proj(x), attn.n_kv_heads, attn.head_dim), c.rope_theta, c.rope_scaling)
+        return eager_probs(q, k, attn.n_heads, attn.head_dim**-0.5, attention_window(c))
