@@ -74,3 +74,47 @@ def test_arguments_that_are_not_an_object_stay_text():
            "{{ c.function.arguments }};{% endfor %}{% endfor %}"
     convo = [Message("assistant", "", tool_calls=(ToolCall("a", "f", '{"x": 1}'), ToolCall("b", "f", "not json")))]
     assert render_chat(tmpl, convo, add_generation_prompt=False).text == "True|{'x': 1};False|not json;"
+
+
+# Llama 3.2 Instruct's chat template as published with meta-llama/Llama-3.2-1B-Instruct (tests/data keeps a copy;
+# the text here was taken from a public mirror of it). It takes one tool call per assistant message and writes
+# today's date through strftime_now.
+LLAMA32 = Path(__file__).resolve().parent / "data" / "llama3.2_chat_template.jinja"
+
+
+def llama_convo() -> list[Message]:
+    return [CONVO[0], CONVO[1], Message("assistant", "", tool_calls=(CONVO[2].tool_calls[0],)), CONVO[3],
+            Message("assistant", "Paris is 21 degrees."), CONVO[6]]
+
+
+def test_llama32_tools_render_as_transformers():
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    template = LLAMA32.read_text()
+    convo = llama_convo()
+    hf = [message_as_client_sends(m) for m in convo]
+    for n in (2, len(convo)):
+        (want,), _ = render_jinja_template([hf[:n]], tools=[WEATHER], chat_template=template,
+                                           add_generation_prompt=True, bos_token="<|begin_of_text|>")
+        got = render_chat(template, convo[:n], bos_token="<|begin_of_text|>", tools=[WEATHER]).text
+        assert got == want
+        assert "Environment: ipython" in got and '"name": "get_weather"' in got
+    assert '{"name": "get_weather", "parameters": {"city": "Paris"}}<|eot_id|>' in got
+    # A string result is "iterable" to this template, so it goes through tojson (quoted), as transformers renders it.
+    assert '<|start_header_id|>ipython<|end_header_id|>\n\n"{\\"temp\\": 21}"<|eot_id|>' in got
+
+
+def test_llama32_template_teaches_the_llama3_call_format():
+    from chatcli.toolcalls import LLAMA3, detect_format
+
+    assert detect_format(LLAMA32.read_text()) == LLAMA3
+
+
+def message_as_client_sends(m: Message) -> dict:
+    d = {"role": m.role, "content": m.content}
+    if m.tool_calls:
+        d["tool_calls"] = [{"id": c.id, "type": "function",
+                            "function": {"name": c.name, "arguments": json.loads(c.arguments)}} for c in m.tool_calls]
+    if m.tool_call_id:
+        d["tool_call_id"] = m.tool_call_id
+    return d
