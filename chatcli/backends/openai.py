@@ -36,6 +36,17 @@ def _number(value, key: str, kind=float):
     return number
 
 
+def _format_request(response_format: dict | None) -> dict:
+    """The body keys for a structured-output format, for extra_body: OpenAI's response_format, or a grammar as the
+    `grammar` key llama.cpp and chatcli serve read. Through extra_body because the SDK's completions.create has no
+    response_format parameter, while servers (ours, llama.cpp, vLLM) read it on both routes."""
+    if not response_format:
+        return {}
+    if response_format.get("type") == "grammar":
+        return {"format_body": {"grammar": response_format["grammar"]}}
+    return {"format_body": {"response_format": response_format}}
+
+
 def _cut_on_cancel(stream, cancel: threading.Event, done: threading.Event) -> None:
     """When CANCEL is set, shut the stream's socket so a read blocked on a silent server returns at once.
 
@@ -173,6 +184,7 @@ class OpenAIBackend:
                 cancel: threading.Event | None, **request) -> Iterator[Chunk]:
         """Yield text as it arrives; the last chunk has finish_reason and stats. Errors keep the partial reply."""
         sampling, extra = self._sampling(params)
+        extra.update(request.pop("format_body", {}))
         t0 = time.perf_counter()
         stream = self._open(create, cancel, model=self._require_model(), stream=True,
                             stream_options={"include_usage": True}, extra_body=extra or None, **sampling, **request)
@@ -298,18 +310,21 @@ class OpenAIBackend:
         self.model = model
 
     def stream_chat(self, messages: list[Message], params: SamplingParams, *, chat_template=None,
-                    cancel: threading.Event | None = None) -> Iterator[Chunk]:
-        """Stream a chat reply; the server applies its own chat template (chat_template is ignored)."""
+                    cancel: threading.Event | None = None, response_format: dict | None = None) -> Iterator[Chunk]:
+        """Stream a chat reply; the server applies its own chat template (chat_template is ignored).
+        RESPONSE_FORMAT goes to the server as response_format (a grammar as llama.cpp's `grammar`)."""
         wire = [{"role": m.role, "content": m.content} for m in messages]
         yield from self._stream(self.client.chat.completions.create,
                                 lambda c: getattr(c.delta, "content", None) if getattr(c, "delta", None) else None,
-                                self._estimate(messages), params, cancel, messages=wire)
+                                self._estimate(messages), params, cancel, messages=wire,
+                                **_format_request(response_format))
 
-    def stream_completion(self, prompt: str, params: SamplingParams, *, cancel: threading.Event | None = None) -> Iterator[Chunk]:
+    def stream_completion(self, prompt: str, params: SamplingParams, *, cancel: threading.Event | None = None,
+                          response_format: dict | None = None) -> Iterator[Chunk]:
         """Stream raw text after PROMPT through /v1/completions (no template)."""
         yield from self._stream(self.client.completions.create, lambda c: getattr(c, "text", None),
                                 estimate_tokens(prompt),
-                                params, cancel, prompt=prompt)
+                                params, cancel, prompt=prompt, **_format_request(response_format))
 
     @staticmethod
     def _estimate(messages: list[Message]) -> int:
