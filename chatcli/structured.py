@@ -19,13 +19,13 @@ MAX_SCHEMA_BYTES = 1 << 20
 JSON_OBJECT = {"type": "json_object"}
 
 
-def read_schema(value: str) -> dict:
+def read_schema(value: str, flag: str = "--schema") -> dict:
     """A --schema / /set schema value: JSON text, or the path of a file holding it; UsageError names what is wrong."""
     text, where = value.strip(), "the schema"
     if not text.startswith(("{", "[", '"')) and text not in ("true", "false"):
         path = Path(text).expanduser()
         if not path.is_file():
-            raise UsageError(f"--schema {value!r}: not JSON and no such file")
+            raise UsageError(f"{flag} {value!r}: not JSON and no such file")
         if path.stat().st_size > MAX_SCHEMA_BYTES:
             raise UsageError(f"{path}: a schema file is at most {MAX_SCHEMA_BYTES} bytes")
         try:
