@@ -30,6 +30,7 @@ KINDS = ("json_schema", "lark", "gbnf")
 JSON_OPTIONS = {"whitespace_pattern": r"[ \n]{0,2}"}
 ANY_OBJECT = {"type": "object"}
 
+_BIAS = np.array([-np.inf, 0.0], dtype=np.float32)  # by the allowed bit
 _llg_tokenizers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # our Tokenizer -> its LLTokenizer
 
 
@@ -126,20 +127,22 @@ class GrammarProcessor:
         if self.matcher.is_error():
             raise GrammarError(" ".join(self.matcher.get_error().split()))
         self.words = np.zeros((self.llg.vocab_size + 31) // 32, dtype=np.int32)  # one bit per token, 1 = allowed
-
-    def allowed(self) -> np.ndarray:
-        """A bool array over the tokenizer's vocabulary: the tokens the grammar allows next."""
-        self.matcher.unsafe_compute_mask_ptr(self.words.ctypes.data, self.words.nbytes)
-        if self.matcher.is_error():
-            raise GrammarError(f"structured output failed: {' '.join(self.matcher.get_error().split())}")
-        return np.unpackbits(self.words.view(np.uint8), bitorder="little")[: self.llg.vocab_size].astype(bool)
+        self.bits: np.ndarray | None = None  # one byte per logit row, 1 = allowed
 
     def process(self, logits: torch.Tensor) -> torch.Tensor:
         """LOGITS [V] with every token the grammar forbids at -inf; rows past the tokenizer's vocabulary (the
         embedding's padding) are never allowed."""
-        allowed = torch.zeros(logits.shape[-1], dtype=torch.bool)
-        allowed[: self.llg.vocab_size] = torch.from_numpy(self.allowed())
-        return logits.masked_fill(~allowed, float("-inf"))  # a copy: the logits may be an inference tensor
+        self.matcher.unsafe_compute_mask_ptr(self.words.ctypes.data, self.words.nbytes)
+        if self.matcher.is_error():
+            raise GrammarError(f"structured output failed: {' '.join(self.matcher.get_error().split())}")
+        rows = logits.shape[-1]
+        if self.bits is None or len(self.bits) != rows:
+            self.bits = np.zeros(rows, dtype=np.uint8)  # 0 stays in the padding rows
+        n = min(rows, self.llg.vocab_size)
+        self.bits[:n] = np.unpackbits(self.words.view(np.uint8), bitorder="little")[:n]
+        # Adding a 0/-inf bias looked up from the bits: measured over 151k tokens it is about twice as fast as
+        # masked_fill or where with a bool mask (a select per element), and it leaves the input as it was.
+        return logits + torch.from_numpy(_BIAS.take(self.bits))
 
     def accept(self, token: int) -> None:
         """Advance the matcher past TOKEN."""
