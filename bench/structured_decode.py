@@ -86,7 +86,7 @@ def main(argv: list[str]) -> int:
         tok, model = backend.tokenizer, backend.model
         ids, _ = backend._chat_ids([Message("user", PROMPT)], None)
 
-        def run(processor) -> tuple[float, int]:
+        def run(processor, model=model, tok=tok, ids=ids) -> tuple[float, int]:
             chunks = list(stream_generate(model, tok, ids, sampler=make_sampler(0.0, 1.0, 0, 0.0, 0),
                                           max_tokens=a.tokens, processors=[processor]))
             s = chunks[-1].stats

@@ -156,3 +156,25 @@ def test_repl_set_json_and_schema(tiny_json_dir):
     end = next(i for i in range(start, len(lines)) if "tok/s" in lines[i])
     jsonschema.validate(json.loads("\n".join(lines[start:end])), schema)
     assert "error: /set json on|off" in r.stderr
+
+
+def test_sentencepiece_vocabulary_and_multibyte_text(gemma_dir, tiny):
+    """Gemma's tokenizer.model (sentencepiece: ▁ for spaces, <0xNN> byte pieces) and the byte-level BPE of the tiny
+    model both spell a const with accents, CJK and an emoji exactly."""
+    schema = {"type": "object", "properties": {"city": {"const": "Café 你好 😀"}, "n": integer_schema(1, 3)},
+              "required": ["city", "n"], "additionalProperties": False}
+    gemma = LocalBackend()
+    gemma.load(str(gemma_dir))
+    try:
+        for backend in (gemma, tiny):
+            for temperature in (0.0, 1.0):
+                chunks = list(backend.stream_completion("A city as JSON: ", SamplingParams(temperature=temperature, seed=1,
+                                                        max_tokens=60), response_format=schema_format(schema)))
+                assert chunks[-1].finish_reason == "stop"
+                jsonschema.validate(json.loads("".join(c.text for c in chunks)), schema)
+    finally:
+        gemma.close()
+
+
+def integer_schema(lo: int, hi: int) -> dict:
+    return {"type": "integer", "minimum": lo, "maximum": hi}
