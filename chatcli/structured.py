@@ -134,3 +134,24 @@ def describe(fmt: dict | None) -> str:
     if fmt["type"] == "grammar":
         return "a grammar"
     return f"JSON Schema {fmt['json_schema'].get('name', 'schema')}"
+
+
+def require_support(backend, method: str = "stream_chat") -> None:
+    """UsageError unless BACKEND's METHOD takes response_format (a plugin written before structured output may not):
+    said up front, not as a TypeError in the middle of a reply."""
+    import inspect
+
+    try:
+        params = inspect.signature(getattr(backend, method)).parameters
+    except (AttributeError, TypeError, ValueError):
+        params = {}
+    if "response_format" not in params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        name = getattr(backend, "name", type(backend).__name__)
+        raise UsageError(f"the {name} backend does not support structured output (--json-object, --schema)")
+
+
+def check_stops(fmt: dict | None, stop) -> None:
+    """UsageError for stop strings under a format: one would end the reply inside the JSON, as finish "stop"."""
+    if fmt is not None and stop:
+        raise UsageError("stop strings and structured output do not mix (a stop string would cut the JSON short); "
+                         "drop stop or the format")

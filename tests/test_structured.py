@@ -178,3 +178,15 @@ def test_sentencepiece_vocabulary_and_multibyte_text(gemma_dir, tiny):
 
 def integer_schema(lo: int, hi: int) -> dict:
     return {"type": "integer", "minimum": lo, "maximum": hi}
+
+
+def test_stop_strings_and_backends_without_the_format_are_refused(tiny):
+    with pytest.raises(UsageError, match="stop strings and structured output do not mix"):
+        reply(tiny, "x", JSON_OBJECT, stop=("}",))
+    from chatcli.structured import require_support
+    from tests.plugins import echo_backend
+
+    with pytest.raises(UsageError, match="the echo backend does not support structured output"):
+        require_support(echo_backend())
+    require_support(tiny)
+    require_support(tiny, "stream_completion")

@@ -147,3 +147,9 @@ def test_ask_through_the_openai_backend(tiny_server, tmp_path):
                 json.dumps(schema), "-t", "1", "--seed", "4", "--max-tokens", "700", "--no-save", "deep JSON")
     assert r.returncode == 0, r.stderr
     jsonschema.validate(json.loads(r.stdout), schema)
+
+
+def test_stop_strings_with_a_format_are_a_400(tiny_server):
+    body = {"messages": [{"role": "user", "content": "hi"}], "stop": ["}"], "response_format": {"type": "json_object"}}
+    r = httpx.post(tiny_server.url + "/v1/chat/completions", json=body, timeout=30)
+    assert r.status_code == 400 and "stop strings and structured output do not mix" in r.json()["error"]["message"]

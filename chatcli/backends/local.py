@@ -214,6 +214,10 @@ class LocalBackend:
         template teaches come back as Chunk.tool_calls deltas (finish_reason "tool_calls") instead of text.
         RESPONSE_FORMAT (chatcli.structured's checked format) constrains the reply to JSON, a schema or a grammar.
         """
+        if response_format:
+            from chatcli.structured import check_stops
+
+            check_stops(response_format, params.stop)
         ids, rendered = self._chat_ids(messages, chat_template, tools)
         stops = tuple(s for s in rendered.stop if s not in params.stop)
         params = params.with_(stop=tuple(params.stop) + stops) if stops else params
@@ -231,6 +235,10 @@ class LocalBackend:
                           response_format: dict | None = None) -> Iterator[Chunk]:
         """Complete raw text: no system prompt, no template; BOS as the tokenizer config says."""
         self._need_model()
+        if response_format:
+            from chatcli.structured import check_stops
+
+            check_stops(response_format, params.stop)
         yield from self._generate(self.tokenizer.encode(prompt, add_special_tokens=True), params, cancel,
                                   self._constraints(response_format))
 

@@ -123,6 +123,10 @@ def _ask(opts: Options, *, question: str, files: list[str], as_json: bool, raw: 
     cancel = threading.Event()
     prompt_name, conv = None, None
     try:
+        if fmt is not None:
+            from chatcli.structured import require_support
+
+            require_support(backend, "stream_completion" if raw else "stream_chat")
         if cap is None:  # the default cap is what the context can hold, known now the model is loaded
             context = backend.context_length()
             check_size(text, context_cap(context), f" (the model's context is {context} tokens)")

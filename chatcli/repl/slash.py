@@ -98,9 +98,11 @@ STRUCTURED = ("json", "schema")  # /set names that are not sampling parameters: 
 
 def _set_format(repl, name: str, value: str) -> None:
     """/set json on|off, /set schema FILE|JSON|off: every later reply is constrained to that JSON."""
-    from chatcli.structured import JSON_OBJECT, describe, read_schema, schema_format
+    from chatcli.structured import JSON_OBJECT, describe, read_schema, require_support, schema_format
 
     word = value.lower()
+    if word not in ("off", "default", "none"):
+        require_support(repl.backend)
     if word in ("off", "default", "none"):
         repl.conv.response_format = None
     elif name == "json" and word == "on":

@@ -153,6 +153,10 @@ def build_app(backend, model_id: str, *, api_key: str | None = None, max_queue: 
     async def _prepare(request: Request, chat: bool) -> GenRequest:
         _auth(request)
         req = wire.parse_request(await _body(request), chat=chat)
+        if req.response_format is not None:
+            from chatcli.structured import require_support
+
+            require_support(backend, "stream_chat" if chat else "stream_completion")
         if req.model is not None and req.model not in served:
             raise ApiError(404, f"The model `{req.model}` does not exist; this server serves {model_id}"
                            + (f" (also as {', '.join(sorted(aliases))})" if aliases else ""),
