@@ -10,6 +10,7 @@ and a keyword the grammar library cannot enforce are both errors that name the p
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from chatcli.engine.errors import GrammarError
@@ -25,7 +26,10 @@ def read_schema(value: str, flag: str = "--schema") -> dict:
     if not text.startswith(("{", "[", '"')) and text not in ("true", "false"):
         path = Path(text).expanduser()
         if not path.is_file():
-            raise UsageError(f"{flag} {value!r}: not JSON and no such file")
+            concise = concise_schema(text)
+            if concise is None:
+                raise UsageError(f"{flag} {value!r}: not JSON, not a file, and not the concise form 'name, age int, bio'")
+            return concise
         if path.stat().st_size > MAX_SCHEMA_BYTES:
             raise UsageError(f"{path}: a schema file is at most {MAX_SCHEMA_BYTES} bytes")
         try:
@@ -39,6 +43,29 @@ def read_schema(value: str, flag: str = "--schema") -> dict:
         raise UsageError(f"{where} is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
     check_schema(schema, where)
     return schema
+
+
+_CONCISE_TYPES = {"str": "string", "int": "integer", "float": "number", "bool": "boolean"}
+_CONCISE_FIELD = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?:\s+(str|int|float|bool))?\s*(?::\s*(.*))?")
+
+
+def concise_schema(text: str) -> dict | None:
+    """llm's concise schema form: fields split by commas (or newlines, when a description holds a comma), each
+    `name [str|int|float|bool][: description]`, all required: 'name, age int, bio: one sentence'. None when TEXT is
+    not in that form."""
+    parts = [p.strip() for p in (text.splitlines() if "\n" in text.strip() else text.split(","))]
+    properties: dict = {}
+    for part in filter(None, parts):
+        m = _CONCISE_FIELD.fullmatch(part)
+        if m is None or m.group(1) in properties:
+            return None
+        prop: dict = {"type": _CONCISE_TYPES[m.group(2) or "str"]}
+        if m.group(3):
+            prop["description"] = m.group(3).strip()
+        properties[m.group(1)] = prop
+    if not properties:
+        return None
+    return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
 
 
 def check_schema(schema, where: str = "the schema") -> None:

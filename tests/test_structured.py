@@ -109,7 +109,8 @@ def test_padding_rows_are_banned_and_eos_waits_for_the_end(tiny):
     ('{"type": "object", "properties": {"a": {"not": {"type": "string"}}}}', "not"),  # unsupported: named
     ('{"type": "string", "pattern": "[a-"}', "regex"),
     ('{"type": "object"', "not valid JSON"),
-    ("no-such-schema.json", "no such file"),
+    ("no-such-schema.json", "not a file"),
+    ("name, age integer", "concise form"),
 ])
 def test_a_bad_schema_is_named(value, says):
     with pytest.raises(UsageError) as e:
@@ -190,3 +191,11 @@ def test_stop_strings_and_backends_without_the_format_are_refused(tiny):
         require_support(echo_backend())
     require_support(tiny)
     require_support(tiny, "stream_completion")
+
+
+def test_the_concise_schema_form():
+    assert read_schema("name, age int, ok bool, score float: 0 to 1") == {
+        "type": "object", "additionalProperties": False, "required": ["name", "age", "ok", "score"],
+        "properties": {"name": {"type": "string"}, "age": {"type": "integer"}, "ok": {"type": "boolean"},
+                       "score": {"type": "number", "description": "0 to 1"}}}
+    assert read_schema("bio: one line, no more\nage int")["properties"]["bio"]["description"] == "one line, no more"
