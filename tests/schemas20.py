@@ -1,7 +1,9 @@
 """Twenty JSON Schemas for the structured-output tests: nested objects, arrays, enums, numbers with ranges, required
 and optional fields, strings with patterns, $ref, anyOf, const, prefixItems.
 
-Every string has a maxLength or a bounded pattern, every array a maxItems, every object additionalProperties false:
+Every string has a maxLength or a bounded pattern, every array a maxItems, every number a multipleOf (a number's
+fraction is as unbounded as a string: SmolLM2 at temperature 1 once wrote 300 digits of a probability), every object
+additionalProperties false:
 a random model (or a small one at temperature 1) then always reaches the end of the document in a few hundred
 tokens. Without those bounds the mask still keeps the JSON valid, but a random model writes one endless string (its
 closing quote is one token among hundreds) and only max_tokens stops it.
@@ -30,8 +32,8 @@ SCHEMAS: dict[str, dict] = {
     "address": obj({"name": text(), "address": obj({"city": text(), "zip": {"type": "string", "pattern": "^[0-9]{5}$"}})}),
     "scores": obj({"scores": {"type": "array", "items": integer(0, 100), "minItems": 1, "maxItems": 4}}),
     "optional": obj({"title": text(), "done": {"type": "boolean"}, "note": text(8)}, required=["title"]),
-    "temperature": obj({"celsius": {"type": "number", "minimum": -50, "maximum": 50}}),
-    "probability": obj({"p": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1}}),
+    "temperature": obj({"celsius": {"type": "number", "minimum": -50, "maximum": 50, "multipleOf": 0.5}}),
+    "probability": obj({"p": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1, "multipleOf": 0.01}}),
     "code": obj({"code": {"type": "string", "pattern": "^[A-Z]{3}-[0-9]{3}$"}}),
     "order": obj({"lines": {"type": "array", "maxItems": 3,
                             "items": obj({"sku": {"type": "string", "pattern": "^[a-z]{2,6}$"}, "qty": integer(1, 9)})}}),

@@ -24,10 +24,10 @@ import torch
 from chatcli.engine.errors import GrammarError
 
 KINDS = ("json_schema", "lark", "gbnf")
-# JSON text with at most one run of up to 2 spaces or newlines between tokens: any whitespace at all would let a
-# weak model (or a random one at temperature 1) pad forever inside a valid document; none at all reads unnaturally
-# to the model.
-JSON_OPTIONS = {"whitespace_pattern": r"[ \n]{0,2}"}
+# Between JSON tokens: at most one newline, then up to 8 spaces (pretty-printing to depth 4 fits). Free whitespace
+# would let a weak model (or a random one at temperature 1) pad forever inside a valid document; none at all reads
+# unnaturally to a model trained on indented JSON; blank lines are never needed.
+JSON_OPTIONS = {"whitespace_pattern": r"\n? {0,8}"}
 ANY_OBJECT = {"type": "object"}
 
 _BIAS = np.array([-np.inf, 0.0], dtype=np.float32)  # by the allowed bit
