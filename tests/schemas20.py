@@ -2,7 +2,8 @@
 and optional fields, strings with patterns, $ref, anyOf, const, prefixItems.
 
 Every string has a maxLength or a bounded pattern, every array a maxItems, every number a multipleOf (a number's
-fraction is as unbounded as a string: SmolLM2 at temperature 1 once wrote 300 digits of a probability), every object
+fraction is as unbounded as a string: SmolLM2 at temperature 1 once wrote 300 digits of a probability; powers of two,
+since jsonschema checks multipleOf in floating point and finds 0.47 no multiple of 0.01), every object
 additionalProperties false:
 a random model (or a small one at temperature 1) then always reaches the end of the document in a few hundred
 tokens. Without those bounds the mask still keeps the JSON valid, but a random model writes one endless string (its
@@ -33,7 +34,7 @@ SCHEMAS: dict[str, dict] = {
     "scores": obj({"scores": {"type": "array", "items": integer(0, 100), "minItems": 1, "maxItems": 4}}),
     "optional": obj({"title": text(), "done": {"type": "boolean"}, "note": text(8)}, required=["title"]),
     "temperature": obj({"celsius": {"type": "number", "minimum": -50, "maximum": 50, "multipleOf": 0.5}}),
-    "probability": obj({"p": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1, "multipleOf": 0.01}}),
+    "probability": obj({"p": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1, "multipleOf": 0.125}}),
     "code": obj({"code": {"type": "string", "pattern": "^[A-Z]{3}-[0-9]{3}$"}}),
     "order": obj({"lines": {"type": "array", "maxItems": 3,
                             "items": obj({"sku": {"type": "string", "pattern": "^[a-z]{2,6}$"}, "qty": integer(1, 9)})}}),
