@@ -59,6 +59,7 @@ class Conversation:
         self._params: tuple[tuple, SamplingParams] | None = None  # (what it was built from, the stack in effect)
         self._usage: int | None = None
         self._dropped: str | None = None  # this turn's drop notice, withdrawn if the turn fails
+        self.response_format: dict | None = None  # structured output (chatcli.structured): None is plain text
         self.prompt = load_prompt(prompt) if isinstance(prompt, str) else prompt
         self._prompt_ref = prompt if isinstance(prompt, str) else str(self.prompt.path)
         self.system = render_system(self.prompt, self.variables, model)
@@ -162,7 +163,10 @@ class Conversation:
         stream = None
         finish, stats, keep = None, None, True
         try:
-            stream = self.backend.stream_chat(messages, params, chat_template=self.chat_template, cancel=self.cancel)
+            # only when set: a third-party backend without structured output keeps working for plain text
+            extra = {"response_format": self.response_format} if self.response_format else {}
+            stream = self.backend.stream_chat(messages, params, chat_template=self.chat_template, cancel=self.cancel,
+                                              **extra)
             for chunk in stream:
                 for notice in chunk.notices:
                     if notice not in self._told:

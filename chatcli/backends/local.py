@@ -207,18 +207,23 @@ class LocalBackend:
         return len(self._chat_ids(messages, chat_template)[0])
 
     def stream_chat(self, messages: list[Message], params: SamplingParams, *, chat_template: str | None = None, cancel=None,
-                    tools: list[dict] | None = None) -> Iterator[Chunk]:
+                    tools: list[dict] | None = None, response_format: dict | None = None) -> Iterator[Chunk]:
         """Render with the model's chat template (or the classic one for base models), then generate.
 
         With TOOLS (JSON-schema function dicts) the template shows them to the model, and calls in the format the
         template teaches come back as Chunk.tool_calls deltas (finish_reason "tool_calls") instead of text.
+        RESPONSE_FORMAT (chatcli.structured's checked format) constrains the reply to JSON, a schema or a grammar.
         """
+        if response_format:
+            from chatcli.structured import check_stops
+
+            check_stops(response_format, params.stop)
         ids, rendered = self._chat_ids(messages, chat_template, tools)
         stops = tuple(s for s in rendered.stop if s not in params.stop)
         params = params.with_(stop=tuple(params.stop) + stops) if stops else params
         if rendered.folded_system:
             self._pending.append(FOLDED_SYSTEM)
-        chunks = self._generate(ids, params, cancel)
+        chunks = self._generate(ids, params, cancel, self._constraints(response_format))
         if tools:
             from chatcli.backends.localtools import with_tool_calls
 
@@ -226,10 +231,16 @@ class LocalBackend:
             chunks = with_tool_calls(chunks, chat_template or self.tokenizer.chat_template, names)
         yield from chunks
 
-    def stream_completion(self, prompt: str, params: SamplingParams, *, cancel=None) -> Iterator[Chunk]:
+    def stream_completion(self, prompt: str, params: SamplingParams, *, cancel=None,
+                          response_format: dict | None = None) -> Iterator[Chunk]:
         """Complete raw text: no system prompt, no template; BOS as the tokenizer config says."""
         self._need_model()
-        yield from self._generate(self.tokenizer.encode(prompt, add_special_tokens=True), params, cancel)
+        if response_format:
+            from chatcli.structured import check_stops
+
+            check_stops(response_format, params.stop)
+        yield from self._generate(self.tokenizer.encode(prompt, add_special_tokens=True), params, cancel,
+                                  self._constraints(response_format))
 
     def close(self) -> None:
         """Drop the model and its cache."""
@@ -245,6 +256,16 @@ class LocalBackend:
             self.on_notice(notice)
         else:
             self._pending.append(notice)
+
+    def _constraints(self, response_format: dict | None) -> tuple:
+        """The logits processors for RESPONSE_FORMAT: a grammar mask, or none for plain text."""
+        if not response_format:
+            return ()
+        from chatcli.engine.grammar import GrammarProcessor
+        from chatcli.structured import grammar_of
+
+        self._need_model()
+        return (GrammarProcessor(self.tokenizer, grammar_of(response_format)),)
 
     def _take_pending(self) -> tuple[Notice, ...]:
         out, self._pending = tuple(self._pending), []

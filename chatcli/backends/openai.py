@@ -47,6 +47,17 @@ def _number(value, key: str, kind=float):
     return number
 
 
+def _format_request(response_format: dict | None) -> dict:
+    """The body keys for a structured-output format, for extra_body: OpenAI's response_format, or a grammar as the
+    `grammar` key llama.cpp and chatcli serve read. Through extra_body because the SDK's completions.create has no
+    response_format parameter, while servers (ours, llama.cpp, vLLM) read it on both routes."""
+    if not response_format:
+        return {}
+    if response_format.get("type") == "grammar":
+        return {"format_body": {"grammar": response_format["grammar"]}}
+    return {"format_body": {"response_format": response_format}}
+
+
 def _cut_on_cancel(stream, cancel: threading.Event, done: threading.Event) -> None:
     """When CANCEL is set, shut the stream's socket so a read blocked on a silent server returns at once.
 
@@ -186,6 +197,7 @@ class OpenAIBackend:
 
         calls_of(choice): the choice's tool-call deltas (chat only), passed on as Chunk.tool_calls."""
         sampling, extra = self._sampling(params)
+        extra.update(request.pop("format_body", {}))
         t0 = time.perf_counter()
         stream = self._open(create, cancel, model=self._require_model(), stream=True,
                             stream_options={"include_usage": True}, extra_body=extra or None, **sampling, **request)
@@ -312,15 +324,18 @@ class OpenAIBackend:
         self.model = model
 
     def stream_chat(self, messages: list[Message], params: SamplingParams, *, chat_template=None,
-                    cancel: threading.Event | None = None, tools: list[dict] | None = None) -> Iterator[Chunk]:
+                    cancel: threading.Event | None = None, tools: list[dict] | None = None,
+                    response_format: dict | None = None) -> Iterator[Chunk]:
         """Stream a chat reply; the server applies its own chat template (chat_template is ignored).
 
-        TOOLS (OpenAI function dicts) go to the server; its calls come back as Chunk.tool_calls deltas."""
+        TOOLS (OpenAI function dicts) go to the server; its calls come back as Chunk.tool_calls deltas.
+        RESPONSE_FORMAT goes to the server as response_format (a grammar as llama.cpp's `grammar`)."""
         request = {"tools": tools} if tools else {}
         yield from self._stream(self.client.chat.completions.create,
                                 lambda c: getattr(c.delta, "content", None) if getattr(c, "delta", None) else None,
                                 self._estimate(messages), params, cancel, calls_of=self._tool_deltas,
-                                messages=[wire_message(m) for m in messages], **request)
+                                messages=[wire_message(m) for m in messages], **request,
+                                **_format_request(response_format))
 
     def _tool_deltas(self, choice) -> tuple[ToolCallDelta, ...]:
         """A streamed choice's tool-call pieces, checked (the SDK does not validate what the server sent)."""
@@ -341,11 +356,12 @@ class OpenAIBackend:
             out.append(ToolCallDelta(index, id=call_id, name=name, arguments=arguments))
         return tuple(out)
 
-    def stream_completion(self, prompt: str, params: SamplingParams, *, cancel: threading.Event | None = None) -> Iterator[Chunk]:
+    def stream_completion(self, prompt: str, params: SamplingParams, *, cancel: threading.Event | None = None,
+                          response_format: dict | None = None) -> Iterator[Chunk]:
         """Stream raw text after PROMPT through /v1/completions (no template)."""
         yield from self._stream(self.client.completions.create, lambda c: getattr(c, "text", None),
                                 estimate_tokens(prompt),
-                                params, cancel, prompt=prompt)
+                                params, cancel, prompt=prompt, **_format_request(response_format))
 
     @staticmethod
     def _estimate(messages: list[Message]) -> int:

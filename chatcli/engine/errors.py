@@ -23,3 +23,9 @@ class NumericalError(EngineError):
     """The model produced NaN or Inf logits."""
 
     exit_code = 1
+
+
+class GrammarError(EngineError, ValueError):
+    """A grammar or JSON Schema for structured output is invalid or uses a feature the grammar library lacks."""
+
+    exit_code = 2

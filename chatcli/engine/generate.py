@@ -85,8 +85,9 @@ def generate_step(
     while True:
         if repeat_penalty != 1.0:
             logits = apply_repeat_penalty(logits, torch.tensor(sorted(set(seen)), dtype=torch.long), repeat_penalty)
-        for p in processors:
-            logits = p.process(logits)
+        with torch.inference_mode():  # the logits are inference tensors: in place (as process may) only in here
+            for p in processors:
+                logits = p.process(logits)
         token = sampler(logits)
         for p in processors:
             p.accept(token)

@@ -84,11 +84,13 @@ def to_json(answer: Answer, *, model: str, prompt: str | None, params, backend: 
 
 
 def run_ask(opts: Options, *, question: str, files: list[str], as_json: bool, raw: bool,
-            max_input: str | None = None) -> int:
+            max_input: str | None = None, structured: tuple[bool, str | None] = (False, None)) -> int:
     """Answer one question; return the exit code (a backend failure after partial output is 4). MAX_INPUT (a size
-    such as 8M) caps the question with its stdin and files; by default the cap is what the model's context holds."""
+    such as 8M) caps the question with its stdin and files; by default the cap is what the model's context holds.
+    STRUCTURED is (--json-object, --schema): the answer is constrained to a JSON object or to the schema."""
     try:
-        return _ask(opts, question=question, files=files, as_json=as_json, raw=raw, max_input=max_input)
+        return _ask(opts, question=question, files=files, as_json=as_json, raw=raw, max_input=max_input,
+                    fmt=structured_format(*structured))
     except BrokenPipeError:
         # The reader left (`| head -c 20`). Typer would turn this into exit 1; a closed pipe is not a failure.
         # Point stdout at /dev/null so the interpreter's last flush stays silent too.
@@ -99,7 +101,19 @@ def run_ask(opts: Options, *, question: str, files: list[str], as_json: bool, ra
         return 0
 
 
-def _ask(opts: Options, *, question: str, files: list[str], as_json: bool, raw: bool, max_input: str | None) -> int:
+def structured_format(json_object: bool, schema: str | None) -> dict | None:
+    """The response format --json-object or --schema asks for (checked before a model loads), or None."""
+    from chatcli.structured import JSON_OBJECT, read_schema, schema_format
+
+    if json_object and schema is not None:
+        raise UsageError("--json-object and --schema: give one (a schema's JSON is an object when it says so)")
+    if schema is not None:
+        return schema_format(read_schema(schema))
+    return JSON_OBJECT if json_object else None
+
+
+def _ask(opts: Options, *, question: str, files: list[str], as_json: bool, raw: bool, max_input: str | None,
+         fmt: dict | None = None) -> int:
     cap = parse_size(max_input) if max_input is not None else None
     text = build_question(question, files, cap=cap or DEFAULT_MAX_INPUT)  # read before a model loads: fails fast
     s = load_settings(opts)
@@ -109,18 +123,23 @@ def _ask(opts: Options, *, question: str, files: list[str], as_json: bool, raw: 
     cancel = threading.Event()
     prompt_name, conv = None, None
     try:
+        if fmt is not None:
+            from chatcli.structured import require_support
+
+            require_support(backend, "stream_completion" if raw else "stream_chat")
         if cap is None:  # the default cap is what the context can hold, known now the model is loaded
             context = backend.context_length()
             check_size(text, context_cap(context), f" (the model's context is {context} tokens)")
         if raw:
             if opts.system or opts.prompt:
                 raise UsageError("--raw sends the text as given; drop --system/--prompt, or drop --raw")
-            chunks = backend.stream_completion(text, params, cancel=cancel)
+            chunks = backend.stream_completion(text, params, cancel=cancel, **({"response_format": fmt} if fmt else {}))
         else:
             from chatcli.repl.conversation import open_conversation, take_notices
 
             conv = open_conversation(s, opts, backend, ui)
             prompt_name, params, cancel = conv.prompt.name, conv.params, conv.cancel
+            conv.response_format = fmt
             chunks = conv.send(text)
 
             def notices() -> None:  # to stderr: stdout carries only the answer
@@ -128,6 +147,11 @@ def _ask(opts: Options, *, question: str, files: list[str], as_json: bool, raw: 
                     sys.stderr.write(f"chatcli: {notice}\n")
         view = _NullView() if as_json else ui.reply()
         answer = consume(chunks, view, cancel, before=None if raw else notices)
+        if fmt is not None and answer.finish_reason == "length" and answer.error is None:
+            # The mask keeps the JSON valid only while it runs: cut by max_tokens, the text is a fragment that no
+            # caller should parse as the answer.
+            answer.error = ChatcliError(f"the reply reached max_tokens ({params.max_tokens}) before the JSON was "
+                                        "complete (what came is printed as it is); raise --max-tokens")
         if raw:  # no conversation to pass the backend's notices on
             for notice in dict.fromkeys(answer.notices):
                 sys.stderr.write(f"chatcli: {notice.text}\n")

@@ -141,7 +141,8 @@ class Repl:
         if answer.finish_reason == "interrupted":
             self.ui.note("[interrupted: the partial reply is kept; /retry to regenerate]")
         elif answer.finish_reason == "length":
-            self.ui.note(f"[stopped at max_tokens={self.conv.params.max_tokens} or the end of the context]")
+            cut = " before the JSON was complete" if getattr(self.conv, "response_format", None) else ""
+            self.ui.note(f"[stopped at max_tokens={self.conv.params.max_tokens} or the end of the context{cut}]")
         if answer.error is not None:
             self.ui.error(str(answer.error))
         if answer.probs and getattr(self.backend, "want_probs", False):

@@ -16,7 +16,8 @@ EXIT = object()  # returned by /exit
 
 HELP: dict[str, str] = {
     "/help": "this list",
-    "/set": f"/set NAME VALUE ({', '.join(PARAM_NAMES)}; VALUE default undoes it); /set alone shows them",
+    "/set": f"/set NAME VALUE ({', '.join(PARAM_NAMES)}; VALUE default undoes it); /set alone shows them; "
+            "/set json on|off, /set schema FILE|JSON|off constrain replies to JSON",
     "/system": "/system TEXT replaces the system prompt; /system alone shows it",
     "/prompt": "/prompt NAME switches prompt files (keeps the conversation); /prompt reload re-reads them",
     "/prompts": "list the prompt files",
@@ -52,7 +53,7 @@ def dispatch(repl, line: str):
 def choices(repl, name: str) -> list[str]:
     """Tab completions for the first argument of NAME."""
     if name == "/set":
-        return list(PARAM_NAMES)
+        return [*PARAM_NAMES, *STRUCTURED]
     if name == "/prompt":
         from chatcli.prompts import list_prompts
 
@@ -76,14 +77,43 @@ def _set(repl, arg: str):
     if not arg:
         p = repl.conv.params
         rows = [[k, _show(getattr(p, k)), param_source(repl.conv, k)] for k in PARAM_NAMES]
+        from chatcli.structured import describe
+
+        rows.append(["format", describe(repl.conv.response_format), "set" if repl.conv.response_format else "default"])
         repl.ui.table(["setting", "value", "from"], rows)
         return
     name, _, value = arg.partition(" ")
+    if name in STRUCTURED:
+        _set_format(repl, name, value.strip())
+        return
     if not value.strip() and name != "stop":
         raise UsageError(f"/set {name}: give a value, for example /set {name} 0.2")
     value = repl.conv.set_param(name, value.strip())
     getattr(repl.conv, "param_origin", {}).pop(name, None)
     repl.ui.note(f"{name} = {_show(value)}")
+
+
+STRUCTURED = ("json", "schema")  # /set names that are not sampling parameters: the reply's format
+
+
+def _set_format(repl, name: str, value: str) -> None:
+    """/set json on|off, /set schema FILE|JSON|off: every later reply is constrained to that JSON."""
+    from chatcli.structured import JSON_OBJECT, describe, read_schema, require_support, schema_format
+
+    word = value.lower()
+    if word not in ("off", "default", "none"):
+        require_support(repl.backend)
+    if word in ("off", "default", "none"):
+        repl.conv.response_format = None
+    elif name == "json" and word == "on":
+        repl.conv.response_format = JSON_OBJECT
+    elif name == "json":
+        raise UsageError("/set json on|off")
+    elif not value:
+        raise UsageError("/set schema FILE|JSON|off, for example /set schema person.json")
+    else:
+        repl.conv.response_format = schema_format(read_schema(value, "/set schema"))
+    repl.ui.note(f"format = {describe(repl.conv.response_format)}")
 
 
 def _show(value) -> str:

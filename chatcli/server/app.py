@@ -153,6 +153,10 @@ def build_app(backend, model_id: str, *, api_key: str | None = None, max_queue: 
     async def _prepare(request: Request, chat: bool) -> GenRequest:
         _auth(request)
         req = wire.parse_request(await _body(request), chat=chat)
+        if req.response_format is not None:
+            from chatcli.structured import require_support
+
+            require_support(backend, "stream_chat" if chat else "stream_completion")
         if req.model is not None and req.model not in served:
             raise ApiError(404, f"The model `{req.model}` does not exist; this server serves {model_id}"
                            + (f" (also as {', '.join(sorted(aliases))})" if aliases else ""),
@@ -169,14 +173,15 @@ def build_app(backend, model_id: str, *, api_key: str | None = None, max_queue: 
         return req
 
     def _generator(req: GenRequest, cancel: threading.Event):
+        fmt = {"response_format": req.response_format} if req.response_format else {}  # only when asked for
         if req.messages is not None:
             if req.tools:
                 def with_tools():
-                    chunks = backend.stream_chat(req.messages, req.params, cancel=cancel, tools=req.tools)
+                    chunks = backend.stream_chat(req.messages, req.params, cancel=cancel, tools=req.tools, **fmt)
                     return _logging_notices(chunks if req.parallel_tool_calls else first_call_only(chunks), told)
                 return with_tools
-            return lambda: _logging_notices(backend.stream_chat(req.messages, req.params, cancel=cancel), told)
-        return lambda: _logging_notices(backend.stream_completion(req.prompt, req.params, cancel=cancel), told)
+            return lambda: _logging_notices(backend.stream_chat(req.messages, req.params, cancel=cancel, **fmt), told)
+        return lambda: _logging_notices(backend.stream_completion(req.prompt, req.params, cancel=cancel, **fmt), told)
 
     async def _complete(request: Request, chat: bool):
         record = _Record(request.url.path)

@@ -49,6 +49,7 @@ class GenRequest:
     include_usage: bool
     tools: list[dict] | None = None  # what the model may call (tool_choice applied); None: no tools
     parallel_tool_calls: bool = True  # False: only the reply's first call is answered
+    response_format: dict | None = None  # structured output, checked (chatcli.structured); None: plain text
 
 
 def parse_json(raw: bytes) -> dict:
@@ -156,9 +157,7 @@ def parse_request(body: dict, *, chat: bool) -> GenRequest:
     if body.get("logprobs") not in (None, False, 0) or (body.get("tools") and not chat) or body.get("echo"):
         key = next(k for k in ("logprobs", "tools", "echo") if body.get(k) not in (None, False, 0, []))
         raise bad(f"'{key}' is not supported by this server", key)
-    fmt = body.get("response_format")
-    if fmt is not None and (not isinstance(fmt, dict) or fmt.get("type") != "text"):
-        raise bad("only response_format {\"type\": \"text\"} is supported", "response_format")
+    response_format = _format(body)
     params, max_tokens_given = _sampling(body)
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
@@ -179,7 +178,25 @@ def parse_request(body: dict, *, chat: bool) -> GenRequest:
         include_usage=bool(options.get("include_usage", False)),
         tools=_checked(wire_tools.parse_tools, body) if chat else None,
         parallel_tool_calls=body.get("parallel_tool_calls") is not False,
+        response_format=response_format,
     )
+
+
+def _format(body: dict) -> dict | None:
+    """response_format, or llama.cpp's `grammar` (Lark or GBNF), checked: a 400 names what is wrong in the schema."""
+    from chatcli.errors import UsageError
+    from chatcli.structured import check_format
+
+    grammar, fmt = body.get("grammar"), body.get("response_format")
+    key = "response_format" if grammar is None else "grammar"
+    try:
+        if grammar is None:
+            return check_format(fmt)
+        if check_format(fmt) is not None:
+            raise UsageError("give response_format or grammar, not both")
+        return check_format({"type": "grammar", "grammar": grammar})
+    except UsageError as e:
+        raise bad(str(e), key) from None
 
 
 def _checked(func, *args):
