@@ -176,6 +176,37 @@ def _json_or_none(text: str):
         return None
 
 
+# Between a call's JSON tokens: what the models write (one space, maybe a newline and indentation), never unbounded.
+CALL_WHITESPACE = r"\n? {0,8}"
+
+
+def call_grammar(template: str | None, tools: list[dict], token_of: Callable[[str], int | None]) -> str | None:
+    """A grammar (llguidance's Lark dialect) that admits one call of one of TOOLS, written in the format TEMPLATE
+    teaches, with arguments that match the tool's JSON Schema: tool_choice "required" or a named tool, enforced.
+
+    token_of(tag): the id of the one token that spells TAG when the tokenizer has it as an added token (the grammar
+    must then name the token: its text is not matched byte by byte), else None. None when the format has no grammar
+    here: Mistral's [TOOL_CALLS] is a control token whose id the template cannot tell us, and no format, no call.
+    """
+    kind = detect_format(template)
+    if kind not in (HERMES, LLAMA3):
+        return None
+    key = "arguments" if kind == HERMES else "parameters"
+    calls = [{"type": "object", "additionalProperties": False, "required": ["name", key],
+              "properties": {"name": {"const": t["function"]["name"]},
+                             key: t["function"].get("parameters") or {"type": "object"}}} for t in tools]
+    schema = {"x-guidance": {"whitespace_pattern": CALL_WHITESPACE}, "anyOf": calls}
+    if kind == LLAMA3:
+        return "start: call\ncall: %json " + json.dumps(schema)
+    return f"start: {_tag(OPEN, token_of)} \"\\n\" call \"\\n\" {_tag(CLOSE, token_of)}\ncall: %json {json.dumps(schema)}"
+
+
+def _tag(tag: str, token_of: Callable[[str], int | None]) -> str:
+    """TAG in the grammar: its added token, or its text where the tokenizer spells it in pieces."""
+    token = token_of(tag)
+    return json.dumps(tag) if token is None else f"(<[{token}]> | {json.dumps(tag)})"
+
+
 def bare_call(text: str, names: set[str]) -> ToolCall | None:
     """TEXT as one call when it is nothing but a hermes call's JSON naming one of NAMES (the tags left out)."""
     text = text.strip()

@@ -207,13 +207,19 @@ class LocalBackend:
         return len(self._chat_ids(messages, chat_template)[0])
 
     def stream_chat(self, messages: list[Message], params: SamplingParams, *, chat_template: str | None = None, cancel=None,
-                    tools: list[dict] | None = None, response_format: dict | None = None) -> Iterator[Chunk]:
+                    tools: list[dict] | None = None, response_format: dict | None = None,
+                    tool_choice: str = "auto") -> Iterator[Chunk]:
         """Render with the model's chat template (or the classic one for base models), then generate.
 
         With TOOLS (JSON-schema function dicts) the template shows them to the model, and calls in the format the
         template teaches come back as Chunk.tool_calls deltas (finish_reason "tool_calls") instead of text.
+        TOOL_CHOICE "required": the reply is one call of one of TOOLS, its arguments masked to the tool's schema.
         RESPONSE_FORMAT (chatcli.structured's checked format) constrains the reply to JSON, a schema or a grammar.
         """
+        template = chat_template or (self.tokenizer.chat_template if self.tokenizer else None)
+        forced = bool(tools) and tool_choice == "required"
+        if forced and response_format:
+            raise UsageError("tool_choice \"required\" and response_format cannot be combined: the reply is a tool call")
         if response_format:
             from chatcli.structured import check_stops
 
@@ -223,12 +229,13 @@ class LocalBackend:
         params = params.with_(stop=tuple(params.stop) + stops) if stops else params
         if rendered.folded_system:
             self._pending.append(FOLDED_SYSTEM)
-        chunks = self._generate(ids, params, cancel, self._constraints(response_format))
+        processors = self._call_constraint(template, tools) if forced else self._constraints(response_format)
+        chunks = self._generate(ids, params, cancel, processors)
         if tools:
             from chatcli.backends.localtools import with_tool_calls
 
             names = {t.get("function", {}).get("name") for t in tools}
-            chunks = with_tool_calls(chunks, chat_template or self.tokenizer.chat_template, names)
+            chunks = with_tool_calls(chunks, template, names)
         yield from chunks
 
     def stream_completion(self, prompt: str, params: SamplingParams, *, cancel=None,
@@ -266,6 +273,26 @@ class LocalBackend:
 
         self._need_model()
         return (GrammarProcessor(self.tokenizer, grammar_of(response_format)),)
+
+    def _call_constraint(self, template: str | None, tools: list[dict]) -> tuple:
+        """The logits processor that makes the reply one call of one of TOOLS (tool_choice "required")."""
+        from chatcli.engine.errors import GrammarError
+        from chatcli.engine.grammar import GrammarProcessor, compile_grammar
+        from chatcli.toolcalls import call_grammar
+
+        def token_of(tag: str) -> int | None:
+            ids = self.tokenizer.encode(tag, add_special_tokens=False)
+            return ids[0] if len(ids) == 1 else None
+
+        source = call_grammar(template, tools, token_of)
+        if source is None:
+            self._pending.append(Notice("warning", "this model's tool-call format cannot be enforced here; "
+                                                   "tool_choice \"required\" is asked for, not guaranteed"))
+            return ()
+        try:
+            return (GrammarProcessor(self.tokenizer, compile_grammar("lark", source)),)
+        except GrammarError as e:
+            raise UsageError(f"tools: a tool's parameters cannot be enforced: {e}") from None
 
     def _take_pending(self) -> tuple[Notice, ...]:
         out, self._pending = tuple(self._pending), []

@@ -325,12 +325,14 @@ class OpenAIBackend:
 
     def stream_chat(self, messages: list[Message], params: SamplingParams, *, chat_template=None,
                     cancel: threading.Event | None = None, tools: list[dict] | None = None,
-                    response_format: dict | None = None) -> Iterator[Chunk]:
+                    response_format: dict | None = None, tool_choice: str = "auto") -> Iterator[Chunk]:
         """Stream a chat reply; the server applies its own chat template (chat_template is ignored).
 
         TOOLS (OpenAI function dicts) go to the server; its calls come back as Chunk.tool_calls deltas.
         RESPONSE_FORMAT goes to the server as response_format (a grammar as llama.cpp's `grammar`)."""
-        request = {"tools": tools} if tools else {}
+        request: dict = {"tools": tools} if tools else {}
+        if tools and tool_choice != "auto":
+            request["tool_choice"] = tool_choice
         yield from self._stream(self.client.chat.completions.create,
                                 lambda c: getattr(c.delta, "content", None) if getattr(c, "delta", None) else None,
                                 self._estimate(messages), params, cancel, calls_of=self._tool_deltas,

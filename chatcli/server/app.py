@@ -177,7 +177,9 @@ def build_app(backend, model_id: str, *, api_key: str | None = None, max_queue: 
         if req.messages is not None:
             if req.tools:
                 def with_tools():
-                    chunks = backend.stream_chat(req.messages, req.params, cancel=cancel, tools=req.tools, **fmt)
+                    forced = {"tool_choice": "required"} if req.tool_choice == "required" else {}  # only when asked for
+                    chunks = backend.stream_chat(req.messages, req.params, cancel=cancel, tools=req.tools, **fmt,
+                                                 **forced)
                     return _logging_notices(chunks if req.parallel_tool_calls else first_call_only(chunks), told)
                 return with_tools
             return lambda: _logging_notices(backend.stream_chat(req.messages, req.params, cancel=cancel, **fmt), told)

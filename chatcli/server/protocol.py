@@ -49,6 +49,7 @@ class GenRequest:
     include_usage: bool
     tools: list[dict] | None = None  # what the model may call (tool_choice applied); None: no tools
     parallel_tool_calls: bool = True  # False: only the reply's first call is answered
+    tool_choice: str = "auto"  # "required": a call is enforced (a named tool is "required" over that one tool)
     response_format: dict | None = None  # structured output, checked (chatcli.structured); None: plain text
 
 
@@ -178,6 +179,7 @@ def parse_request(body: dict, *, chat: bool) -> GenRequest:
         include_usage=bool(options.get("include_usage", False)),
         tools=_checked(wire_tools.parse_tools, body) if chat else None,
         parallel_tool_calls=body.get("parallel_tool_calls") is not False,
+        tool_choice=wire_tools.forced_choice(body) if chat else "auto",
         response_format=response_format,
     )
 

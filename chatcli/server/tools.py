@@ -34,7 +34,7 @@ def parse_tools(body: dict) -> list[dict] | None:
             isinstance(t, dict) and t.get("type") == "function" and isinstance(t.get("function"), dict)
             and isinstance(t["function"].get("name"), str) for t in tools):
         raise bad("'tools' must be a list of {\"type\": \"function\", \"function\": {\"name\", ...}}", "tools")
-    if choice in (None, "auto", "required"):  # required is not enforced: there is no constrained decoding yet
+    if choice in (None, "auto", "required"):  # required: enforced by the backend (see forced_choice)
         return tools
     if choice == "none":
         return None
@@ -46,6 +46,12 @@ def parse_tools(body: dict) -> list[dict] | None:
         return named
     raise bad("'tool_choice' must be none, auto, required or {\"type\": \"function\", \"function\": {\"name\"}}",
               "tool_choice")
+
+
+def forced_choice(body: dict) -> str:
+    """ "required" when the request's tool_choice demands a call (required, or one named function), else "auto"."""
+    choice = body.get("tool_choice")
+    return "required" if body.get("tools") and (choice == "required" or isinstance(choice, dict)) else "auto"
 
 
 def tool_message(m: dict, where: str, text: str) -> Message | None:
