@@ -34,9 +34,18 @@ ARCHS = {
         model_type="llama", architectures=["LlamaForCausalLM"], max_position_embeddings=256,
         rope_scaling={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64},
     ),
+    # Llama 3.2 1B/3B in small: tied head, grouped kv heads, llama3 scaling (factor 32) with an original context of 32
+    # so the 120-token parity run is well inside the scaled band.
+    "llama3_2": dict(
+        model_type="llama", architectures=["LlamaForCausalLM"], tie_word_embeddings=True, rope_theta=500000.0, head_dim=16,
+        rope_scaling={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 32},
+    ),
     "llama_tied": dict(model_type="llama", architectures=["LlamaForCausalLM"], tie_word_embeddings=True),
     "mistral": dict(model_type="mistral", architectures=["MistralForCausalLM"], sliding_window=16),
     "qwen2": dict(model_type="qwen2", architectures=["Qwen2ForCausalLM"], use_sliding_window=False, tie_word_embeddings=True),
+    # head_dim 32 over 4 heads of a 64-wide model: explicit, not hidden_size / heads, as in Qwen3-4B
+    "qwen3": dict(model_type="qwen3", architectures=["Qwen3ForCausalLM"], head_dim=32, tie_word_embeddings=True),
+    "qwen3_untied": dict(model_type="qwen3", architectures=["Qwen3ForCausalLM"], head_dim=32, tie_word_embeddings=False),
     # A window of 8 so that short test prompts already slide; head_dim is not hidden_size / heads, as in the real ones.
     "gemma3": dict(
         model_type="gemma3_text", architectures=["Gemma3ForCausalLM"], tie_word_embeddings=True, num_hidden_layers=3,

@@ -80,14 +80,15 @@ def aot_supported_config(quant: str, config, dtype: torch.dtype = torch.float32)
 
 
 def _exportable_architecture(model_class: type, config) -> bool:
-    """The Llama family and Gemma 3 take their caches (and Gemma's ring mask) as inputs of a one-token step. Mistral's
+    """The Llama family (and the families built on its block) and Gemma 3 take their caches (and Gemma's ring mask) as inputs of a one-token step. Mistral's
     sliding window would make the attended range depend on the position in Python, which export cannot keep
     symbolic; Gemma's local layers read their whole ring under a mask computed outside the graph instead."""
     from chatcli.engine.models.gemma3 import Model as Gemma3
     from chatcli.engine.models.llama import Model as Llama
     from chatcli.engine.models.llama import attention_window
 
-    return (model_class is Llama and attention_window(config) is None) or model_class is Gemma3
+    # Families built on the Llama block (Qwen3, OLMo 2, SmolLM3, Phi-3) export through its one-token step too.
+    return (issubclass(model_class, Llama) and attention_window(config) is None) or model_class is Gemma3
 
 
 def _is_linear(m: nn.Module) -> bool:

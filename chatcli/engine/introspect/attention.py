@@ -51,6 +51,14 @@ def llama_probs(model, attn, x: torch.Tensor) -> torch.Tensor:
     return _softmax_masked(_scores(q, k, attn.n_heads, attn.head_dim**-0.5), window)
 
 
+def qwen3_probs(model, attn, x: torch.Tensor) -> torch.Tensor:
+    """Qwen3: per-head RMS-normed q and k, then as Llama; [B, H, T, T]."""
+    c = model.config
+    q = _rope(attn.q_norm(_heads(attn.q_proj(x), attn.n_heads, attn.head_dim)), c.rope_theta, c.rope_scaling)
+    k = _rope(attn.k_norm(_heads(attn.k_proj(x), attn.n_kv_heads, attn.head_dim)), c.rope_theta, c.rope_scaling)
+    return _softmax_masked(_scores(q, k, attn.n_heads, attn.head_dim**-0.5), None)
+
+
 def gemma3_probs(model, attn, x: torch.Tensor) -> torch.Tensor:
     """Gemma 3: per-head RMS-normed q and k, RoPE with the layer kind's base (local or global), scale
     query_pre_attn_scalar^-½, and a sliding window on local layers; [B, H, T, T]."""
@@ -67,6 +75,7 @@ ATTENTION_PROBS: dict[str, Callable[[torch.nn.Module, torch.nn.Module, torch.Ten
     "llama": llama_probs,
     "mistral": llama_probs,
     "qwen2": llama_probs,
+    "qwen3": qwen3_probs,
     "gemma3": gemma3_probs,
     "gemma3_text": gemma3_probs,
 }

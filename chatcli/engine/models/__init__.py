@@ -11,6 +11,7 @@ ARCHITECTURES = {
     "llama": "llama",
     "mistral": "llama",
     "qwen2": "llama",
+    "qwen3": "qwen3",
     "gemma3": "gemma3",
     "gemma3_text": "gemma3",
 }
