@@ -46,6 +46,11 @@ ARCHS = {
     # head_dim 32 over 4 heads of a 64-wide model: explicit, not hidden_size / heads, as in Qwen3-4B
     "qwen3": dict(model_type="qwen3", architectures=["Qwen3ForCausalLM"], head_dim=32, tie_word_embeddings=True),
     "qwen3_untied": dict(model_type="qwen3", architectures=["Qwen3ForCausalLM"], head_dim=32, tie_word_embeddings=False),
+    "olmo2": dict(model_type="olmo2", architectures=["Olmo2ForCausalLM"]),
+    # Four layers so the default (a NoPE layer every 4th) has one; the explicit list turns off two others. The pad id
+    # is set because transformers defaults it to 128004, outside a tiny vocabulary.
+    "smollm3": dict(model_type="smollm3", architectures=["SmolLM3ForCausalLM"], pad_token_id=0, num_hidden_layers=4, tie_word_embeddings=True),
+    "smollm3_listed": dict(model_type="smollm3", architectures=["SmolLM3ForCausalLM"], pad_token_id=0, num_hidden_layers=3, no_rope_layers=[0, 1, 0]),
     # A window of 8 so that short test prompts already slide; head_dim is not hidden_size / heads, as in the real ones.
     "gemma3": dict(
         model_type="gemma3_text", architectures=["Gemma3ForCausalLM"], tie_word_embeddings=True, num_hidden_layers=3,

@@ -19,7 +19,8 @@ FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
     ),
 }
 FAMILY_DEFAULTS["gemma3"] = FAMILY_DEFAULTS["gemma3_text"]
-FAMILY_DEFAULTS["qwen3"] = dict(head_dim=128, rope_theta=10_000.0, max_position_embeddings=32_768)
+FAMILY_DEFAULTS["qwen3"] = dict(head_dim=128, max_position_embeddings=32_768)
+FAMILY_DEFAULTS["olmo2"] = dict(rms_norm_eps=1e-5, max_position_embeddings=2048)
 
 # Generous bounds, far past any released model, that keep a hostile or corrupt config from building a billion
 # layers or sizing a cache before the weights are compared with it (engine/loader.py does that next).

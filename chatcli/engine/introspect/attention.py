@@ -42,21 +42,33 @@ def _rope(x: torch.Tensor, theta: float, scaling: dict | None) -> torch.Tensor:
     return apply_rope(x.float(), cos, sin)
 
 
-def llama_probs(model, attn, x: torch.Tensor) -> torch.Tensor:
-    """Llama, Mistral, Qwen2: q, k from the projections, RoPE, scale 1/√head_dim, Mistral's window; [B, H, T, T]."""
+def _llama_like(model, attn, q: torch.Tensor, k: torch.Tensor, window: int | None = None) -> torch.Tensor:
+    """Softmax of q [B, T, H*D] against k [B, T, KV*D] as the Llama block compares them: RoPE (unless the layer is a
+    NoPE one), scale 1/√head_dim; [B, H, T, T]."""
     c = model.config
-    q = _rope(_heads(attn.q_proj(x), attn.n_heads, attn.head_dim), c.rope_theta, c.rope_scaling)
-    k = _rope(_heads(attn.k_proj(x), attn.n_kv_heads, attn.head_dim), c.rope_theta, c.rope_scaling)
-    window = c.sliding_window if c.model_type == "mistral" else None
+    q, k = _heads(q, attn.n_heads, attn.head_dim), _heads(k, attn.n_kv_heads, attn.head_dim)
+    if attn.use_rope:
+        q, k = _rope(q, c.rope_theta, c.rope_scaling), _rope(k, c.rope_theta, c.rope_scaling)
     return _softmax_masked(_scores(q, k, attn.n_heads, attn.head_dim**-0.5), window)
 
 
+def llama_probs(model, attn, x: torch.Tensor) -> torch.Tensor:
+    """Llama, Mistral, Qwen2, SmolLM3 (whose NoPE layers skip RoPE): q, k from the projections; Mistral's window."""
+    window = model.config.sliding_window if model.config.model_type == "mistral" else None
+    return _llama_like(model, attn, attn.q_proj(x), attn.k_proj(x), window)
+
+
 def qwen3_probs(model, attn, x: torch.Tensor) -> torch.Tensor:
-    """Qwen3: per-head RMS-normed q and k, then as Llama; [B, H, T, T]."""
-    c = model.config
-    q = _rope(attn.q_norm(_heads(attn.q_proj(x), attn.n_heads, attn.head_dim)), c.rope_theta, c.rope_scaling)
-    k = _rope(attn.k_norm(_heads(attn.k_proj(x), attn.n_kv_heads, attn.head_dim)), c.rope_theta, c.rope_scaling)
-    return _softmax_masked(_scores(q, k, attn.n_heads, attn.head_dim**-0.5), None)
+    """Qwen3: q and k RMS-normed per head before RoPE."""
+    B, T, _ = x.shape
+    q = attn.q_norm(attn.q_proj(x).view(B, T, attn.n_heads, attn.head_dim)).view(B, T, -1)
+    k = attn.k_norm(attn.k_proj(x).view(B, T, attn.n_kv_heads, attn.head_dim)).view(B, T, -1)
+    return _llama_like(model, attn, q, k)
+
+
+def olmo2_probs(model, attn, x: torch.Tensor) -> torch.Tensor:
+    """OLMo 2: q and k RMS-normed over the whole projection before RoPE."""
+    return _llama_like(model, attn, attn.q_norm(attn.q_proj(x)), attn.k_norm(attn.k_proj(x)))
 
 
 def gemma3_probs(model, attn, x: torch.Tensor) -> torch.Tensor:
@@ -76,6 +88,8 @@ ATTENTION_PROBS: dict[str, Callable[[torch.nn.Module, torch.nn.Module, torch.Ten
     "mistral": llama_probs,
     "qwen2": llama_probs,
     "qwen3": qwen3_probs,
+    "olmo2": olmo2_probs,
+    "smollm3": llama_probs,
     "gemma3": gemma3_probs,
     "gemma3_text": gemma3_probs,
 }

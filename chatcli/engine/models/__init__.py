@@ -12,6 +12,8 @@ ARCHITECTURES = {
     "mistral": "llama",
     "qwen2": "llama",
     "qwen3": "qwen3",
+    "olmo2": "olmo2",
+    "smollm3": "smollm3",
     "gemma3": "gemma3",
     "gemma3_text": "gemma3",
 }
