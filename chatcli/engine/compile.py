@@ -85,10 +85,9 @@ def _exportable_architecture(model_class: type, config) -> bool:
     symbolic; Gemma's local layers read their whole ring under a mask computed outside the graph instead."""
     from chatcli.engine.models.gemma3 import Model as Gemma3
     from chatcli.engine.models.llama import Model as Llama
-    from chatcli.engine.models.llama import attention_window
 
     # Families built on the Llama block (Qwen3, OLMo 2, SmolLM3, Phi-3) export through its one-token step too.
-    return (issubclass(model_class, Llama) and attention_window(config) is None) or model_class is Gemma3
+    return (issubclass(model_class, Llama) and model_class.window_of(config) is None) or model_class is Gemma3
 
 
 def _is_linear(m: nn.Module) -> bool:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 
 from chatcli.engine.layers import causal_mask
-from chatcli.engine.rope import apply_rope, rope_tables
+from chatcli.engine.rope import apply_rope, cos_sin, inv_frequencies, rope_tables
 
 
 def _heads(x: torch.Tensor, n: int, d: int) -> torch.Tensor:
@@ -48,14 +48,19 @@ def _llama_like(model, attn, q: torch.Tensor, k: torch.Tensor, window: int | Non
     c = model.config
     q, k = _heads(q, attn.n_heads, attn.head_dim), _heads(k, attn.n_kv_heads, attn.head_dim)
     if attn.use_rope:
-        q, k = _rope(q, c.rope_theta, c.rope_scaling), _rope(k, c.rope_theta, c.rope_scaling)
+        # The model's own rope: its scaling, its rotary width (Phi-3 rotates part of each head) and the length its
+        # tables serve (longrope picks its factors by it).
+        rd, T = model.rotary_dim, q.shape[2]
+        inv_freq, scale = inv_frequencies(c.head_dim, c.rope_theta, model.rope_scaling, rd, seq_len=model.max_seq_len or T)
+        cos, sin = cos_sin(torch.arange(T), inv_freq, scale)
+        q, k = (torch.cat([apply_rope(t[..., :rd].float(), cos, sin), t[..., rd:].float()], -1) for t in (q, k))
     return _softmax_masked(_scores(q, k, attn.n_heads, attn.head_dim**-0.5), window)
 
 
 def llama_probs(model, attn, x: torch.Tensor) -> torch.Tensor:
-    """Llama, Mistral, Qwen2, SmolLM3 (whose NoPE layers skip RoPE): q, k from the projections; Mistral's window."""
-    window = model.config.sliding_window if model.config.model_type == "mistral" else None
-    return _llama_like(model, attn, attn.q_proj(x), attn.k_proj(x), window)
+    """Llama, Mistral, Qwen2, SmolLM3 (whose NoPE layers skip RoPE), Phi-3 (views of its fused qkv_proj): q, k from
+    the projections, the layer's sliding window if it has one."""
+    return _llama_like(model, attn, attn.q_proj(x), attn.k_proj(x), attn.window)
 
 
 def qwen3_probs(model, attn, x: torch.Tensor) -> torch.Tensor:
@@ -90,6 +95,7 @@ ATTENTION_PROBS: dict[str, Callable[[torch.nn.Module, torch.nn.Module, torch.Ten
     "qwen3": qwen3_probs,
     "olmo2": olmo2_probs,
     "smollm3": llama_probs,
+    "phi3": llama_probs,
     "gemma3": gemma3_probs,
     "gemma3_text": gemma3_probs,
 }

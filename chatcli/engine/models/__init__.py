@@ -14,6 +14,7 @@ ARCHITECTURES = {
     "qwen3": "qwen3",
     "olmo2": "olmo2",
     "smollm3": "smollm3",
+    "phi3": "phi3",
     "gemma3": "gemma3",
     "gemma3_text": "gemma3",
 }

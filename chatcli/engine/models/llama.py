@@ -169,6 +169,7 @@ class Model(nn.Module):
     """tokens -> embedding -> blocks -> norm -> unembedding -> logits."""
 
     block_class = Block
+    window_of = staticmethod(attention_window)  # the sliding window a config gives (compile asks the class before loading)
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -180,7 +181,7 @@ class Model(nn.Module):
         self.max_seq_len = 0
         self.rotary_dim = config.head_dim  # how many leading dimensions of each head rotate (Phi-3: fewer)
         self.rope_scaling = config.rope_scaling
-        self.window = attention_window(config)
+        self.window = self.window_of(config)
 
     def tie_weights(self) -> None:
         """Share the unembedding with the embedding when the checkpoint says so."""
