@@ -34,10 +34,11 @@ class Attention(llama.Attention):
 class Block(llama.Block):
     """x + post_attention_layernorm(attn(x)), then h + post_feedforward_layernorm(mlp(h)): no norm before either."""
 
+    attention_class = Attention
+
     def __init__(self, config: ModelConfig):
         super().__init__(config)
         del self.input_layernorm
-        self.self_attn = Attention(config)
         self.post_feedforward_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
     def forward(self, x: torch.Tensor, rope: Rope, start_pos: int, mask: torch.Tensor | None = None,
@@ -52,8 +53,9 @@ class Block(llama.Block):
 class Model(llama.Model):
     """Olmo2ForCausalLM (OLMo-2-0425-1B, 7B, 13B: untied heads)."""
 
+    block_class = Block
+
     def __init__(self, config: ModelConfig):
         if config.attention_bias:
             raise ModelLoadError("config.json: attention_bias is true, but OLMo 2 has no attention biases")
         super().__init__(config)
-        self.model.layers = torch.nn.ModuleList(Block(config) for _ in range(config.num_hidden_layers))
