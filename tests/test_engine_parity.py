@@ -87,3 +87,13 @@ def test_chunked_prefill_then_decode_match_reference(pair):
             expected.append(out.logits)
     assert tokens == ref_tokens, arch
     assert (torch.cat(got, 1) - torch.cat(expected, 1)).abs().max().item() < 1e-4, arch
+
+
+@pytest.mark.parametrize("arch", ["qwen3", "olmo2", "smollm3", "phi3", "phi3_window"])
+def test_folders_saved_by_transformers_load_the_same(arch, tiny_model_factory, tmp_path):
+    """transformers 5 writes rope_parameters (with Phi-3's partial_rotary_factor and longrope factors inside) and
+    fills in no_rope_layers; a folder it saved gives the same logits as the one it read."""
+    path = tiny_model_factory(arch)
+    reference(path).save_pretrained(tmp_path / "saved")
+    ids = prompt()
+    assert (load_model(tmp_path / "saved", "float32")(ids, 0) - load_model(path, "float32")(ids, 0)).abs().max().item() < 1e-6

@@ -209,6 +209,8 @@ def _flatten_rope_parameters(d: dict[str, Any]) -> None:
         rp = full
     if "rope_theta" in rp:
         d.setdefault("rope_theta", rp["rope_theta"])
+    if "partial_rotary_factor" in rp:  # Phi-3 and others: kept there even when the rope itself is plain
+        d.setdefault("partial_rotary_factor", rp["partial_rotary_factor"])
     if rp.get("rope_type", "default") != "default" and not d.get("rope_scaling"):
         d["rope_scaling"] = {k: v for k, v in rp.items() if k != "rope_theta"}
 
