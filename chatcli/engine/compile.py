@@ -87,6 +87,9 @@ def _exportable_architecture(model_class: type, config) -> bool:
     from chatcli.engine.models.llama import Model as Llama
 
     # Families built on the Llama block (Qwen3, OLMo 2, SmolLM3, Phi-3) export through its one-token step too.
+    # A family may say it cannot be (Qwen3-MoE: which experts run is decided in Python per token).
+    if not getattr(model_class, "exportable", True):
+        return False
     return (issubclass(model_class, Llama) and model_class.window_of(config) is None) or model_class is Gemma3
 
 

@@ -93,6 +93,7 @@ ATTENTION_PROBS: dict[str, Callable[[torch.nn.Module, torch.nn.Module, torch.Ten
     "mistral": llama_probs,
     "qwen2": llama_probs,
     "qwen3": qwen3_probs,
+    "qwen3_moe": qwen3_probs,  # Qwen3's attention; only the MLP differs
     "olmo2": olmo2_probs,
     "smollm3": llama_probs,
     "phi3": llama_probs,
