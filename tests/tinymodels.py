@@ -64,6 +64,13 @@ ARCHS = {
         original_max_position_embeddings=8, rope_scaling={"type": "longrope", "short_factor": [1.0, 1.1, 1.3, 1.6, 2.0, 2.5],
                                                           "long_factor": [1.0, 1.5, 3.0, 6.0, 12.0, 24.0]},
     ),
+    # The original context (64) falls inside the second prefill chunk (60..100): that chunk and every later step use
+    # the long factors, the first chunk's keys keep the short ones, as in transformers.
+    "phi3_crossing": dict(
+        model_type="phi3", architectures=["Phi3ForCausalLM"], pad_token_id=0, partial_rotary_factor=0.5,
+        original_max_position_embeddings=64, rope_scaling={"type": "longrope", "short_factor": [1.0, 1.2, 1.5, 2.0],
+                                                           "long_factor": [1.0, 4.0, 16.0, 64.0]},
+    ),
     # Phi-3-mini-4k in small: whole heads rotate, short factors (the run stays within the original context), a window.
     "phi3_window": dict(
         model_type="phi3", architectures=["Phi3ForCausalLM"], pad_token_id=0, sliding_window=16, original_max_position_embeddings=256,

@@ -47,9 +47,8 @@ def _longrope(inv_freq: torch.Tensor, dim: int, scaling: dict, seq_len: int | No
     """LongRoPE (Phi-3): each frequency divided by its own searched factor, the short set within the original context
     and the long set past it; the logits are sharpened by sqrt(1 + ln(factor) / ln(original context)).
 
-    The set is chosen once for the tables' length, as llama.cpp chooses it by context size; transformers switches
-    per call on the longest position seen, which re-rotates only the new keys, so the two agree while a sequence
-    stays on one side of the original context."""
+    seq_len picks the set: the long one when it passes the original context. (models/phi3.py switches between the
+    two per chunk as transformers does.)"""
     old_ctx = scaling.get("original_max_position_embeddings")
     if not isinstance(old_ctx, int) or old_ctx < 1:
         raise ModelLoadError("config.json: longrope scaling needs original_max_position_embeddings (a positive integer)")

@@ -48,10 +48,10 @@ def _llama_like(model, attn, q: torch.Tensor, k: torch.Tensor, window: int | Non
     c = model.config
     q, k = _heads(q, attn.n_heads, attn.head_dim), _heads(k, attn.n_kv_heads, attn.head_dim)
     if attn.use_rope:
-        # The model's own rope: its scaling, its rotary width (Phi-3 rotates part of each head) and the length its
-        # tables serve (longrope picks its factors by it).
+        # The model's own rope: its scaling and its rotary width (Phi-3 rotates part of each head); one chunk of T
+        # positions from 0, which is what longrope picks its factor set by.
         rd, T = model.rotary_dim, q.shape[2]
-        inv_freq, scale = inv_frequencies(c.head_dim, c.rope_theta, model.rope_scaling, rd, seq_len=model.max_seq_len or T)
+        inv_freq, scale = inv_frequencies(c.head_dim, c.rope_theta, model.rope_scaling, rd, seq_len=T)
         cos, sin = cos_sin(torch.arange(T), inv_freq, scale)
         q, k = (torch.cat([apply_rope(t[..., :rd].float(), cos, sin), t[..., rd:].float()], -1) for t in (q, k))
     return _softmax_masked(_scores(q, k, attn.n_heads, attn.head_dim**-0.5), window)

@@ -205,13 +205,20 @@ class Model(nn.Module):
         dtype = self.compute_dtype
         for layer in self.model.layers:
             layer.self_attn.cache = KVCache(batch, c.num_key_value_heads, self.max_seq_len, c.head_dim, dtype)
-        rd = self.rotary_dim
-        cos, sin = rope_tables(self.max_seq_len, c.head_dim, c.rope_theta, self.rope_scaling, rotary_dim=rd)  # [S, rd]
-        half = rd // 2
-        # [S, 1, D] broadcasts over heads; the sine is kept as its two halves with rotate_half's sign folded in.
-        self.register_buffer("rope_cos", cos.unsqueeze(1).to(dtype), persistent=False)
-        self.register_buffer("rope_neg_sin", -sin[:, None, :half].to(dtype), persistent=False)
-        self.register_buffer("rope_sin", sin[:, None, half:].to(dtype), persistent=False)
+        cos, sin = rope_tables(self.max_seq_len, c.head_dim, c.rope_theta, self.rope_scaling, rotary_dim=self.rotary_dim)  # [S, rd]
+        self.register_rope("rope", cos, sin)
+
+    def register_rope(self, prefix: str, cos: torch.Tensor, sin: torch.Tensor) -> None:
+        """Keep cos/sin tables [S, rd] as PREFIX_cos [S, 1, rd] (broadcast over heads) and the sine as its two halves
+        with rotate_half's sign folded in."""
+        half, dtype = cos.shape[-1] // 2, self.compute_dtype
+        self.register_buffer(f"{prefix}_cos", cos.unsqueeze(1).to(dtype), persistent=False)
+        self.register_buffer(f"{prefix}_neg_sin", -sin[:, None, :half].to(dtype), persistent=False)
+        self.register_buffer(f"{prefix}_sin", sin[:, None, half:].to(dtype), persistent=False)
+
+    def rope_rows(self, start: int, end: int) -> Rope:
+        """The RoPE rows of positions start..end-1 (Phi-3's longrope picks its set by the chunk)."""
+        return self.rope_cos[start:end], self.rope_neg_sin[start:end], self.rope_sin[start:end]
 
     def forward(self, tokens: torch.Tensor, start_pos: int = 0, last_only: bool = False,
                 caches: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> torch.Tensor:
@@ -225,7 +232,7 @@ class Model(nn.Module):
         """
         T = tokens.shape[1]
         end = start_pos + T
-        rope = (self.rope_cos[start_pos:end], self.rope_neg_sin[start_pos:end], self.rope_sin[start_pos:end])
+        rope = self.rope_rows(start_pos, end)
         # One mask for every layer; one token needs none (_decode slices the cache to what it may see).
         mask = None if T == 1 else causal_mask(start_pos, T, self.window)
         x = self.model.embed_tokens(tokens).to(self.compute_dtype)  # [B, T, hidden]; rows widened exactly if stored narrow

@@ -14,6 +14,7 @@ from chatcli.engine.config import ModelConfig
 from chatcli.engine.errors import ModelLoadError
 from chatcli.engine.layers import RowSlice
 from chatcli.engine.models import llama
+from chatcli.engine.rope import rope_tables
 
 
 class Attention(llama.Attention):
@@ -93,3 +94,29 @@ class Model(llama.Model):
         super().__init__(config)
         self.rotary_dim = rotary_dim(config)
         self.rope_scaling = rope_scaling(config)
+        self.switch_at: int | None = None  # the original context, when the tables reach past it
+
+    def setup_cache(self, max_seq_len: int | None = None, batch: int = 1) -> None:
+        """As Llama's, but longrope keeps both factor sets, as transformers switches between them: a chunk that ends
+        within the original context rotates with the short factors, one that ends past it with the long factors
+        (all its rows, those below the original context too). Keys already cached keep their rotation. The main
+        tables hold short rows below the original context and long ones from it, which is exactly what a one-token
+        step needs (so the compiled step is unchanged); rope_rows() takes the long set for a chunk that crosses."""
+        super().setup_cache(max_seq_len, batch)
+        c, scaling = self.config, self.rope_scaling
+        old_ctx = scaling["original_max_position_embeddings"] if scaling else None
+        self.switch_at = old_ctx if old_ctx is not None and self.max_seq_len > old_ctx else None
+        if self.switch_at is None:
+            return
+        self.rope_long_cos = self.rope_cos.clone()  # what super() built for max_seq_len past old_ctx: the long set
+        self.rope_long_neg_sin, self.rope_long_sin = self.rope_neg_sin.clone(), self.rope_sin.clone()
+        cos, sin = rope_tables(old_ctx, c.head_dim, c.rope_theta, scaling, rotary_dim=self.rotary_dim)  # short: [old_ctx, rd]
+        half = self.rotary_dim // 2
+        self.rope_cos[:old_ctx] = cos.unsqueeze(1).to(self.rope_cos.dtype)
+        self.rope_neg_sin[:old_ctx] = -sin[:, None, :half].to(self.rope_cos.dtype)
+        self.rope_sin[:old_ctx] = sin[:, None, half:].to(self.rope_cos.dtype)
+
+    def rope_rows(self, start: int, end: int) -> llama.Rope:
+        if end - start > 1 and self.switch_at is not None and start < self.switch_at < end:
+            return self.rope_long_cos[start:end], self.rope_long_neg_sin[start:end], self.rope_long_sin[start:end]
+        return super().rope_rows(start, end)
