@@ -121,7 +121,7 @@ def test_pickle_checkpoints_refused(tmp_path):
         ({"hidden_size": None}, "missing key 'hidden_size'"),
         ({"hidden_size": "64"}, "key 'hidden_size' has the wrong type"),
         ({"hidden_size": 65}, "hidden_size (65) is not divisible by num_attention_heads"),
-        ({"rope_scaling": {"rope_type": "longrope", "factor": 2.0}}, "rope_scaling type 'longrope' is not supported"),
+        ({"rope_scaling": {"rope_type": "dynamic", "factor": 2.0}}, "rope_scaling type 'dynamic' is not supported"),
     ],
 )
 def test_bad_config_named_by_key(model_copy, change, words):

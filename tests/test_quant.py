@@ -131,7 +131,7 @@ def test_unknown_mode_is_refused():
 
 
 @pytest.mark.parametrize("mode", ["none", "int8", "int4"])
-@pytest.mark.parametrize("arch", ["llama", "qwen2"])  # qwen2 has q/k/v biases
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3", "olmo2", "smollm3", "phi3"])  # qwen2 has q/k/v biases; the newer families their own layouts
 def test_quantized_model_stays_close_and_names_stay_readable(tiny_model_factory, mode, arch):
     path = tiny_model_factory(arch)
     ref = load_model(path, "float32")

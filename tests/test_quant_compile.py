@@ -168,3 +168,23 @@ def test_jit_fallback_matches_eager(tiny_model_factory):
 def test_bad_compile_mode_is_a_usage_error(tiny_llama_dir):
     with pytest.raises(UsageError, match="auto, on, off"):
         LocalBackend(compile="sometimes").load(str(tiny_llama_dir))
+
+
+@pytest.mark.parametrize("arch", ["qwen3", "olmo2", "smollm3", "phi3"])
+def test_new_families_take_the_ahead_of_time_path(tiny_model_factory, arch):
+    """Qwen3, OLMo 2, SmolLM3 and Phi-3 are built on the Llama block, so their one-token step exports as its does;
+    Phi-3-mini-4k's sliding window cannot be exported and falls back to torch.compile."""
+    from chatcli.engine.config import ModelConfig
+
+    folder = tiny_model_factory(arch)
+    assert all(compiling.aot_supported_config(q, ModelConfig.from_folder(folder)) for q in ("none", "int8", "int4"))
+    assert not compiling.aot_supported_config("none", ModelConfig.from_folder(tiny_model_factory("phi3_window")))
+
+
+@pytest.mark.parametrize("arch", ["phi3", "olmo2"])  # partial rotary and a fused checkpoint; norms after the sublayers
+def test_new_family_compiled_step_matches_eager(tiny_model_factory, arch):
+    path = tiny_model_factory(arch)
+    _, eager_text, eager_logits = run(path, "off")
+    backend, text, logits = run(path, "on")
+    assert backend.compiled == "aot" and text == eager_text
+    assert torch.allclose(logits, eager_logits, atol=1e-4, rtol=0)

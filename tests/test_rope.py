@@ -47,3 +47,25 @@ def test_inverse_frequencies_match_transformers(name, theta):
     assert ours.shape == ref.shape
     torch.testing.assert_close(ours, ref.float(), rtol=1e-6, atol=0)
     assert scale == pytest.approx(ref_scale, rel=1e-12)
+
+
+@pytest.mark.parametrize("seq_len", [1024, 8192])  # within Phi-3's original 4096 positions (short factors) and past it (long)
+@pytest.mark.parametrize("partial", [1.0, 0.75])  # Phi-3.5-mini rotates whole heads, Phi-4-mini three quarters of each
+def test_longrope_matches_transformers(seq_len, partial):
+    from transformers import Phi3Config
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    head_dim, context, old_ctx = 96, 131072, 4096
+    n = int(head_dim * partial) // 2
+    g = torch.Generator().manual_seed(0)
+    short, long = (1.0 + torch.rand(n, generator=g)).tolist(), (1.0 + 30 * torch.rand(n, generator=g)).tolist()
+    params = {"rope_type": "longrope", "short_factor": short, "long_factor": long, "rope_theta": 10000.0,
+              "partial_rotary_factor": partial}
+    config = Phi3Config(hidden_size=head_dim * 4, num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=context,
+                        original_max_position_embeddings=old_ctx, rope_parameters=dict(params))
+    ref, ref_scale = ROPE_INIT_FUNCTIONS["longrope"](config, "cpu", seq_len=seq_len)
+    # factor and the original context as the phi3 family passes them (config.json keeps them outside rope_scaling)
+    ours, scale = inv_frequencies(head_dim, 10000.0, {**params, "factor": context / old_ctx, "original_max_position_embeddings": old_ctx},
+                                  rotary_dim=int(head_dim * partial), seq_len=seq_len)
+    torch.testing.assert_close(ours, ref.float(), rtol=1e-6, atol=0)
+    assert scale == pytest.approx(ref_scale, rel=1e-12)

@@ -34,9 +34,48 @@ ARCHS = {
         model_type="llama", architectures=["LlamaForCausalLM"], max_position_embeddings=256,
         rope_scaling={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64},
     ),
+    # Llama 3.2 1B/3B in small: tied head, grouped kv heads, llama3 scaling (factor 32) with an original context of 32
+    # so the 120-token parity run is well inside the scaled band.
+    "llama3_2": dict(
+        model_type="llama", architectures=["LlamaForCausalLM"], tie_word_embeddings=True, rope_theta=500000.0, head_dim=16,
+        rope_scaling={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 32},
+    ),
+    # Llama 3.2 (1B, 3B): llama3 rope scaling, a tied head, head_dim 64 with more heads than kv heads.
+    "llama32": dict(
+        model_type="llama", architectures=["LlamaForCausalLM"], tie_word_embeddings=True, hidden_size=128, num_attention_heads=2,
+        num_key_value_heads=1, rope_theta=500000.0, max_position_embeddings=1024,
+        rope_scaling={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 64},
+    ),
     "llama_tied": dict(model_type="llama", architectures=["LlamaForCausalLM"], tie_word_embeddings=True),
     "mistral": dict(model_type="mistral", architectures=["MistralForCausalLM"], sliding_window=16),
     "qwen2": dict(model_type="qwen2", architectures=["Qwen2ForCausalLM"], use_sliding_window=False, tie_word_embeddings=True),
+    "olmo2": dict(model_type="olmo2", architectures=["Olmo2ForCausalLM"]),
+    # Four layers so the default (a NoPE layer every 4th) has one; the explicit list turns off two others. The pad id
+    # is set because transformers defaults it to 128004, outside a tiny vocabulary.
+    "smollm3": dict(model_type="smollm3", architectures=["SmolLM3ForCausalLM"], pad_token_id=0, num_hidden_layers=4, tie_word_embeddings=True),
+    "smollm3_listed": dict(model_type="smollm3", architectures=["SmolLM3ForCausalLM"], pad_token_id=0, num_hidden_layers=3, no_rope_layers=[0, 1, 0]),
+    # head_dim 24 is not hidden_size / heads (16), as in the released Qwen3 sizes.
+    "qwen3": dict(model_type="qwen3", architectures=["Qwen3ForCausalLM"], head_dim=24, tie_word_embeddings=True),
+    "qwen3_untied": dict(model_type="qwen3", architectures=["Qwen3ForCausalLM"], head_dim=24),
+    # Phi-4-mini in small: a tied head, three quarters of each 16-wide head rotating (6 frequencies), longrope with an
+    # original context of 8 so every run is past it (the long factors and the attention factor apply on both sides).
+    "phi3": dict(
+        model_type="phi3", architectures=["Phi3ForCausalLM"], pad_token_id=0, tie_word_embeddings=True, partial_rotary_factor=0.75,
+        original_max_position_embeddings=8, rope_scaling={"type": "longrope", "short_factor": [1.0, 1.1, 1.3, 1.6, 2.0, 2.5],
+                                                          "long_factor": [1.0, 1.5, 3.0, 6.0, 12.0, 24.0]},
+    ),
+    # The original context (64) falls inside the second prefill chunk (60..100): that chunk and every later step use
+    # the long factors, the first chunk's keys keep the short ones, as in transformers.
+    "phi3_crossing": dict(
+        model_type="phi3", architectures=["Phi3ForCausalLM"], pad_token_id=0, partial_rotary_factor=0.5,
+        original_max_position_embeddings=64, rope_scaling={"type": "longrope", "short_factor": [1.0, 1.2, 1.5, 2.0],
+                                                           "long_factor": [1.0, 4.0, 16.0, 64.0]},
+    ),
+    # Phi-3-mini-4k in small: whole heads rotate, short factors (the run stays within the original context), a window.
+    "phi3_window": dict(
+        model_type="phi3", architectures=["Phi3ForCausalLM"], pad_token_id=0, sliding_window=16, original_max_position_embeddings=256,
+        rope_scaling={"type": "longrope", "short_factor": [1.0, 1.2, 1.4, 1.6, 1.8, 2.0, 2.2, 2.4], "long_factor": [2.0] * 8},
+    ),
     # A window of 8 so that short test prompts already slide; head_dim is not hidden_size / heads, as in the real ones.
     "gemma3": dict(
         model_type="gemma3_text", architectures=["Gemma3ForCausalLM"], tie_word_embeddings=True, num_hidden_layers=3,

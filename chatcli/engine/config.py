@@ -19,6 +19,8 @@ FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
     ),
 }
 FAMILY_DEFAULTS["gemma3"] = FAMILY_DEFAULTS["gemma3_text"]
+FAMILY_DEFAULTS["qwen3"] = dict(head_dim=128, max_position_embeddings=32_768)
+FAMILY_DEFAULTS["olmo2"] = dict(rms_norm_eps=1e-5, max_position_embeddings=2048)
 
 # Generous bounds, far past any released model, that keep a hostile or corrupt config from building a billion
 # layers or sizing a cache before the weights are compared with it (engine/loader.py does that next).
@@ -207,6 +209,8 @@ def _flatten_rope_parameters(d: dict[str, Any]) -> None:
         rp = full
     if "rope_theta" in rp:
         d.setdefault("rope_theta", rp["rope_theta"])
+    if "partial_rotary_factor" in rp:  # Phi-3 and others: kept there even when the rope itself is plain
+        d.setdefault("partial_rotary_factor", rp["partial_rotary_factor"])
     if rp.get("rope_type", "default") != "default" and not d.get("rope_scaling"):
         d["rope_scaling"] = {k: v for k, v in rp.items() if k != "rope_theta"}
 

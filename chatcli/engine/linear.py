@@ -60,7 +60,9 @@ def _stored(stored: dict[str, torch.Tensor], name: str, shape: tuple[int, ...], 
     if t is None or tuple(t.shape) != tuple(shape) or t.dtype != dtype:
         found = "missing" if t is None else f"{t.dtype} {list(t.shape)}"
         raise ValueError(f"stored {name} is {found}, this layer needs {dtype} {list(shape)}")
-    return t
+    # A view of the file lies wherever safetensors put it (8-byte alignment); aten._weight_int8pack_mm reads its
+    # weight with 16-byte loads from 4 rows of input up and segfaults on one that is not 16-byte aligned. A copy is.
+    return t if t.data_ptr() % 64 == 0 else t.clone()
 
 
 class _WeightView:

@@ -10,10 +10,11 @@ from chatcli.engine.errors import ModelLoadError
 
 
 def inv_frequencies(head_dim: int, rope_theta: float, rope_scaling: dict | None,
-                    rotary_dim: int | None = None) -> tuple[torch.Tensor, float]:
+                    rotary_dim: int | None = None, seq_len: int | None = None) -> tuple[torch.Tensor, float]:
     """Inverse frequencies (float32, [rotary_dim/2]) and the attention scaling factor for the cos/sin tables.
 
     rotary_dim: the leading dimensions of each head that rotate (partial rotary, as Phi and GLM do); all by default.
+    seq_len: the longest sequence the tables serve; longrope picks its long factors past the original context.
     """
     dim = rotary_dim or head_dim
     inv_freq = 1.0 / (rope_theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
@@ -37,7 +38,30 @@ def inv_frequencies(head_dim: int, rope_theta: float, rope_scaling: dict | None,
         return torch.where(is_mid, mid, scaled), 1.0
     if kind == "yarn":
         return _yarn(inv_freq, dim, rope_theta, scaling)
-    raise ModelLoadError(f"config.json: rope_scaling type {kind!r} is not supported (supported: default, linear, llama3, yarn)")
+    if kind in ("longrope", "su"):
+        return _longrope(inv_freq, dim, scaling, seq_len)
+    raise ModelLoadError(f"config.json: rope_scaling type {kind!r} is not supported (supported: default, linear, llama3, yarn, longrope)")
+
+
+def _longrope(inv_freq: torch.Tensor, dim: int, scaling: dict, seq_len: int | None) -> tuple[torch.Tensor, float]:
+    """LongRoPE (Phi-3): each frequency divided by its own searched factor, the short set within the original context
+    and the long set past it; the logits are sharpened by sqrt(1 + ln(factor) / ln(original context)).
+
+    seq_len picks the set: the long one when it passes the original context. (models/phi3.py switches between the
+    two per chunk as transformers does.)"""
+    old_ctx = scaling.get("original_max_position_embeddings")
+    if not isinstance(old_ctx, int) or old_ctx < 1:
+        raise ModelLoadError("config.json: longrope scaling needs original_max_position_embeddings (a positive integer)")
+    chosen = "long_factor" if seq_len and seq_len > old_ctx else "short_factor"
+    factors = scaling.get(chosen)
+    if not isinstance(factors, list) or len(factors) != dim // 2 or not all(
+            isinstance(f, (int, float)) and not isinstance(f, bool) and math.isfinite(f) and f > 0 for f in factors):
+        raise ModelLoadError(f"config.json: rope_scaling.{chosen} must be {dim // 2} positive numbers (one per rotary frequency)")
+    factor = float(scaling.get("factor") or 1.0)
+    attention = scaling.get("attention_factor")
+    if attention is None:
+        attention = 1.0 if factor <= 1.0 else math.sqrt(1 + math.log(factor) / math.log(old_ctx))
+    return inv_freq / torch.tensor(factors, dtype=torch.float32), float(attention)
 
 
 def _yarn(inv_freq: torch.Tensor, dim: int, base: float, scaling: dict) -> tuple[torch.Tensor, float]:
@@ -70,9 +94,10 @@ def _yarn(inv_freq: torch.Tensor, dim: int, base: float, scaling: dict) -> tuple
     return inv_freq / factor * (1 - keep) + inv_freq * keep, float(attention)
 
 
-def rope_tables(max_seq_len: int, head_dim: int, rope_theta: float, rope_scaling: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin tables, float32 [max_seq_len, head_dim], indexed by absolute position."""
-    inv_freq, attention_scaling = inv_frequencies(head_dim, rope_theta, rope_scaling)
+def rope_tables(max_seq_len: int, head_dim: int, rope_theta: float, rope_scaling: dict | None = None,
+                rotary_dim: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin tables, float32 [max_seq_len, rotary_dim or head_dim], indexed by absolute position."""
+    inv_freq, attention_scaling = inv_frequencies(head_dim, rope_theta, rope_scaling, rotary_dim, seq_len=max_seq_len)
     return cos_sin(torch.arange(max_seq_len, dtype=torch.float32), inv_freq, attention_scaling)
 
 

@@ -1,6 +1,7 @@
 """Per-architecture knowledge for GGUF -> Hugging Face: config.json keys, tensor names, and the layout llama.cpp changed.
 
-Supported: llama (also SmolLM2, Mistral), qwen2, gemma3. Adding one is a config function and a name table.
+Supported: llama (also SmolLM2, Mistral), qwen2, gemma3, qwen3, olmo2, smollm3, phi3. Adding one is a config function
+and a name table.
 """
 
 from __future__ import annotations
@@ -36,6 +37,17 @@ GEMMA3_BLOCK = {
     "ffn_norm": "pre_feedforward_layernorm",
     "post_ffw_norm": "post_feedforward_layernorm",
 }
+QWEN3_BLOCK = {**LLAMA_BLOCK, "attn_q_norm": "self_attn.q_norm", "attn_k_norm": "self_attn.k_norm"}
+OLMO2_BLOCK = {
+    **{k: v for k, v in BLOCK_NAMES.items() if k != "attn_norm"},
+    "attn_q_norm": "self_attn.q_norm",
+    "attn_k_norm": "self_attn.k_norm",
+    "post_attention_norm": "post_attention_layernorm",
+    "post_ffw_norm": "post_feedforward_layernorm",
+}
+# llama.cpp keeps Phi-3's fused projections: attn_qkv, and ffn_up holding gate then up.
+PHI3_BLOCK = {"attn_norm": "input_layernorm", "attn_qkv": "self_attn.qkv_proj", "attn_output": "self_attn.o_proj",
+              "ffn_up": "mlp.gate_up_proj", "ffn_down": "mlp.down_proj", "ffn_norm": "post_attention_layernorm"}
 BLOCK_RE = re.compile(r"^blk\.(\d+)\.([a-z_0-9]+)\.(weight|bias)$")
 
 
@@ -64,7 +76,7 @@ def _int(g: GGUFFile, key: str, default: int | None = None, hi: int = MAX_SIZE) 
     return g.meta_int(key, 1, hi, *(() if default is None else (default,)))
 
 
-def _check_shapes(g: GGUFFile, cfg: dict[str, Any], block: dict[str, str]) -> None:
+def _check_shapes(g: GGUFFile, cfg: dict[str, Any], block: dict[str, str], shapes: dict[str, tuple[int, ...]] | None = None) -> None:
     """Hold the sizes the metadata claims against the tensors present, so no claim sizes an allocation unchecked."""
     n = cfg["num_hidden_layers"]
     layers = {int(m.group(1)) for name in g.tensors if (m := BLOCK_RE.match(name))}
@@ -85,6 +97,7 @@ def _check_shapes(g: GGUFFile, cfg: dict[str, Any], block: dict[str, str]) -> No
         "attn_norm": (h,), "ffn_norm": (h,), "post_attention_norm": (h,), "post_ffw_norm": (h,),
         "attn_q_norm": (d,), "attn_k_norm": (d,), "attn_q": (q, h), "attn_k": (kv, h), "attn_v": (kv, h),
         "attn_output": (h, q), "ffn_gate": (ffn, h), "ffn_up": (ffn, h), "ffn_down": (h, ffn),
+        "attn_qkv": (q + 2 * kv, h), **(shapes or {}),
     }
     for i in range(n):
         for part in block:
@@ -270,7 +283,79 @@ def gemma3(g: GGUFFile) -> Plan:
     return plan
 
 
-ARCHS: dict[str, Callable[[GGUFFile], Plan]] = {"llama": llama, "qwen2": qwen2, "gemma3": gemma3}
+def _no_bias(g: GGUFFile, arch: str) -> None:
+    biases = [n for n in g.tensors if n.endswith(".bias")]
+    if biases:
+        raise GGUFError(f"{g.path}: {arch} has no biases, but the file holds {biases[0]}; the GGUF is not a {arch} model")
+
+
+def qwen3(g: GGUFFile) -> Plan:
+    """Qwen3: llama-like with per-head q/k norms, an explicit head size and no permutation (llama.cpp runs it as NeoX)."""
+    cfg = _common(g, "qwen3")
+    _check_shapes(g, cfg, QWEN3_BLOCK)
+    _no_bias(g, "qwen3")
+    cfg.update(architectures=["Qwen3ForCausalLM"], model_type="qwen3", hidden_act="silu", attention_bias=False,
+               use_sliding_window=False, sliding_window=None)
+    return Plan(cfg, _map_names(g, QWEN3_BLOCK))
+
+
+def olmo2(g: GGUFFile) -> Plan:
+    """OLMo 2: norms after attention and after the MLP, q/k norms over the whole projection; no permutation."""
+    cfg = _common(g, "olmo2")
+    q, kv = cfg["num_attention_heads"] * cfg["head_dim"], cfg["num_key_value_heads"] * cfg["head_dim"]
+    _check_shapes(g, cfg, OLMO2_BLOCK, {"attn_q_norm": (q,), "attn_k_norm": (kv,)})
+    _no_bias(g, "olmo2")
+    cfg.update(architectures=["Olmo2ForCausalLM"], model_type="olmo2", hidden_act="silu", attention_bias=False)
+    return Plan(cfg, _map_names(g, OLMO2_BLOCK))
+
+
+def smollm3(g: GGUFFile) -> Plan:
+    """SmolLM3: written by llama.cpp's Llama converter (q/k rows permuted); its NoPE layers are every 4th, a constant
+    of llama.cpp's that the file does not carry, so the config states it."""
+    plan = llama(g, "smollm3")
+    n = plan.config["num_hidden_layers"]
+    plan.config.update(architectures=["SmolLM3ForCausalLM"], model_type="smollm3", use_sliding_window=False,
+                       no_rope_layers=[int((i + 1) % 4 != 0) for i in range(n)])
+    return plan
+
+
+def phi3(g: GGUFFile) -> Plan:
+    """Phi-3, 3.5, Phi-4-mini: fused qkv and gate/up as the checkpoint has them, partial rotary from the rope
+    dimension count, longrope's factors from the rope_factors_short/long tensors."""
+    from gguf.quants import dequantize
+
+    cfg = _common(g, "phi3")
+    d, ffn = cfg["head_dim"], cfg["intermediate_size"]
+    _check_shapes(g, cfg, PHI3_BLOCK, {"ffn_up": (2 * ffn, cfg["hidden_size"])})
+    _no_bias(g, "phi3")
+    rot = _int(g, "phi3.rope.dimension_count", d, hi=d)
+    if rot % 2:
+        raise GGUFError(f"{g.path}: phi3.rope.dimension_count {rot} is odd; rotary embeddings need an even one")
+    cfg.update(architectures=["Phi3ForCausalLM"], model_type="phi3", hidden_act="silu", attention_bias=False,
+               partial_rotary_factor=rot / d, rope_scaling=None,
+               sliding_window=g.meta_int("phi3.attention.sliding_window", 1, MAX_CONTEXT, None))
+    factors = {}
+    for kind in ("short", "long"):
+        info = g.tensors.get(f"rope_factors_{kind}.weight")
+        if info is not None:
+            values = dequantize(g.raw(info), info.ggml_type).reshape(-1)
+            if values.shape != (rot // 2,) or not (np.isfinite(values).all() and (values > 0).all()):
+                raise GGUFError(f"{g.path}: rope_factors_{kind} must hold {rot // 2} positive numbers; the GGUF is malformed")
+            factors[f"{kind}_factor"] = [f32(v) for v in values]
+    if factors:
+        if len(factors) != 2:
+            raise GGUFError(f"{g.path}: longrope needs both rope_factors_short and rope_factors_long; the GGUF has one")
+        old_ctx = _int(g, "phi3.rope.scaling.original_context_length", cfg["max_position_embeddings"], hi=MAX_CONTEXT)
+        cfg["original_max_position_embeddings"] = old_ctx
+        cfg["rope_scaling"] = {"rope_type": "longrope", **factors}
+        attn = g.meta_float("phi3.rope.scaling.attn_factor", 1e-3, 1e3, None)
+        if attn is not None:
+            cfg["rope_scaling"]["attention_factor"] = f32(attn)
+    return Plan(cfg, _map_names(g, PHI3_BLOCK, skip=("rope_factors_short.weight", "rope_factors_long.weight")))
+
+
+ARCHS: dict[str, Callable[[GGUFFile], Plan]] = {"llama": llama, "qwen2": qwen2, "gemma3": gemma3, "qwen3": qwen3, "olmo2": olmo2,
+                                               "smollm3": smollm3, "phi3": phi3}
 
 
 def plan_for(g: GGUFFile) -> Plan:

@@ -11,6 +11,11 @@ ARCHITECTURES = {
     "llama": "llama",
     "mistral": "llama",
     "qwen2": "llama",
+    "qwen3": "qwen3",
+    "qwen3_moe": "qwen3_moe",
+    "olmo2": "olmo2",
+    "smollm3": "smollm3",
+    "phi3": "phi3",
     "gemma3": "gemma3",
     "gemma3_text": "gemma3",
 }

@@ -14,7 +14,7 @@ from torch import nn
 from chatcli.engine.config import ModelConfig
 from chatcli.engine.errors import ModelLoadError
 from chatcli.engine.layers import KVCache, RMSNorm, causal_mask, fuse_projections
-from chatcli.engine.models.base import FamilyModel, eager_probs, rope_from_zero, split_heads
+from chatcli.engine.models.base import FamilyModel, eager_probs
 from chatcli.engine.rope import rope_tables
 
 Rope = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # cos [T, 1, D], -sin and +sin halves [T, 1, D/2]
@@ -26,8 +26,13 @@ def attention_window(config: ModelConfig) -> int | None:
 
 
 def rotate(x: torch.Tensor, rope: Rope) -> torch.Tensor:
-    """RoPE in the rotate_half convention, x*cos + [-x2, x1]*sin, in three ops and no concatenation."""
+    """RoPE in the rotate_half convention, x*cos + [-x2, x1]*sin, in three ops and no concatenation.
+
+    Tables narrower than the head (partial rotary, as Phi-3 has) rotate its leading dimensions and pass the rest."""
     cos, neg_sin, sin = rope
+    if cos.shape[-1] != x.shape[-1]:
+        d = cos.shape[-1]
+        return torch.cat([rotate(x[..., :d], rope), x[..., d:]], -1)
     half = x.shape[-1] // 2
     out = x * cos
     out[..., :half].addcmul_(x[..., half:], neg_sin)
@@ -51,6 +56,12 @@ class Attention(nn.Module):
         self.qkv_proj: nn.Module | None = None  # set by fuse()
         self.window = attention_window(config)
         self.cache: KVCache | None = None
+        self.use_rope = True  # SmolLM3 turns RoPE off in some layers
+
+    def position_qk(self, qk: torch.Tensor, rope: Rope) -> torch.Tensor:
+        """The q and k heads [..., H+KV, D] as attention compares them: rotated here; families with q/k norms
+        (Qwen3, OLMo 2) norm them first by overriding this."""
+        return rotate(qk, rope) if self.use_rope else qk
 
     def fuse(self) -> None:
         """One projection for q, k and v (q_proj/k_proj/v_proj become RowSlice views of it)."""
@@ -72,7 +83,7 @@ class Attention(nn.Module):
             k_cache, v_cache = kv if kv is not None else (self.cache.k, self.cache.v)
             return self._decode(qkv.view(B, H + 2 * KV, D), rope, start_pos, k_cache, v_cache)
         qkv = qkv.view(B, T, H + 2 * KV, D)
-        qk = rotate(qkv[:, :, : H + KV], rope)  # q and k heads rotated together: [B, T, H+KV, D]
+        qk = self.position_qk(qkv[:, :, : H + KV], rope)  # q and k heads rotated together: [B, T, H+KV, D]
         q = qk[:, :, :H].transpose(1, 2)  # [B, H, T, D]
         k = qk[:, :, H:].transpose(1, 2)  # [B, KV, T, D]
         v = qkv[:, :, H + KV :].transpose(1, 2)
@@ -84,7 +95,7 @@ class Attention(nn.Module):
         """One token, qkv [B, H+2KV, D]: the same math as forward() in the fewest ops (this runs once per layer and
         token, and at this size each op costs more in dispatch than in arithmetic)."""
         B, H, KV, D = qkv.shape[0], self.n_heads, self.n_kv_heads, self.head_dim
-        qk = rotate(qkv[:, : H + KV], rope)  # [B, H+KV, D]
+        qk = self.position_qk(qkv[:, : H + KV], rope)  # [B, H+KV, D]
         # The cache slot of this position, [B, KV, 1, D]; a slice, not an index, so an exported graph keeps pos symbolic.
         k_cache[:, :, pos : pos + 1].copy_(qk[:, H:, None])
         v_cache[:, :, pos : pos + 1].copy_(qkv[:, H + KV :, None])
@@ -122,12 +133,14 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """x + attn(norm(x)), then h + mlp(norm(h))."""
 
+    attention_class, mlp_class = Attention, MLP  # what a family built on this one swaps (Qwen3's q/k norms, Phi-3's fused checkpoint)
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.self_attn = Attention(config)
+        self.self_attn = self.attention_class(config)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.mlp = MLP(config)
+        self.mlp = self.mlp_class(config)
 
     def prepare(self) -> None:
         """Fuse q/k/v and gate/up (called by the loader once this block's weights are in)."""
@@ -146,24 +159,30 @@ class Block(nn.Module):
 class Backbone(nn.Module):
     """Embedding, blocks and the final norm: the `model.` prefix of the checkpoint."""
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, block_class: type[nn.Module] = Block):
         super().__init__()
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.layers = nn.ModuleList(Block(config) for _ in range(config.num_hidden_layers))
+        self.layers = nn.ModuleList(block_class(config) for _ in range(config.num_hidden_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
 
 class Model(FamilyModel):
     """tokens -> embedding -> blocks -> norm -> unembedding -> logits."""
 
+    block_class = Block
+    window_of = staticmethod(attention_window)  # the sliding window a config gives (compile asks the class before loading)
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         if config.hidden_act not in ("silu", "swish"):  # the MLP below is SwiGLU; another activation would be wrong numbers
             raise ModelLoadError(f"config.json: hidden_act {config.hidden_act!r} is not supported by {config.model_type} (supported: silu)")
         self.config = config
-        self.model = Backbone(config)
+        self.model = Backbone(config, self.block_class)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.max_seq_len = 0
+        self.rotary_dim = config.head_dim  # how many leading dimensions of each head rotate (Phi-3: fewer)
+        self.rope_scaling = config.rope_scaling
+        self.window = self.window_of(config)
 
     def tie_weights(self) -> None:
         """Share the unembedding with the embedding when the checkpoint says so."""
@@ -187,12 +206,20 @@ class Model(FamilyModel):
         dtype = self.compute_dtype
         for layer in self.model.layers:
             layer.self_attn.cache = KVCache(batch, c.num_key_value_heads, self.max_seq_len, c.head_dim, dtype)
-        cos, sin = rope_tables(self.max_seq_len, c.head_dim, c.rope_theta, c.rope_scaling)  # [S, D]
-        half = c.head_dim // 2
-        # [S, 1, D] broadcasts over heads; the sine is kept as its two halves with rotate_half's sign folded in.
-        self.register_buffer("rope_cos", cos.unsqueeze(1).to(dtype), persistent=False)
-        self.register_buffer("rope_neg_sin", -sin[:, None, :half].to(dtype), persistent=False)
-        self.register_buffer("rope_sin", sin[:, None, half:].to(dtype), persistent=False)
+        cos, sin = rope_tables(self.max_seq_len, c.head_dim, c.rope_theta, self.rope_scaling, rotary_dim=self.rotary_dim)  # [S, rd]
+        self.register_rope("rope", cos, sin)
+
+    def register_rope(self, prefix: str, cos: torch.Tensor, sin: torch.Tensor) -> None:
+        """Keep cos/sin tables [S, rd] as PREFIX_cos [S, 1, rd] (broadcast over heads) and the sine as its two halves
+        with rotate_half's sign folded in."""
+        half, dtype = cos.shape[-1] // 2, self.compute_dtype
+        self.register_buffer(f"{prefix}_cos", cos.unsqueeze(1).to(dtype), persistent=False)
+        self.register_buffer(f"{prefix}_neg_sin", -sin[:, None, :half].to(dtype), persistent=False)
+        self.register_buffer(f"{prefix}_sin", sin[:, None, half:].to(dtype), persistent=False)
+
+    def rope_rows(self, start: int, end: int) -> Rope:
+        """The RoPE rows of positions start..end-1 (Phi-3's longrope picks its set by the chunk)."""
+        return self.rope_cos[start:end], self.rope_neg_sin[start:end], self.rope_sin[start:end]
 
     def forward(self, tokens: torch.Tensor, start_pos: int = 0, last_only: bool = False,
                 caches: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> torch.Tensor:
@@ -206,9 +233,9 @@ class Model(FamilyModel):
         """
         T = tokens.shape[1]
         end = start_pos + T
-        rope = (self.rope_cos[start_pos:end], self.rope_neg_sin[start_pos:end], self.rope_sin[start_pos:end])
+        rope = self.rope_rows(start_pos, end)
         # One mask for every layer; one token needs none (_decode slices the cache to what it may see).
-        mask = None if T == 1 else causal_mask(start_pos, T, attention_window(self.config))
+        mask = None if T == 1 else causal_mask(start_pos, T, self.window)
         x = self.model.embed_tokens(tokens).to(self.compute_dtype)  # [B, T, hidden]; rows widened exactly if stored narrow
         for i, layer in enumerate(self.model.layers):
             x = layer(x, rope, start_pos, mask, None if caches is None else caches[i])
@@ -224,13 +251,16 @@ class Model(FamilyModel):
 
     @classmethod
     def exportable(cls, config: ModelConfig) -> bool:
-        """The one-token step takes its caches as graph inputs; mistral's sliding window would make the attended range
-        depend on the position in Python, which export cannot keep symbolic."""
-        return attention_window(config) is None
+        """The one-token step takes its caches as graph inputs; a sliding window (mistral's, Phi-3-mini-4k's) would
+        make the attended range depend on the position in Python, which export cannot keep symbolic."""
+        return cls.window_of(config) is None
 
     def attention_probs(self, attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """q, k from the projections, RoPE, scale 1/√head_dim, mistral's window; [B, H, T, T]."""
-        c = self.config
-        q = rope_from_zero(split_heads(attn.q_proj(x), attn.n_heads, attn.head_dim), c.rope_theta, c.rope_scaling)
-        k = rope_from_zero(split_heads(attn.k_proj(x), attn.n_kv_heads, attn.head_dim), c.rope_theta, c.rope_scaling)
-        return eager_probs(q, k, attn.n_heads, attn.head_dim**-0.5, attention_window(c))
+        """q and k from the projections, normed and rotated by the layer's own position_qk (so a family built on this
+        block shows what it computes: Qwen3's and OLMo 2's norms, SmolLM3's NoPE layers, Phi-3's partial and long
+        RoPE), for positions 0..T-1; scale 1/√head_dim and the layer's window; [B, H, T, T]."""
+        B, T, _ = x.shape
+        H, KV, D = attn.n_heads, attn.n_kv_heads, attn.head_dim
+        qk = torch.cat([attn.q_proj(x).view(B, T, H, D), attn.k_proj(x).view(B, T, KV, D)], 2)
+        qk = attn.position_qk(qk, self.rope_rows(0, T)).transpose(1, 2)  # [B, H+KV, T, D]
+        return eager_probs(qk[:, :H], qk[:, H:], H, D**-0.5, attn.window)
