@@ -89,6 +89,7 @@ def ask(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object: text, model, params, usage, timings, finish_reason.")] = False,
     max_input: Annotated[Optional[str], typer.Option("--max-input", metavar="SIZE", help="Most bytes of question, stdin and files together, such as 512k or 8M (default: what the model's context holds).", rich_help_panel=CONV)] = None,
     raw: Annotated[bool, typer.Option("--raw", help="Complete the text as given: no system prompt, no chat template (base models, debugging).")] = False,
+    show_thinking: Annotated[bool, typer.Option("--show-thinking", help="Send a thinking model's reasoning to stderr (stdout keeps only the answer).")] = False,
     model: Model = None, prompt: Prompt = None, system: System = None, var: Var = None,
     backend: Backend = None, base_url: BaseUrl = None, api_key: ApiKey = None, dtype: Dtype = None, quant: Quant = None, compile: Compile = None,
     plain: Plain = False, no_save: NoSave = False, continue_: Continue = False, resume: Resume = None,
@@ -98,10 +99,11 @@ def ask(
     """Ask one question and stream the answer to stdout. Example: cat notes.txt | chatcli ask "summarise this"."""
     from chatcli.repl.ask import run_ask
 
-    given = {k: v for k, v in locals().items() if k not in ("question", "file", "as_json", "raw", "max_input", "sampling", "run_ask")}
+    given = {k: v for k, v in locals().items()
+             if k not in ("question", "file", "as_json", "raw", "max_input", "show_thinking", "sampling", "run_ask")}
     opts = options({**given, **sampling})
     raise typer.Exit(run_ask(opts, question=" ".join(question or []), files=file or [], as_json=as_json, raw=raw,
-                            max_input=max_input))
+                            max_input=max_input, show_thinking=show_thinking))
 
 
 def register(app: typer.Typer) -> None:
