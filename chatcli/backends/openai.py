@@ -32,6 +32,21 @@ def wire_message(m: Message) -> dict:
     return out
 
 
+REASONING_KEYS = ("reasoning_content", "reasoning", "thinking")  # DeepSeek and llama.cpp; vLLM and LM Studio; ollama
+
+
+def _reasoning_of(choice):
+    """A streamed choice's reasoning text, under whichever name the server uses (the SDK keeps unknown keys)."""
+    delta = getattr(choice, "delta", None)
+    if delta is None:
+        return None
+    for key in REASONING_KEYS:
+        value = getattr(delta, key, None)
+        if value:
+            return value
+    return None
+
+
 def estimate_tokens(text: str) -> int:
     """A rough token count for servers that cannot tokenize: about four characters per token."""
     return math.ceil(len(text) / 4)
@@ -181,11 +196,14 @@ class OpenAIBackend:
         return request, extra
 
     def _stream(self, create, text_of, prompt_estimate: int, params: SamplingParams,
-                cancel: threading.Event | None, calls_of=None, **request) -> Iterator[Chunk]:
+                cancel: threading.Event | None, calls_of=None, reasoning_of=None, more_extra=None,
+                **request) -> Iterator[Chunk]:
         """Yield text as it arrives; the last chunk has finish_reason and stats. Errors keep the partial reply.
 
-        calls_of(choice): the choice's tool-call deltas (chat only), passed on as Chunk.tool_calls."""
+        calls_of(choice): the choice's tool-call deltas (chat only), passed on as Chunk.tool_calls;
+        reasoning_of(choice): its reasoning text, passed on as Chunk.reasoning; more_extra: more body keys."""
         sampling, extra = self._sampling(params)
+        extra.update(more_extra or {})
         t0 = time.perf_counter()
         stream = self._open(create, cancel, model=self._require_model(), stream=True,
                             stream_options={"include_usage": True}, extra_body=extra or None, **sampling, **request)
@@ -209,16 +227,19 @@ class OpenAIBackend:
                         text = text_of(choice)
                         if text is not None and not isinstance(text, str):
                             raise self._shape(f"its text is {type(text).__name__}, not a string")
-                        if text and len(parts) >= params.max_tokens:
+                        thought = reasoning_of(choice) if reasoning_of is not None else None
+                        if thought is not None and not isinstance(thought, str):
+                            raise self._shape(f"its reasoning is {type(thought).__name__}, not a string")
+                        if (text or thought) and len(parts) >= params.max_tokens:
                             # a server may ignore max_tokens and stream forever; each event carries about one
                             # token, so text past the cap ends the reply here (finish and usage events still count)
                             finish, capped = "length", True
                             break
                         calls = calls_of(choice) if calls_of is not None else ()
-                        if text or calls:
+                        if text or calls or thought:
                             ttft = ttft or time.perf_counter() - t0
                             parts.append(text or "")
-                            yield Chunk(text or "", tool_calls=calls)
+                            yield Chunk(text or "", tool_calls=calls, reasoning=thought or "")
                         reason = getattr(choice, "finish_reason", None)
                         if reason:
                             finish = FINISH.get(reason, "stop") if isinstance(reason, str) else "stop"
@@ -312,14 +333,19 @@ class OpenAIBackend:
         self.model = model
 
     def stream_chat(self, messages: list[Message], params: SamplingParams, *, chat_template=None,
-                    cancel: threading.Event | None = None, tools: list[dict] | None = None) -> Iterator[Chunk]:
+                    cancel: threading.Event | None = None, tools: list[dict] | None = None,
+                    think: bool | None = None) -> Iterator[Chunk]:
         """Stream a chat reply; the server applies its own chat template (chat_template is ignored).
 
-        TOOLS (OpenAI function dicts) go to the server; its calls come back as Chunk.tool_calls deltas."""
+        TOOLS (OpenAI function dicts) go to the server; its calls come back as Chunk.tool_calls deltas. The
+        server's reasoning comes back as Chunk.reasoning. THINK False asks the server to render with
+        enable_thinking=False (vLLM, llama.cpp and chatcli serve read chat_template_kwargs); None leaves it be."""
         request = {"tools": tools} if tools else {}
+        more = {"chat_template_kwargs": {"enable_thinking": think}} if think is not None else None
         yield from self._stream(self.client.chat.completions.create,
                                 lambda c: getattr(c.delta, "content", None) if getattr(c, "delta", None) else None,
                                 self._estimate(messages), params, cancel, calls_of=self._tool_deltas,
+                                reasoning_of=_reasoning_of, more_extra=more,
                                 messages=[wire_message(m) for m in messages], **request)
 
     def _tool_deltas(self, choice) -> tuple[ToolCallDelta, ...]:
