@@ -16,7 +16,8 @@ EXIT = object()  # returned by /exit
 
 HELP: dict[str, str] = {
     "/help": "this list",
-    "/set": f"/set NAME VALUE ({', '.join(PARAM_NAMES)}; VALUE default undoes it); /set alone shows them",
+    "/set": f"/set NAME VALUE ({', '.join(PARAM_NAMES)}, think on|off|auto, think_budget N; VALUE default undoes "
+            "it); /set alone shows them",
     "/system": "/system TEXT replaces the system prompt; /system alone shows it",
     "/prompt": "/prompt NAME switches prompt files (keeps the conversation); /prompt reload re-reads them",
     "/prompts": "list the prompt files",
@@ -52,7 +53,7 @@ def dispatch(repl, line: str):
 def choices(repl, name: str) -> list[str]:
     """Tab completions for the first argument of NAME."""
     if name == "/set":
-        return list(PARAM_NAMES)
+        return [*PARAM_NAMES, *THINK_SETTINGS]
     if name == "/prompt":
         from chatcli.prompts import list_prompts
 
@@ -79,11 +80,38 @@ def _set(repl, arg: str):
         repl.ui.table(["setting", "value", "from"], rows)
         return
     name, _, value = arg.partition(" ")
+    if name in THINK_SETTINGS:
+        repl.ui.note(_set_think(repl.backend, name, value.strip()))
+        return
     if not value.strip() and name != "stop":
         raise UsageError(f"/set {name}: give a value, for example /set {name} 0.2")
     value = repl.conv.set_param(name, value.strip())
     getattr(repl.conv, "param_origin", {}).pop(name, None)
     repl.ui.note(f"{name} = {_show(value)}")
+
+
+THINK_SETTINGS = ("think", "think_budget")
+
+
+def _set_think(backend, name: str, value: str) -> str:
+    """/set think on|off|auto and /set think_budget N (0 or default: no limit) on the backend; what is in effect now."""
+    from chatcli.repl.boot import THINK, apply_think
+
+    if not hasattr(backend, name):
+        raise UsageError(f"/set {name}: the {getattr(backend, 'name', 'current')} backend has no {name} setting")
+    if name == "think":
+        word = {"default": "auto", "true": "on", "false": "off"}.get(value.lower(), value.lower())
+        if word not in THINK:
+            raise UsageError(f"/set think: give on, off or auto, got {value!r}")
+        apply_think(backend, word)
+        return f"think = {word}"
+    text = "0" if value.lower() in ("default", "none", "off") else value
+    try:
+        budget = int(text)
+    except ValueError:
+        raise UsageError(f"/set think_budget: give a number of tokens (0: no limit), got {value!r}") from None
+    apply_think(backend, None, budget)
+    return f"think_budget = {budget or 'no limit'}"
 
 
 def _show(value) -> str:
