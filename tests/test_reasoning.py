@@ -164,3 +164,26 @@ def test_a_template_without_a_switch_says_so_once(qwen3, tiny_qwen3_dir):
     second = list(qwen3.stream_chat([Message("user", "hi")], GREEDY, chat_template=CHATML, think=False))
     assert any("thinking" in n.text for c in first for n in c.notices)
     assert not any(c.notices for c in second)
+
+
+def test_a_conversation_saves_reasoning_apart_and_the_next_turn_reuses_the_cache(qwen3, tiny_qwen3_dir, tmp_path):
+    from chatcli.history import History, to_markdown
+    from chatcli.session import Conversation
+
+    tok = load_tokenizer(tiny_qwen3_dir)
+    store = History(tmp_path / "history.db")
+    conv = Conversation(qwen3, "tiny-qwen3", "concise", system="Be brief.", history=store,
+                        overrides={"temperature": 0, "max_tokens": 60})
+    qwen3.script = Script(tok.encode(REPLY))
+    first = list(conv.send("hi"))
+    assert conv.turns[-1].content == WANT[1] and conv.turns[-1].reasoning == WANT[0]
+    first_prompt = first[-1].stats.prompt_tokens
+    info, turns = store.get(conv.conv_id)
+    assert [t.reasoning for t in turns] == ["", WANT[0]]
+    assert "> The user wants a greeting." in to_markdown(info, turns)
+    # Qwen3's template drops the first reply's reasoning on the second turn: the cache is reused up to where the
+    # reply began (the first prompt), not beyond it.
+    qwen3.script = Script(tok.encode("Fine."))
+    second = list(conv.send("again"))
+    assert second[-1].stats.cached_tokens == first_prompt
+    assert "".join(c.text for c in second) == "Fine."
