@@ -47,10 +47,9 @@ def supports_switch(template: str | None) -> bool:
 
 
 def opens_in_prompt(prompt: str, markers: Markers) -> bool:
-    """True when the rendered prompt ends inside an open reasoning block (a template that writes `<think>` itself),
-    so the reply starts as reasoning."""
-    tail = prompt.rstrip()
-    return tail.endswith(markers.open)
+    """True when the rendered prompt ends inside an open reasoning block (a template that writes `<think>` itself,
+    perhaps with a first few words after it), so the reply starts as reasoning."""
+    return prompt.rfind(markers.open) > prompt.rfind(markers.close)
 
 
 def _partial(text: str, marker: str) -> int:

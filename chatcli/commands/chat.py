@@ -72,6 +72,7 @@ def chat(
     backend: Backend = None, base_url: BaseUrl = None, api_key: ApiKey = None, dtype: Dtype = None, quant: Quant = None, compile: Compile = None,
     plain: Plain = False, no_save: NoSave = False, continue_: Continue = False, resume: Resume = None,
     context_policy: ContextPolicy = None, think: Think = None,
+    hide_thinking: Annotated[bool, typer.Option("--hide-thinking", help="Do not show a thinking model's reasoning as it streams (/think shows it afterwards).", rich_help_panel=CONV)] = False,
     vi: Annotated[bool, typer.Option("--vi", help="Vi key bindings instead of emacs.")] = False,
     **sampling,
 ) -> None:

@@ -36,6 +36,7 @@ class Options:
     context_policy: str | None = None
     vi: bool | None = None
     think: str | None = None  # auto, on, off
+    hide_thinking: bool = False  # chat: never show the reasoning while it streams (/think still shows it)
 
 
 def load_settings(opts: Options):

@@ -33,6 +33,7 @@ HELP: dict[str, str] = {
     "/copy": "copy the last reply to the clipboard (OSC 52 terminal escape, only when you ask)",
     "/tokens": "/tokens TEXT shows how the model's tokenizer cuts TEXT",
     "/probs": "/probs on|off colours each reply's tokens by their probability",
+    "/think": "show the last reply's reasoning in full (a thinking model's)",
     "/exit": "save and quit (Ctrl-D does the same)",
 }
 ALIASES = {"/quit": "/exit", "/q": "/exit", "/?": "/help", "/clear": "/reset"}
@@ -271,12 +272,24 @@ def _probs(repl, arg: str):
     repl.ui.note("token probabilities on: shown after each reply" if on else "token probabilities off")
 
 
+def _think(repl, arg: str):
+    """/think: the last reply's reasoning in full."""
+    last = next((t for t in reversed(repl.conv.turns) if t.role == "assistant"), None)
+    if last is None or not last.reasoning:
+        repl.ui.note("the last reply has no reasoning")
+        return
+    from chatcli.ui.sanitize import sanitize
+
+    repl.ui.line("thinking", style="dim")
+    repl.ui.line(sanitize(last.reasoning), style="dim")
+
+
 def _exit(repl, arg: str):
     return EXIT
 
 
 COMMANDS: dict[str, Callable] = {
-    "/help": _help, "/set": _set, "/system": _system, "/prompt": _prompt, "/prompts": _prompts, "/reset": _reset,
+    "/help": _help, "/think": _think, "/set": _set, "/system": _system, "/prompt": _prompt, "/prompts": _prompts, "/reset": _reset,
     "/undo": _undo, "/retry": _retry, "/transcript": _transcript, "/save": _save, "/history": _history,
     "/load": _load, "/stats": _stats, "/model": _model, "/copy": _copy, "/tokens": _tokens, "/probs": _probs,
     "/exit": _exit,
