@@ -171,3 +171,16 @@ def test_the_openai_backend_reads_each_servers_name_for_reasoning(key):
         chunks = list(client.stream_chat([Message("user", "?")], SamplingParams(temperature=0, max_tokens=20)))
     assert "".join(c.reasoning for c in chunks) == "let me see"
     assert "".join(c.text for c in chunks) == "42"
+
+
+def test_the_openai_backends_think_setting_is_the_default_for_each_reply(served):
+    """--no-think and /set think off set OpenAIBackend.think, as they set the local backend's."""
+    backend, server = served
+    client = OpenAIBackend(base_url=server.url + "/v1", api_key="none")
+    client.load("tiny-qwen3")
+    client.think = False
+    try:
+        list(client.stream_chat([Message("user", "Say hi")], SamplingParams(temperature=0, max_tokens=20)))
+    finally:
+        client.close()
+    assert "<|im_start|>assistant\n<think>\n\n</think>\n\n" in backend.tokenizer.decode(list(backend._cache.tokens))

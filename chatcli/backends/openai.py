@@ -111,6 +111,7 @@ class OpenAIBackend:
         self._http = None
         self._can_tokenize: bool | None = None  # unknown until the first count_tokens
         self.tokens_estimated = False  # True once count_tokens had to estimate; /stats says so
+        self.think: bool | None = None  # --think/--no-think, /set think: the default stream_chat's keyword overrides
 
     def __repr__(self) -> str:  # never the key
         return f"OpenAIBackend(base_url={self.base_url!r}, model={self.model!r})"
@@ -341,6 +342,7 @@ class OpenAIBackend:
         server's reasoning comes back as Chunk.reasoning. THINK False asks the server to render with
         enable_thinking=False (vLLM, llama.cpp and chatcli serve read chat_template_kwargs); None leaves it be."""
         request = {"tools": tools} if tools else {}
+        think = self.think if think is None else think
         more = {"chat_template_kwargs": {"enable_thinking": think}} if think is not None else None
         yield from self._stream(self.client.chat.completions.create,
                                 lambda c: getattr(c.delta, "content", None) if getattr(c, "delta", None) else None,
