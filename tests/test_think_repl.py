@@ -57,3 +57,22 @@ def test_piped_chat_with_a_thinking_budget_and_think_command(tiny_qwen3_dir, tmp
     assert SUMMARY.fullmatch(lines[1].strip("[]")) and int(SUMMARY.fullmatch(lines[1].strip("[]")).group(1)) <= 3
     at = lines.index("thinking")
     assert at > 2 and lines[at + 1:]  # /think printed the reasoning after the reply and its stats line
+
+
+def test_pty_chat_shows_the_summary_and_the_answer_and_think_prints_the_reasoning(tiny_qwen3_thinker_dir):
+    from tests.test_repl import Term
+    from tests.thinkers import REPLY, THOUGHT
+
+    t = Term("--model", str(tiny_qwen3_thinker_dir), "-t", "0", "--no-save", "--max-tokens", "60",
+             prompt=r"\d+/1024 tokens")
+    try:
+        t.prompt()
+        t.line("hello")
+        out = t.prompt()
+        assert SUMMARY.search(out) and REPLY in out
+        assert out.index("thought for") < out.index(REPLY)
+        assert THOUGHT not in out.split("thought for")[-1]  # collapsed: the answer follows the summary alone
+        t.line("/think")
+        assert THOUGHT in t.prompt()
+    finally:
+        assert t.close() == 0
