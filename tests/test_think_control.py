@@ -40,3 +40,14 @@ def test_set_think_in_the_repl(tiny_qwen3_dir):
     assert r.stdout.splitlines() == ["think = off", "think_budget = 5", "think = auto"]
     assert r.stderr.splitlines() == ["error: /set think: give on, off or auto, got 'maybe'",
                                      "error: /set think_budget: give a number of tokens (0: no limit), got 'lots'"]
+
+
+def test_a_prompt_files_think_key_and_a_flag_beats_it(tiny_qwen3_dir, _isolated_home):
+    prompts = _isolated_home / "prompts"
+    prompts.mkdir(exist_ok=True)
+    (prompts / "quick.md").write_text("---\nthink: off\n---\nBe brief.\n")
+    (prompts / "broken.md").write_text("---\nthink: maybe\n---\nBe brief.\n")
+    default = prompt_tokens(ask(tiny_qwen3_dir, "--prompt", "quick", "--think"))
+    assert prompt_tokens(ask(tiny_qwen3_dir, "--prompt", "quick")) == default + EMPTY_THOUGHT
+    bad = ask(tiny_qwen3_dir, "--prompt", "broken")
+    assert bad.returncode != 0 and "think must be on, off or auto" in bad.stderr
