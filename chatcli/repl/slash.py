@@ -78,6 +78,10 @@ def _set(repl, arg: str):
     if not arg:
         p = repl.conv.params
         rows = [[k, _show(getattr(p, k)), param_source(repl.conv, k)] for k in PARAM_NAMES]
+        if hasattr(repl.backend, "think"):
+            word = {None: "auto", True: "on", False: "off"}[repl.backend.think]
+            rows += [["think", word, "-"], ["think_budget", str(getattr(repl.backend, "think_budget", None)
+                                                                       or "no limit"), "-"]]
         repl.ui.table(["setting", "value", "from"], rows)
         return
     name, _, value = arg.partition(" ")
