@@ -3,8 +3,9 @@ the test to answer every question with `<think>\\nREASONING\\n</think>\\n\\nANSW
 
 Paths that run chatcli in a subprocess (ask, the REPL in a pty) cannot be handed a logits processor that forces the
 markers, so the weights themselves have to write them. No Qwen3 weights are reachable here, and a two-layer model
-learns one fixed reply in a few seconds; it is trained on varied prompts (with and without a system prompt) so that
-any question, under any system prompt, gets the same reply at temperature 0.
+learns one fixed reply in about a minute; it is trained on varied prompts (with and without a system prompt, after
+zero to two earlier exchanges) so that any question, under any system prompt, in any turn, gets the same reply at
+temperature 0.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ def _prompts(seed: int, n: int) -> list[list[dict]]:
     for i in range(n):
         user = " ".join(rnd.choice(WORDS) for _ in range(rnd.randint(1, 12)))
         msgs = [{"role": "user", "content": user.capitalize() + rnd.choice(("?", ".", "!", ""))}]
+        for _ in range(i % 3):  # earlier exchanges, as the template renders them (their reasoning dropped)
+            earlier = " ".join(rnd.choice(WORDS) for _ in range(rnd.randint(1, 8)))
+            msgs[:0] = [{"role": "user", "content": earlier}, {"role": "assistant", "content": REPLY}]
         if i % 2:
             system = " ".join(rnd.choice(WORDS) for _ in range(rnd.randint(3, 40)))
             msgs.insert(0, {"role": "system", "content": system})
