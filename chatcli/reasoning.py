@@ -160,7 +160,11 @@ class ThinkingBudget:
     (as llama.cpp's --reasoning-budget does). It follows the reply by token ids: the reasoning opens with OPEN_IDS
     (or at once, when the prompt opened it) and closes with CLOSE_IDS."""
 
-    def __init__(self, budget: int, open_ids: Sequence[int], close_ids: Sequence[int], thinking: bool = False):
+    def __init__(self, budget: int, open_ids: Sequence[int], close_ids: Sequence[int], thinking: bool = False,
+                 markers: Markers | None = None, decode=None):
+        # With MARKERS and DECODE (ids -> text) it also follows the text: a model may write a marker in other tokens
+        # than its encoding (no added token for it), and a reply that starts answering has no reasoning to cut.
+        self.markers, self.decode, self._text = markers, decode, ""
         self.budget, self.open_ids, self.close_ids = budget, list(open_ids), list(close_ids)
         self.thinking, self.done = thinking, False
         self.spent = 0  # reasoning tokens so far
@@ -181,9 +185,15 @@ class ThinkingBudget:
         self._recent = (self._recent + [token])[-max(len(self.open_ids), len(self.close_ids), 1):]
         if self.done:
             return
+        follow = self.markers is not None and self.decode is not None
+        if follow:
+            self._text = (self._text + self.decode([token]))[-4 * len(self.markers.close) - 16:]
         if not self.thinking:
-            if self.open_ids and self._recent[-len(self.open_ids):] == self.open_ids:
-                self.thinking = True
+            if self.open_ids and self._recent[-len(self.open_ids):] == self.open_ids or (
+                    follow and self._text.rstrip().endswith(self.markers.open)):
+                self.thinking, self._text = True, ""
+            elif follow and self._text.strip() and not self.markers.open.startswith(self._text.strip()):
+                self.done = True  # the answer began without reasoning; a later marker in it is only text
             return
         if self.forcing or self.spent >= self.budget:
             self.forcing += 1
@@ -191,7 +201,8 @@ class ThinkingBudget:
                 self.thinking, self.done = False, True
             return
         self.spent += 1
-        if self.close_ids and self._recent[-len(self.close_ids):] == self.close_ids:
+        if self.close_ids and self._recent[-len(self.close_ids):] == self.close_ids or (
+                follow and self.markers.close in self._text):
             self.thinking, self.done = False, True
 
     def is_done(self) -> bool:

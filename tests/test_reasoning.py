@@ -187,3 +187,29 @@ def test_a_conversation_saves_reasoning_apart_and_the_next_turn_reuses_the_cache
     second = list(conv.send("again"))
     assert second[-1].stats.cached_tokens == first_prompt
     assert "".join(c.text for c in second) == "Fine."
+
+
+def _budget_run(qwen3, tok, script_ids, budget):
+    """Generate with SCRIPT first and BUDGET after it, so a forced closing marker would show in the output."""
+    qwen3.script = None
+    script = Script(script_ids)
+    prompt = tok.encode("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n")
+    chunks = list(qwen3._generate(prompt, GREEDY.with_(max_tokens=len(script_ids)), None, [script, budget]))
+    return "".join(c.text for c in chunks)
+
+
+def test_think_budget_leaves_an_answer_alone(qwen3, tiny_qwen3_dir):
+    tok = load_tokenizer(tiny_qwen3_dir)
+    text = "Hi there, no thinking here: a <think> tag in the answer is text, and the answer goes on and on."
+    budget = ThinkingBudget(1, tok.encode("<think>"), tok.encode("</think>"), markers=THINK, decode=tok.decode)
+    assert _budget_run(qwen3, tok, tok.encode(text), budget) == text
+    assert budget.done and budget.spent == 0
+
+
+def test_think_budget_hears_a_closing_marker_written_in_other_tokens(qwen3, tiny_qwen3_dir):
+    tok = load_tokenizer(tiny_qwen3_dir)
+    pieces = tok.encode("<think>\nshort\n") + tok.encode("</") + tok.encode("think") + tok.encode(">")
+    ids = pieces + tok.encode("\n\nA long answer that goes on well past the budget of ten tokens, and on.")
+    budget = ThinkingBudget(10, tok.encode("<think>"), tok.encode("</think>"), markers=THINK, decode=tok.decode)
+    assert _budget_run(qwen3, tok, ids, budget) == tok.decode(ids)
+    assert budget.done and budget.spent < 10

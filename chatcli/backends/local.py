@@ -239,7 +239,8 @@ class LocalBackend:
         processors = []
         if markers is not None and budget is not None and think is not False:
             enc = self.tokenizer.encode
-            processors.append(reasoning.ThinkingBudget(budget, enc(markers.open), enc(markers.close), thinking))
+            processors.append(reasoning.ThinkingBudget(budget, enc(markers.open), enc(markers.close), thinking,
+                                                       markers, self.tokenizer.decode))
         chunks = self._generate(ids, params, cancel, processors)
         if markers is not None:
             chunks = reasoning.split_chunks(chunks, markers, thinking)
