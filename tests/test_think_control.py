@@ -51,3 +51,13 @@ def test_a_prompt_files_think_key_and_a_flag_beats_it(tiny_qwen3_dir, _isolated_
     assert prompt_tokens(ask(tiny_qwen3_dir, "--prompt", "quick")) == default + EMPTY_THOUGHT
     bad = ask(tiny_qwen3_dir, "--prompt", "broken")
     assert bad.returncode != 0 and "think must be on, off or auto" in bad.stderr
+
+
+def test_switching_to_a_prompt_with_think_applies_it(tiny_qwen3_dir, _isolated_home):
+    prompts = _isolated_home / "prompts"
+    prompts.mkdir(exist_ok=True)
+    (prompts / "quick.md").write_text("---\nthink: off\n---\nBe brief.\n")
+    r = subprocess.run([CHATCLI, "chat", "--model", str(tiny_qwen3_dir), "--no-save"], input="/prompt quick\n",
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["prompt: quick", "think = off"]

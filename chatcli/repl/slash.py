@@ -144,6 +144,9 @@ def _prompt(repl, arg: str):
     else:
         prompt = repl.conv.switch_prompt(arg)
         repl.ui.note(f"prompt: {prompt.name}" + (f" ({prompt.description})" if prompt.description else ""))
+    # As at start: the prompt file's think: applies unless the config, CHATCLI_THINK or a flag chose it.
+    if prompt.think and hasattr(repl.backend, "think") and repl.settings.sources.get("think", "default") == "default":
+        repl.ui.note(_set_think(repl.backend, "think", prompt.think))
     repl._count()
 
 
