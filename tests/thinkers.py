@@ -24,8 +24,18 @@ WORDS = ("hello world what is paris the capital of france please tell me a short
          "fox dog quick brown lazy answer question why how many").split()
 
 
+def _shipped_systems(rnd: random.Random) -> list[str]:
+    """The bodies of chatcli's own prompt files (what `ask` and `chat` send by default), variables filled at random."""
+    import re
+
+    folder = Path(__file__).parent.parent / "chatcli" / "data" / "prompts"
+    bodies = [f.read_text(encoding="utf-8").split("---", 2)[-1].strip() for f in sorted(folder.glob("*.md"))]
+    return [re.sub(r"{{\s*\w+\s*}}", lambda _: rnd.choice(WORDS), b) for b in bodies for _ in range(2)]
+
+
 def _prompts(seed: int, n: int) -> list[list[dict]]:
     rnd = random.Random(seed)
+    shipped = _shipped_systems(rnd)
     out = []
     for i in range(n):
         user = " ".join(rnd.choice(WORDS) for _ in range(rnd.randint(1, 12)))
@@ -33,14 +43,16 @@ def _prompts(seed: int, n: int) -> list[list[dict]]:
         for _ in range(i % 3):  # earlier exchanges, as the template renders them (their reasoning dropped)
             earlier = " ".join(rnd.choice(WORDS) for _ in range(rnd.randint(1, 8)))
             msgs[:0] = [{"role": "user", "content": earlier}, {"role": "assistant", "content": REPLY}]
-        if i % 2:
+        if i % 4 == 1:
             system = " ".join(rnd.choice(WORDS) for _ in range(rnd.randint(3, 40)))
             msgs.insert(0, {"role": "system", "content": system})
+        elif i % 4 == 3:
+            msgs.insert(0, {"role": "system", "content": shipped[(i // 4) % len(shipped)]})
         out.append(msgs)
     return out
 
 
-def train_thinker(folder: Path, steps: int = 150, seed: int = 0) -> Path:
+def train_thinker(folder: Path, steps: int = 300, seed: int = 0) -> Path:
     """Train the model in FOLDER (in place) to reply SCRIPT then <|im_end|> to any prompt."""
     import torch
     from safetensors.torch import load_file, save_file
@@ -52,7 +64,7 @@ def train_thinker(folder: Path, steps: int = 150, seed: int = 0) -> Path:
     tok = load_tokenizer(folder)
     reply = tok.encode(SCRIPT) + [tok.encode("<|im_end|>")[0]]
     rows = []
-    for msgs in _prompts(seed, 24):
+    for msgs in _prompts(seed, 32):
         prompt = tok.encode(render_chat(tok.chat_template, msgs).text)
         rows.append((prompt, reply))
     width = max(len(p) + len(r) for p, r in rows)
@@ -82,7 +94,8 @@ def train_thinker(folder: Path, steps: int = 150, seed: int = 0) -> Path:
         loss.backward()
         opt.step()
         done += 1
-        if loss.item() < 0.02:  # greedy decoding needs the reply on top, not a sure probability
+        # Greedy decoding needs every reply token on top (the first one most: it opens the reasoning), with a margin.
+        if loss.item() < 0.01 and bool((logits.argmax(-1) == labels[:, 1:][where]).all()):
             break
     state = load_file(str(folder / "model.safetensors"))
     trained = {k: v.detach().contiguous() for k, v in model.state_dict().items() if k in state}
