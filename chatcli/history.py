@@ -65,6 +65,7 @@ class Turn:
     prompt: str | None = None
     id: int | None = None  # row id in the store, once saved
     created: float = field(default_factory=time.time)
+    reasoning: str = ""  # a thinking model's reasoning, kept apart from the answer in content
 
 
 @dataclass
@@ -103,7 +104,26 @@ def _turn_from_row(row: sqlite3.Row) -> Turn:
         stats=Stats(**stats) if stats else None,
         params=_params_from_json(params),
         model=row["model"], prompt=row["prompt"], id=row["id"], created=row["created"],
+        reasoning=(row["reasoning"] or "") if "reasoning" in row.keys() else "",
     )
+
+
+def _add_reasoning_column(db: sqlite3.Connection) -> None:
+    # A column added in place, not a new schema version: older chatcli versions read such a store unchanged
+    # (they select the columns they know), so no one has to upgrade to open it.
+    def has(d):
+        return any(r[1] == "reasoning" for r in d.execute("PRAGMA table_info(turns)"))
+
+    if has(db):
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        if not has(db):  # another process may have added it between the look and the lock
+            db.execute("ALTER TABLE turns ADD COLUMN reasoning TEXT NOT NULL DEFAULT ''")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
 
 
 class History:
@@ -151,6 +171,7 @@ class History:
             if int(meta.get("schema", 0)) > SCHEMA_VERSION:
                 raise self._fail(f"was written by a newer chatcli (schema {meta['schema']}); upgrade chatcli")
             db.execute("PRAGMA foreign_keys = ON")
+            _add_reasoning_column(db)
             return db
         except sqlite3.DatabaseError as e:
             raise self._fail("cannot open the conversation store (corrupt or unwritable); it is left untouched", e) from None
@@ -191,10 +212,10 @@ class History:
         with self._tx() as db:
             self._need(db, conv_id)
             cur = db.execute(
-                "INSERT INTO turns (conversation_id, role, content, finish_reason, model, prompt, params, stats, created)"
-                " VALUES (?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO turns (conversation_id, role, content, finish_reason, model, prompt, params, stats, created,"
+                " reasoning) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (conv_id, turn.role, content, turn.finish_reason, turn.model, turn.prompt, _params_json(turn.params),
-                 json.dumps(asdict(turn.stats)) if turn.stats else None, turn.created),
+                 json.dumps(asdict(turn.stats)) if turn.stats else None, turn.created, clean_text(turn.reasoning)),
             )
             db.execute("UPDATE conversations SET updated = ?, model = coalesce(?, model) WHERE id = ?",
                        (time.time(), turn.model, conv_id))
@@ -289,6 +310,8 @@ def to_markdown(info: Info, turns: list[Turn]) -> str:
     for t in turns:
         who = "**User:**" if t.role == "user" else "**Assistant:**"
         mark = {"interrupted": " *(interrupted)*", "error": " *(incomplete)*", "length": " *(cut at max tokens)*"}.get(t.finish_reason or "", "")
+        if t.reasoning:
+            lines += [f"{who} *(thinking)*", "", *("> " + line if line else ">" for line in t.reasoning.splitlines()), ""]
         lines += [f"{who}{mark}", "", t.content, ""]
     return "\n".join(lines).rstrip() + "\n"
 

@@ -23,7 +23,7 @@ from chatcli.errors import FileParamError, LoadError, UsageError
 from chatcli.types import PARAM_NAMES, ParamError, check
 
 PACKAGED = settings.PACKAGE_DATA / "prompts"
-KEYS = ("description", *PARAM_NAMES, "template", "variables")
+KEYS = ("description", *PARAM_NAMES, "template", "variables", "think")
 BUILTINS = ("date", "time", "cwd", "os", "model")
 SCALARS = (str, int, float, bool, type(None))
 
@@ -41,6 +41,7 @@ class Prompt:
     body: str = ""
     body_line: int = 1  # the file line where the body starts, for error messages
     packaged: bool = False
+    think: str | None = None  # a thinking model: on, off or auto; None leaves it to the settings
 
 
 def _fail(path: Path, line: int, what: str) -> LoadError:
@@ -78,6 +79,11 @@ def _check_value(key: str, value: Any, where: str) -> Any:
         if not isinstance(value, str):
             raise UsageError(f"{key} must be a string, got {_type_name(value)}")
         return value
+    if key == "think":  # YAML reads a bare on/off as true/false
+        word = {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+        if word not in ("auto", "on", "off"):
+            raise UsageError(f"think must be on, off or auto, got {value!r}")
+        return word
     if key == "variables":
         if not isinstance(value, dict):
             raise UsageError(f"variables must be a mapping of name: default, got {_type_name(value)}")
@@ -148,7 +154,7 @@ def parse_prompt(data: bytes | str, path: Path, name: str | None = None, package
     return Prompt(
         name=name or path.stem, path=path, description=fm.get("description", ""),
         params={k: fm[k] for k in PARAM_NAMES if k in fm}, template=template, variables=fm.get("variables", {}),
-        body=body, body_line=body_line, packaged=packaged,
+        body=body, body_line=body_line, packaged=packaged, think=fm.get("think"),
     )
 
 

@@ -113,7 +113,8 @@ class Conversation:
             if t.role == "user":
                 out.append((i, [Message("user", t.content)]))
             elif out and t.content:
-                out[-1][1].append(Message(t.role, t.content))
+                # The reasoning goes to the template too, which decides whether to show it (Qwen3's drops it).
+                out[-1][1].append(Message(t.role, t.content, reasoning=t.reasoning))
         return [ex for ex in out if len(ex[1]) > 1]
 
     def token_usage(self) -> tuple[int, int]:
@@ -160,6 +161,7 @@ class Conversation:
             self._store(user)
         self.cancel.clear()
         pieces: list[str] = []
+        thoughts: list[str] = []  # a thinking model's reasoning, kept apart from the answer
         stream = None
         finish, stats, keep = None, None, True
         try:
@@ -173,12 +175,13 @@ class Conversation:
                         self._told.add(notice)
                         self.notices.append(notice.text)
                 pieces.append(chunk.text)
+                thoughts.append(chunk.reasoning)
                 if chunk.finish_reason:
                     finish, stats = chunk.finish_reason, chunk.stats
                 yield chunk
             finish = finish or "stop"
         except BackendError:  # an HTTP fault mid-stream: keep what arrived, marked incomplete
-            finish, keep = "error", bool("".join(pieces))
+            finish, keep = "error", bool("".join(pieces) or "".join(thoughts))
             raise
         except (GeneratorExit, KeyboardInterrupt):  # the caller stopped reading, or Ctrl-C
             finish = "interrupted"
@@ -191,7 +194,7 @@ class Conversation:
                 stream.close()  # stops generation when the caller walked away
             if keep:
                 self._finish_reply(Turn("assistant", clean_text("".join(pieces)), finish or "interrupted", stats, params,
-                                        self.model, self.prompt.name), replaced)
+                                        self.model, self.prompt.name, reasoning=clean_text("".join(thoughts))), replaced)
             else:
                 self._rollback(user, replaced, first_before, stored=True)
 

@@ -29,10 +29,12 @@ DEFAULTS: dict[str, Any] = {
     "context_policy": "drop-oldest",
     "save": True,
     "vi": False,
+    "think": "auto",  # a thinking model: auto (its template's default), on, off
+    "think_budget": 0,  # end its reasoning after this many tokens (0: no limit)
 }
 TYPES: dict[str, type] = {
     "model": str, "prompt": str, "backend": str, "dtype": str, "quant": str, "compile": str,
-    "threads": int, "context_policy": str, "save": bool, "vi": bool,
+    "threads": int, "context_policy": str, "save": bool, "vi": bool, "think": str, "think_budget": int,
     **{name: spec.kind for name, spec in types.PARAMS.items()},
 }
 # The keys that take one of a few words, the same in flags (Typer choices), the config file and CHATCLI_*. The engine
@@ -42,6 +44,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "quant": ("none", "int8", "int4"),
     "compile": ("auto", "on", "off"),
     "context_policy": ("drop-oldest", "error"),
+    "think": ("auto", "on", "off"),
 }
 
 

@@ -100,6 +100,9 @@ def message_dict(m: Any) -> dict:
                            for c in m.tool_calls]
     if m.tool_call_id is not None:
         d["tool_call_id"] = m.tool_call_id
+    if getattr(m, "reasoning", ""):
+        # The name Qwen3's, SmolLM3's and DeepSeek's templates read; each template decides whether to show it.
+        d["reasoning_content"] = m.reasoning
     return d
 
 
@@ -111,6 +114,7 @@ def render_chat(
     eos_token: str | None = None,
     add_generation_prompt: bool = True,
     tools: Sequence[dict] | None = None,
+    template_kwargs: dict[str, Any] | None = None,
 ) -> RenderedPrompt:
     """Render MESSAGES (Message objects or role/content dicts) with TEMPLATE, or CLASSIC when it is None.
 
@@ -118,6 +122,7 @@ def render_chat(
     refused the conversation: MSG" when the template calls raise_exception (after one retry with the system prompt
     folded into the first user message, which sets folded_system=True so the caller can tell the user once).
     TOOLS are JSON-schema function dicts ({"type": "function", "function": {...}}), passed as transformers passes them.
+    TEMPLATE_KWARGS are extra template variables, as apply_chat_template's keyword arguments (enable_thinking=False).
     """
     msgs = [message_dict(m) for m in messages]
     source = TEMPLATE_ALIASES.get(template, template) if template else CLASSIC
@@ -125,7 +130,8 @@ def render_chat(
     stop = CLASSIC_STOP if plain else ()
     # A whole conversation can be long; the cap only has to stop runaway growth.
     cap = 1_000_000 + 4 * sum(len(m["content"] or "") for m in msgs) + 4 * len(json.dumps(tools or []))
-    context = {"bos_token": bos_token or "", "eos_token": eos_token or "", "add_generation_prompt": add_generation_prompt}
+    context = {**(template_kwargs or {}), "bos_token": bos_token or "", "eos_token": eos_token or "",
+               "add_generation_prompt": add_generation_prompt}
     if tools:
         context["tools"] = list(tools)
     try:

@@ -8,7 +8,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
-pytest_plugins = ["tests.tinymodels", "tests.realmodels"]
+pytest_plugins = ["tests.tinymodels", "tests.realmodels", "tests.thinkers"]
 
 
 @pytest.fixture(autouse=True)

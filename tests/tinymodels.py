@@ -173,3 +173,44 @@ def tiny_model_factory(tmp_path, tiny_tokenizer_dir):
         return make_tiny_model(tmp_path / f"{arch}-{next(counter)}", arch, tokenizer_dir=tiny_tokenizer_dir, **overrides)
 
     return make
+
+
+QWEN3_TEMPLATE = Path(__file__).parent / "data" / "qwen3_chat_template.jinja"
+QWEN3_ADDED = {151665: "<tool_response>", 151666: "</tool_response>", 151667: "<think>", 151668: "</think>"}
+
+
+def make_tiny_qwen3(path: Path, qwen25_dir: Path, seed: int = 0) -> Path:
+    """A tiny random qwen2-architecture model with Qwen3's real tokenizer and chat template: Qwen3's tokenizer is
+    Qwen2.5's (QWEN25_DIR) plus four added tokens, which are not special (so decoding keeps <think>, as in Qwen3)."""
+    from tokenizers import Tokenizer
+
+    path = Path(path)
+    tok_dir = path.parent / f"{path.name}-tokenizer"
+    tok_dir.mkdir(parents=True, exist_ok=True)
+    # The ids are explicit in tokenizer.json's added_tokens (the library would number new ones after its own count).
+    spec = json.loads((qwen25_dir / "tokenizer.json").read_text(encoding="utf-8"))
+    # The store's copy (converted from a GGUF) pads the vocabulary with [PADn] tokens; Qwen3's has none there.
+    added_ids = {a["id"] for a in spec["added_tokens"]}
+    spec["model"]["vocab"] = {t: i for t, i in spec["model"]["vocab"].items() if i not in added_ids and i < min(added_ids)}
+    spec["added_tokens"] += [{"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
+                              "normalized": False, "special": False} for i, t in QWEN3_ADDED.items()]
+    (tok_dir / "tokenizer.json").write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
+    tok = Tokenizer.from_file(str(tok_dir / "tokenizer.json"))
+    assert {tok.token_to_id(t): t for t in QWEN3_ADDED.values()} == QWEN3_ADDED
+    (tok_dir / "vocab_size").write_text(json.dumps(max(QWEN3_ADDED) + 1))
+    make_tiny_model(path, "qwen2", tokenizer_dir=tok_dir, seed=seed, max_position_embeddings=1024)
+    base = json.loads((qwen25_dir / "tokenizer_config.json").read_text(encoding="utf-8"))
+    decoder = dict(base["added_tokens_decoder"])
+    for i, t in QWEN3_ADDED.items():
+        decoder[str(i)] = {"content": t, "lstrip": False, "normalized": False, "rstrip": False, "single_word": False,
+                           "special": False}
+    base.update(added_tokens_decoder=decoder, chat_template=QWEN3_TEMPLATE.read_text(encoding="utf-8"),
+                bos_token=None, model_max_length=1024)
+    (path / "tokenizer_config.json").write_text(json.dumps(base, indent=2))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3_dir(tmp_path_factory, qwen_dir) -> Path:
+    """A tiny random Qwen3-like model: real Qwen3 tokenizer and chat template, random weights (read-only)."""
+    return make_tiny_qwen3(tmp_path_factory.mktemp("models") / "tiny-qwen3", qwen_dir)

@@ -74,6 +74,11 @@ class LocalBackend:
         self._pending_package: Path | None = None  # a compiled step being built in the background (auto mode)
         self._threads_before_build = 0  # torch threads to restore when that build is done
         self.want_probs = False  # /probs on: each Chunk.probs lists its tokens' probability records
+        # Thinking models: think None follows the template's default, False renders it with enable_thinking=False;
+        # think_budget ends reasoning after that many tokens. stream_chat's keywords override both per reply.
+        self.think: bool | None = None
+        self.think_budget: int | None = None
+        self._told_no_switch = False
         # Where notices go while no reply streams (loading; the caller may set it); without it they wait for the next
         # reply's first chunk, as notices raised during a reply do.
         self.on_notice: Callable[[Notice], None] | None = None
@@ -208,14 +213,19 @@ class LocalBackend:
 
     def stream_chat(self, messages: list[Message], params: SamplingParams, *, chat_template: str | None = None, cancel=None,
                     tools: list[dict] | None = None, response_format: dict | None = None,
-                    tool_choice: str = "auto") -> Iterator[Chunk]:
+                    tool_choice: str = "auto", think: bool | None = None,
+                    think_budget: int | None = None) -> Iterator[Chunk]:
         """Render with the model's chat template (or the classic one for base models), then generate.
 
         With TOOLS (JSON-schema function dicts) the template shows them to the model, and calls in the format the
         template teaches come back as Chunk.tool_calls deltas (finish_reason "tool_calls") instead of text.
         TOOL_CHOICE "required": the reply is one call of one of TOOLS, its arguments masked to the tool's schema.
         RESPONSE_FORMAT (chatcli.structured's checked format) constrains the reply to JSON, a schema or a grammar.
+        A thinking model's reasoning comes back as Chunk.reasoning, apart from the answer in Chunk.text; THINK and
+        THINK_BUDGET (None: this backend's think / think_budget) turn it off or cut it short.
         """
+        from chatcli import reasoning
+
         template = chat_template or (self.tokenizer.chat_template if self.tokenizer else None)
         forced = bool(tools) and tool_choice == "required"
         if forced and response_format:
@@ -224,19 +234,40 @@ class LocalBackend:
             from chatcli.structured import check_stops
 
             check_stops(response_format, params.stop)
-        ids, rendered = self._chat_ids(messages, chat_template, tools)
+        think = self.think if think is None else think
+        budget = self.think_budget if think_budget is None else think_budget
+        ids, rendered = self._chat_ids(messages, chat_template, tools, think)
         stops = tuple(s for s in rendered.stop if s not in params.stop)
         params = params.with_(stop=tuple(params.stop) + stops) if stops else params
         if rendered.folded_system:
             self._pending.append(FOLDED_SYSTEM)
-        processors = self._call_constraint(template, tools) if forced else self._constraints(response_format)
+        markers = self.reasoning_markers(chat_template)
+        thinking = markers is not None and reasoning.opens_in_prompt(rendered.text, markers)
+        if markers is not None and think is False and not reasoning.supports_switch(template):
+            if not self._told_no_switch:
+                self._told_no_switch = True
+                self._pending.append(reasoning.CANNOT_TURN_OFF)
+        processors = list(self._call_constraint(template, tools) if forced else self._constraints(response_format))
+        if markers is not None and budget is not None and think is not False:
+            enc = self.tokenizer.encode
+            processors.append(reasoning.ThinkingBudget(budget, enc(markers.open), enc(markers.close), thinking,
+                                                       markers, self.tokenizer.decode))
         chunks = self._generate(ids, params, cancel, processors)
+        if markers is not None:
+            chunks = reasoning.split_chunks(chunks, markers, thinking)
         if tools:
             from chatcli.backends.localtools import with_tool_calls
 
             names = {t.get("function", {}).get("name") for t in tools}
             chunks = with_tool_calls(chunks, template, names)
         yield from chunks
+
+    def reasoning_markers(self, chat_template: str | None = None):
+        """The markers this model reasons between (chatcli.reasoning.Markers), or None for a model that does not."""
+        from chatcli.reasoning import find_markers
+
+        self._need_model()
+        return find_markers(chat_template or self.tokenizer.chat_template, self.tokenizer.added_tokens())
 
     def stream_completion(self, prompt: str, params: SamplingParams, *, cancel=None,
                           response_format: dict | None = None) -> Iterator[Chunk]:
@@ -302,13 +333,15 @@ class LocalBackend:
         if self.model is None:
             raise UsageError("no model loaded; pass --model NAME")
 
-    def _chat_ids(self, messages: list[Message], chat_template: str | None, tools: list[dict] | None = None):
+    def _chat_ids(self, messages: list[Message], chat_template: str | None, tools: list[dict] | None = None,
+                  think: bool | None = None):
         from chatcli.templates import render_chat
 
         self._need_model()
         tok = self.tokenizer
+        think = self.think if think is None else think
         rendered = render_chat(chat_template or tok.chat_template, messages, bos_token=tok.bos_token, eos_token=tok.eos_token,
-                               tools=tools)
+                               tools=tools, template_kwargs=None if think is None else {"enable_thinking": think})
         ids = tok.encode(rendered.text, add_special_tokens=False)
         if rendered.plain and tok.add_bos_token and tok.bos_token_id is not None:
             ids = [tok.bos_token_id, *ids]  # the plain template carries no BOS of its own

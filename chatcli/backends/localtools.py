@@ -52,5 +52,5 @@ def with_tool_calls(chunks: Iterator[Chunk], template: str | None, names: set[st
         finish = chunk.finish_reason
         if finish == "stop" and count:
             finish = "tool_calls"
-        if text or deltas or finish is not None or chunk.notices:
+        if text or deltas or finish is not None or chunk.notices or chunk.reasoning:
             yield replace(chunk, text=text, tool_calls=chunk.tool_calls + deltas, finish_reason=finish)

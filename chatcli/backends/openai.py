@@ -32,6 +32,21 @@ def wire_message(m: Message) -> dict:
     return out
 
 
+REASONING_KEYS = ("reasoning_content", "reasoning", "thinking")  # DeepSeek and llama.cpp; vLLM and LM Studio; ollama
+
+
+def _reasoning_of(choice):
+    """A streamed choice's reasoning text, under whichever name the server uses (the SDK keeps unknown keys)."""
+    delta = getattr(choice, "delta", None)
+    if delta is None:
+        return None
+    for key in REASONING_KEYS:
+        value = getattr(delta, key, None)
+        if value:
+            return value
+    return None
+
+
 def estimate_tokens(text: str) -> int:
     """A rough token count for servers that cannot tokenize: about four characters per token."""
     return math.ceil(len(text) / 4)
@@ -54,8 +69,8 @@ def _format_request(response_format: dict | None) -> dict:
     if not response_format:
         return {}
     if response_format.get("type") == "grammar":
-        return {"format_body": {"grammar": response_format["grammar"]}}
-    return {"format_body": {"response_format": response_format}}
+        return {"grammar": response_format["grammar"]}
+    return {"response_format": response_format}
 
 
 def _cut_on_cancel(stream, cancel: threading.Event, done: threading.Event) -> None:
@@ -107,6 +122,7 @@ class OpenAIBackend:
         self._http = None
         self._can_tokenize: bool | None = None  # unknown until the first count_tokens
         self.tokens_estimated = False  # True once count_tokens had to estimate; /stats says so
+        self.think: bool | None = None  # --think/--no-think, /set think: the default stream_chat's keyword overrides
 
     def __repr__(self) -> str:  # never the key
         return f"OpenAIBackend(base_url={self.base_url!r}, model={self.model!r})"
@@ -192,12 +208,14 @@ class OpenAIBackend:
         return request, extra
 
     def _stream(self, create, text_of, prompt_estimate: int, params: SamplingParams,
-                cancel: threading.Event | None, calls_of=None, **request) -> Iterator[Chunk]:
+                cancel: threading.Event | None, calls_of=None, reasoning_of=None, more_extra=None,
+                **request) -> Iterator[Chunk]:
         """Yield text as it arrives; the last chunk has finish_reason and stats. Errors keep the partial reply.
 
-        calls_of(choice): the choice's tool-call deltas (chat only), passed on as Chunk.tool_calls."""
+        calls_of(choice): the choice's tool-call deltas (chat only), passed on as Chunk.tool_calls;
+        reasoning_of(choice): its reasoning text, passed on as Chunk.reasoning; more_extra: more body keys."""
         sampling, extra = self._sampling(params)
-        extra.update(request.pop("format_body", {}))
+        extra.update(more_extra or {})
         t0 = time.perf_counter()
         stream = self._open(create, cancel, model=self._require_model(), stream=True,
                             stream_options={"include_usage": True}, extra_body=extra or None, **sampling, **request)
@@ -221,16 +239,19 @@ class OpenAIBackend:
                         text = text_of(choice)
                         if text is not None and not isinstance(text, str):
                             raise self._shape(f"its text is {type(text).__name__}, not a string")
-                        if text and len(parts) >= params.max_tokens:
+                        thought = reasoning_of(choice) if reasoning_of is not None else None
+                        if thought is not None and not isinstance(thought, str):
+                            raise self._shape(f"its reasoning is {type(thought).__name__}, not a string")
+                        if (text or thought) and len(parts) >= params.max_tokens:
                             # a server may ignore max_tokens and stream forever; each event carries about one
                             # token, so text past the cap ends the reply here (finish and usage events still count)
                             finish, capped = "length", True
                             break
                         calls = calls_of(choice) if calls_of is not None else ()
-                        if text or calls:
+                        if text or calls or thought:
                             ttft = ttft or time.perf_counter() - t0
                             parts.append(text or "")
-                            yield Chunk(text or "", tool_calls=calls)
+                            yield Chunk(text or "", tool_calls=calls, reasoning=thought or "")
                         reason = getattr(choice, "finish_reason", None)
                         if reason:
                             finish = FINISH.get(reason, "stop") if isinstance(reason, str) else "stop"
@@ -325,19 +346,26 @@ class OpenAIBackend:
 
     def stream_chat(self, messages: list[Message], params: SamplingParams, *, chat_template=None,
                     cancel: threading.Event | None = None, tools: list[dict] | None = None,
-                    response_format: dict | None = None, tool_choice: str = "auto") -> Iterator[Chunk]:
+                    response_format: dict | None = None, tool_choice: str = "auto",
+                    think: bool | None = None) -> Iterator[Chunk]:
         """Stream a chat reply; the server applies its own chat template (chat_template is ignored).
 
         TOOLS (OpenAI function dicts) go to the server; its calls come back as Chunk.tool_calls deltas.
-        RESPONSE_FORMAT goes to the server as response_format (a grammar as llama.cpp's `grammar`)."""
+        RESPONSE_FORMAT goes to the server as response_format (a grammar as llama.cpp's `grammar`). The server's
+        reasoning comes back as Chunk.reasoning. THINK False asks the server to render with enable_thinking=False
+        (vLLM, llama.cpp and chatcli serve read chat_template_kwargs); None leaves it be."""
         request: dict = {"tools": tools} if tools else {}
         if tools and tool_choice != "auto":
             request["tool_choice"] = tool_choice
+        think = self.think if think is None else think
+        more = _format_request(response_format)
+        if think is not None:
+            more["chat_template_kwargs"] = {"enable_thinking": think}
         yield from self._stream(self.client.chat.completions.create,
                                 lambda c: getattr(c.delta, "content", None) if getattr(c, "delta", None) else None,
                                 self._estimate(messages), params, cancel, calls_of=self._tool_deltas,
-                                messages=[wire_message(m) for m in messages], **request,
-                                **_format_request(response_format))
+                                reasoning_of=_reasoning_of, more_extra=more,
+                                messages=[wire_message(m) for m in messages], **request)
 
     def _tool_deltas(self, choice) -> tuple[ToolCallDelta, ...]:
         """A streamed choice's tool-call pieces, checked (the SDK does not validate what the server sent)."""
@@ -363,7 +391,7 @@ class OpenAIBackend:
         """Stream raw text after PROMPT through /v1/completions (no template)."""
         yield from self._stream(self.client.completions.create, lambda c: getattr(c, "text", None),
                                 estimate_tokens(prompt),
-                                params, cancel, prompt=prompt, **_format_request(response_format))
+                                params, cancel, more_extra=_format_request(response_format), prompt=prompt)
 
     @staticmethod
     def _estimate(messages: list[Message]) -> int:

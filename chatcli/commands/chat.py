@@ -35,6 +35,7 @@ Plain = Annotated[bool, typer.Option("--plain", help="Plain text, no colour, no 
 NoSave = Annotated[bool, typer.Option("--no-save", help="Keep this conversation out of the history database.", rich_help_panel=CONV)]
 Continue = Annotated[bool, typer.Option("--continue", "-c", help="Continue the most recent conversation.", rich_help_panel=CONV)]
 Resume = Annotated[Optional[str], typer.Option("--resume", metavar="ID", help="Continue conversation ID (see `chatcli history list`).", rich_help_panel=CONV)]
+Think = Annotated[Optional[bool], typer.Option("--think/--no-think", help="A thinking model thinks before it answers, or not (--no-think renders its template with enable_thinking=False). Default: the template's.", rich_help_panel=CONV, show_default=False)]
 ContextPolicy = Annotated[Optional[choices("context_policy")], typer.Option("--context-policy", help="When the context is full: drop-oldest (default) or error.", rich_help_panel=CONV)]
 
 
@@ -71,7 +72,8 @@ def chat(
     model: Model = None, prompt: Prompt = None, system: System = None, var: Var = None,
     backend: Backend = None, base_url: BaseUrl = None, api_key: ApiKey = None, dtype: Dtype = None, quant: Quant = None, compile: Compile = None,
     plain: Plain = False, no_save: NoSave = False, continue_: Continue = False, resume: Resume = None,
-    context_policy: ContextPolicy = None,
+    context_policy: ContextPolicy = None, think: Think = None,
+    hide_thinking: Annotated[bool, typer.Option("--hide-thinking", help="Do not show a thinking model's reasoning as it streams (/think shows it afterwards).", rich_help_panel=CONV)] = False,
     vi: Annotated[bool, typer.Option("--vi", help="Vi key bindings instead of emacs.")] = False,
     **sampling,
 ) -> None:
@@ -80,6 +82,7 @@ def chat(
 
     given = {k: v for k, v in locals().items() if k not in ("sampling", "run_chat")}
     given["vi"] = vi or None
+    given["think"] = None if think is None else "on" if think else "off"
     raise typer.Exit(run_chat(options({**given, **sampling})))
 
 
@@ -92,20 +95,23 @@ def ask(
     raw: Annotated[bool, typer.Option("--raw", help="Complete the text as given: no system prompt, no chat template (base models, debugging).")] = False,
     json_object: Annotated[bool, typer.Option("--json-object", help="The answer is one JSON object (the decoder enforces it).", rich_help_panel=STRUCTURED)] = False,
     schema: Annotated[Optional[str], typer.Option("--schema", metavar="FILE|JSON", help="The answer is JSON that matches this JSON Schema (a file or the schema itself; the decoder enforces it).", rich_help_panel=STRUCTURED)] = None,
+    show_thinking: Annotated[bool, typer.Option("--show-thinking", help="Send a thinking model's reasoning to stderr (stdout keeps only the answer).")] = False,
     model: Model = None, prompt: Prompt = None, system: System = None, var: Var = None,
     backend: Backend = None, base_url: BaseUrl = None, api_key: ApiKey = None, dtype: Dtype = None, quant: Quant = None, compile: Compile = None,
     plain: Plain = False, no_save: NoSave = False, continue_: Continue = False, resume: Resume = None,
-    context_policy: ContextPolicy = None,
+    context_policy: ContextPolicy = None, think: Think = None,
     **sampling,
 ) -> None:
     """Ask one question and stream the answer to stdout. Example: cat notes.txt | chatcli ask "summarise this"."""
     from chatcli.repl.ask import run_ask
 
     given = {k: v for k, v in locals().items()
-             if k not in ("question", "file", "as_json", "raw", "max_input", "sampling", "run_ask", "json_object", "schema")}
+             if k not in ("question", "file", "as_json", "raw", "max_input", "show_thinking", "sampling", "run_ask",
+                          "json_object", "schema")}
+    given["think"] = None if think is None else "on" if think else "off"
     opts = options({**given, **sampling})
     raise typer.Exit(run_ask(opts, question=" ".join(question or []), files=file or [], as_json=as_json, raw=raw,
-                            max_input=max_input, structured=(json_object, schema)))
+                            max_input=max_input, structured=(json_object, schema), show_thinking=show_thinking))
 
 
 def register(app: typer.Typer) -> None:

@@ -132,6 +132,12 @@ class Tokenizer:
                 found.add(entry["content"])
         return found
 
+    def added_tokens(self) -> list[str]:
+        """The texts of the tokens added on top of the learned vocabulary (control tokens, markers such as <think>)."""
+        if self._hf is not None:
+            return [t.content for t in self._hf.get_added_tokens_decoder().values()]
+        return sorted(self._specials)
+
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
         """Token ids of TEXT; with add_special_tokens, BOS is prepended when the tokenizer config asks for it."""
         text = clean_text(text)

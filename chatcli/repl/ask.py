@@ -19,6 +19,7 @@ class Answer:
     """What came back: the raw text (unsanitised, for --json and the store) and the last chunk's facts."""
 
     text: str = ""
+    reasoning: str = ""  # what a thinking model thought before the answer, kept apart from it
     finish_reason: str | None = None
     stats: object = None
     error: ChatcliError | None = None
@@ -26,11 +27,12 @@ class Answer:
     notices: list = field(default_factory=list)  # what the backend said on the chunks (a session passes these on too)
 
 
-def consume(chunks, view, cancel: threading.Event, before=None) -> Answer:
+def consume(chunks, view, cancel: threading.Event, before=None, on_reasoning=None) -> Answer:
     """Stream CHUNKS into VIEW; a backend error mid-stream keeps the partial text and is returned, not raised.
 
     BEFORE, if given, runs once when the first chunk arrives, ahead of its text (notices the conversation makes
-    while it prepares the turn, such as dropped exchanges).
+    while it prepares the turn, such as dropped exchanges). ON_REASONING(text), if given, hears the reasoning as it
+    streams (VIEW only ever gets the answer).
     """
     answer = Answer()
     with cancel_on_sigint(cancel):
@@ -41,6 +43,10 @@ def consume(chunks, view, cancel: threading.Event, before=None) -> Answer:
                         view.settle()  # stop the spinner before printing anything else
                         before()
                         before = None
+                    if chunk.reasoning:
+                        answer.reasoning += chunk.reasoning
+                        if on_reasoning is not None:
+                            on_reasoning(chunk.reasoning)
                     answer.text += chunk.text
                     view.feed(chunk.text)
                     answer.probs.extend(chunk.probs)
@@ -64,6 +70,7 @@ def to_json(answer: Answer, *, model: str, prompt: str | None, params, backend: 
     s = answer.stats
     out = {
         "text": answer.text,
+        "reasoning": answer.reasoning,
         "model": model,
         "backend": backend,
         "prompt": prompt,
@@ -84,13 +91,14 @@ def to_json(answer: Answer, *, model: str, prompt: str | None, params, backend: 
 
 
 def run_ask(opts: Options, *, question: str, files: list[str], as_json: bool, raw: bool,
-            max_input: str | None = None, structured: tuple[bool, str | None] = (False, None)) -> int:
+            max_input: str | None = None, structured: tuple[bool, str | None] = (False, None),
+            show_thinking: bool = False) -> int:
     """Answer one question; return the exit code (a backend failure after partial output is 4). MAX_INPUT (a size
     such as 8M) caps the question with its stdin and files; by default the cap is what the model's context holds.
     STRUCTURED is (--json-object, --schema): the answer is constrained to a JSON object or to the schema."""
     try:
         return _ask(opts, question=question, files=files, as_json=as_json, raw=raw, max_input=max_input,
-                    fmt=structured_format(*structured))
+                    fmt=structured_format(*structured), show_thinking=show_thinking)
     except BrokenPipeError:
         # The reader left (`| head -c 20`). Typer would turn this into exit 1; a closed pipe is not a failure.
         # Point stdout at /dev/null so the interpreter's last flush stays silent too.
@@ -113,7 +121,7 @@ def structured_format(json_object: bool, schema: str | None) -> dict | None:
 
 
 def _ask(opts: Options, *, question: str, files: list[str], as_json: bool, raw: bool, max_input: str | None,
-         fmt: dict | None = None) -> int:
+         fmt: dict | None = None, show_thinking: bool = False) -> int:
     cap = parse_size(max_input) if max_input is not None else None
     text = build_question(question, files, cap=cap or DEFAULT_MAX_INPUT)  # read before a model loads: fails fast
     s = load_settings(opts)
@@ -146,7 +154,10 @@ def _ask(opts: Options, *, question: str, files: list[str], as_json: bool, raw: 
                 for notice in take_notices(conv):
                     sys.stderr.write(f"chatcli: {notice}\n")
         view = _NullView() if as_json else ui.reply()
-        answer = consume(chunks, view, cancel, before=None if raw else notices)
+        thinking = _ThinkingToStderr() if show_thinking and not as_json else None
+        answer = consume(chunks, view, cancel, before=None if raw else notices, on_reasoning=thinking)
+        if thinking is not None:
+            thinking.end()
         if fmt is not None and answer.finish_reason == "length" and answer.error is None:
             # The mask keeps the JSON valid only while it runs: cut by max_tokens, the text is a fragment that no
             # caller should parse as the answer.
@@ -170,6 +181,26 @@ def _ask(opts: Options, *, question: str, files: list[str], as_json: bool, raw: 
     if answer.error is not None:
         raise answer.error
     return 130 if answer.finish_reason == "interrupted" else 0
+
+
+class _ThinkingToStderr:
+    """--show-thinking: the reasoning streams to stderr (sanitised, as every model output shown), stdout keeps only
+    the answer."""
+
+    def __init__(self):
+        from chatcli.ui.sanitize import sanitize
+
+        self._clean, self._open = sanitize, False
+
+    def __call__(self, text: str) -> None:
+        self._open = True
+        sys.stderr.write(self._clean(text))
+        sys.stderr.flush()
+
+    def end(self) -> None:
+        if self._open:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
 
 
 class _NullView:

@@ -35,6 +35,8 @@ class Options:
     resume: str | None = None
     context_policy: str | None = None
     vi: bool | None = None
+    think: str | None = None  # auto, on, off
+    hide_thinking: bool = False  # chat: never show the reasoning while it streams (/think still shows it)
 
 
 def load_settings(opts: Options):
@@ -73,7 +75,21 @@ def open_backend(s, opts: Options, notify=stderr_notice):
     if hasattr(backend, "on_notice"):
         backend.on_notice = notify
     backend.load(chosen_model(s))
+    apply_think(backend, s.get("think"), s.get("think_budget"))
     return backend
+
+
+THINK = {"auto": None, "on": True, "off": False}
+
+
+def apply_think(backend, think: str | None, budget: int | None = None) -> None:
+    """Hand the think setting (auto, on, off) and the thinking budget (0: none) to a backend that takes them."""
+    if think is not None and hasattr(backend, "think"):
+        backend.think = THINK[think]
+    if budget is not None and hasattr(backend, "think_budget"):
+        if budget < 0:
+            raise UsageError(f"think_budget must be >= 0 (0: no limit), got {budget}")
+        backend.think_budget = budget or None
 
 
 def compile_in_background(backend) -> bool:

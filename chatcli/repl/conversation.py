@@ -22,6 +22,10 @@ def open_conversation(s, opts: Options, backend, ui=None):
         variables=parse_variables(opts.var), defaults=defaults, overrides=chosen,
         system=opts.system, context_policy=s.get("context_policy"), save=bool(s.get("save")),
     )
+    if conv.prompt.think and s.sources.get("think", "default") == "default":  # the config, env or a flag beat it
+        from chatcli.repl.boot import apply_think
+
+        apply_think(backend, conv.prompt.think)
     # Where each override came from, for /set's "from" column; /set removes the entry.
     conv.param_origin = {k: s.sources[k] for k in chosen}
     if opts.resume:

@@ -134,8 +134,11 @@ class Repl:
     def reply(self, chunks) -> Answer:
         """Stream one reply, then its notes and the stats line."""
         quiet = no_echo() if isinstance(self.reader, TerminalReader) else contextlib.nullcontext()
+        view = self.ui.reply()
+        hide = bool(getattr(self.opts, "hide_thinking", False))
         with quiet:
-            answer = consume(chunks, self.ui.reply(), self.conv.cancel, before=self.notices)
+            answer = consume(chunks, view, self.conv.cancel, before=self.notices,
+                             on_reasoning=None if hide else getattr(view, "feed_reasoning", None))
         self.notices()
         self.stats.add(answer)
         if answer.finish_reason == "interrupted":

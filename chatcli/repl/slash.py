@@ -16,8 +16,8 @@ EXIT = object()  # returned by /exit
 
 HELP: dict[str, str] = {
     "/help": "this list",
-    "/set": f"/set NAME VALUE ({', '.join(PARAM_NAMES)}; VALUE default undoes it); /set alone shows them; "
-            "/set json on|off, /set schema FILE|JSON|off constrain replies to JSON",
+    "/set": f"/set NAME VALUE ({', '.join(PARAM_NAMES)}, think on|off|auto, think_budget N; VALUE default undoes "
+            "it); /set alone shows them; /set json on|off, /set schema FILE|JSON|off constrain replies to JSON",
     "/system": "/system TEXT replaces the system prompt; /system alone shows it",
     "/prompt": "/prompt NAME switches prompt files (keeps the conversation); /prompt reload re-reads them",
     "/prompts": "list the prompt files",
@@ -33,6 +33,7 @@ HELP: dict[str, str] = {
     "/copy": "copy the last reply to the clipboard (OSC 52 terminal escape, only when you ask)",
     "/tokens": "/tokens TEXT shows how the model's tokenizer cuts TEXT",
     "/probs": "/probs on|off colours each reply's tokens by their probability",
+    "/think": "show the last reply's reasoning in full (a thinking model's)",
     "/exit": "save and quit (Ctrl-D does the same)",
 }
 ALIASES = {"/quit": "/exit", "/q": "/exit", "/?": "/help", "/clear": "/reset"}
@@ -53,7 +54,7 @@ def dispatch(repl, line: str):
 def choices(repl, name: str) -> list[str]:
     """Tab completions for the first argument of NAME."""
     if name == "/set":
-        return [*PARAM_NAMES, *STRUCTURED]
+        return [*PARAM_NAMES, *STRUCTURED, *THINK_SETTINGS]
     if name == "/prompt":
         from chatcli.prompts import list_prompts
 
@@ -80,11 +81,18 @@ def _set(repl, arg: str):
         from chatcli.structured import describe
 
         rows.append(["format", describe(repl.conv.response_format), "set" if repl.conv.response_format else "default"])
+        if hasattr(repl.backend, "think"):
+            word = {None: "auto", True: "on", False: "off"}[repl.backend.think]
+            rows += [["think", word, "-"], ["think_budget", str(getattr(repl.backend, "think_budget", None)
+                                                                       or "no limit"), "-"]]
         repl.ui.table(["setting", "value", "from"], rows)
         return
     name, _, value = arg.partition(" ")
     if name in STRUCTURED:
         _set_format(repl, name, value.strip())
+        return
+    if name in THINK_SETTINGS:
+        repl.ui.note(_set_think(repl.backend, name, value.strip()))
         return
     if not value.strip() and name != "stop":
         raise UsageError(f"/set {name}: give a value, for example /set {name} 0.2")
@@ -116,6 +124,30 @@ def _set_format(repl, name: str, value: str) -> None:
     repl.ui.note(f"format = {describe(repl.conv.response_format)}")
 
 
+THINK_SETTINGS = ("think", "think_budget")
+
+
+def _set_think(backend, name: str, value: str) -> str:
+    """/set think on|off|auto and /set think_budget N (0 or default: no limit) on the backend; what is in effect now."""
+    from chatcli.repl.boot import THINK, apply_think
+
+    if not hasattr(backend, name):
+        raise UsageError(f"/set {name}: the {getattr(backend, 'name', 'current')} backend has no {name} setting")
+    if name == "think":
+        word = {"default": "auto", "true": "on", "false": "off"}.get(value.lower(), value.lower())
+        if word not in THINK:
+            raise UsageError(f"/set think: give on, off or auto, got {value!r}")
+        apply_think(backend, word)
+        return f"think = {word}"
+    text = "0" if value.lower() in ("default", "none", "off") else value
+    try:
+        budget = int(text)
+    except ValueError:
+        raise UsageError(f"/set think_budget: give a number of tokens (0: no limit), got {value!r}") from None
+    apply_think(backend, None, budget)
+    return f"think_budget = {budget or 'no limit'}"
+
+
 def _show(value) -> str:
     if isinstance(value, tuple):
         return " ".join(repr(v) for v in value) or "(none)"
@@ -141,6 +173,9 @@ def _prompt(repl, arg: str):
     else:
         prompt = repl.conv.switch_prompt(arg)
         repl.ui.note(f"prompt: {prompt.name}" + (f" ({prompt.description})" if prompt.description else ""))
+    # As at start: the prompt file's think: applies unless the config, CHATCLI_THINK or a flag chose it.
+    if prompt.think and hasattr(repl.backend, "think") and repl.settings.sources.get("think", "default") == "default":
+        repl.ui.note(_set_think(repl.backend, "think", prompt.think))
     repl._count()
 
 
@@ -273,12 +308,24 @@ def _probs(repl, arg: str):
     repl.ui.note("token probabilities on: shown after each reply" if on else "token probabilities off")
 
 
+def _think(repl, arg: str):
+    """/think: the last reply's reasoning in full."""
+    last = next((t for t in reversed(repl.conv.turns) if t.role == "assistant"), None)
+    if last is None or not last.reasoning:
+        repl.ui.note("the last reply has no reasoning")
+        return
+    from chatcli.ui.sanitize import sanitize
+
+    repl.ui.line("thinking", style="dim")
+    repl.ui.line(sanitize(last.reasoning), style="dim")
+
+
 def _exit(repl, arg: str):
     return EXIT
 
 
 COMMANDS: dict[str, Callable] = {
-    "/help": _help, "/set": _set, "/system": _system, "/prompt": _prompt, "/prompts": _prompts, "/reset": _reset,
+    "/help": _help, "/think": _think, "/set": _set, "/system": _system, "/prompt": _prompt, "/prompts": _prompts, "/reset": _reset,
     "/undo": _undo, "/retry": _retry, "/transcript": _transcript, "/save": _save, "/history": _history,
     "/load": _load, "/stats": _stats, "/model": _model, "/copy": _copy, "/tokens": _tokens, "/probs": _probs,
     "/exit": _exit,

@@ -175,14 +175,17 @@ def build_app(backend, model_id: str, *, api_key: str | None = None, max_queue: 
     def _generator(req: GenRequest, cancel: threading.Event):
         fmt = {"response_format": req.response_format} if req.response_format else {}  # only when asked for
         if req.messages is not None:
+            # only when the request says: a backend without the keyword (a plugin) still serves the rest
+            think = {"think": req.think} if req.think is not None else {}
             if req.tools:
                 def with_tools():
                     forced = {"tool_choice": "required"} if req.tool_choice == "required" else {}  # only when asked for
                     chunks = backend.stream_chat(req.messages, req.params, cancel=cancel, tools=req.tools, **fmt,
-                                                 **forced)
+                                                 **forced, **think)
                     return _logging_notices(chunks if req.parallel_tool_calls else first_call_only(chunks), told)
                 return with_tools
-            return lambda: _logging_notices(backend.stream_chat(req.messages, req.params, cancel=cancel, **fmt), told)
+            return lambda: _logging_notices(backend.stream_chat(req.messages, req.params, cancel=cancel, **fmt, **think),
+                                            told)
         return lambda: _logging_notices(backend.stream_completion(req.prompt, req.params, cancel=cancel, **fmt), told)
 
     async def _complete(request: Request, chat: bool):
@@ -213,9 +216,9 @@ def build_app(backend, model_id: str, *, api_key: str | None = None, max_queue: 
                 if chunk is None:
                     break
                 parts.append(chunk)
-                if chunk.text:
+                if chunk.text or chunk.reasoning:
                     record.first = record.first or time.perf_counter()
-                if req.stream and (chunk.text or chunk.finish_reason or chunk.tool_calls):
+                if req.stream and (chunk.text or chunk.reasoning or chunk.finish_reason or chunk.tool_calls):
                     break
         except _Gone:
             record.status, record.note = 499, " client-disconnected"
@@ -237,7 +240,7 @@ def build_app(backend, model_id: str, *, api_key: str | None = None, max_queue: 
         _finish(record)
         calls = message_calls([d for c in parts for d in c.tool_calls])
         return wire.full_response(rid, model, chat, "".join(c.text for c in parts), last.finish_reason, last.stats,
-                                  calls or None)
+                                  calls or None, reasoning="".join(c.reasoning for c in parts))
 
     def _finish(record: _Record) -> None:
         queue.note_duration(time.perf_counter() - record.t0)
@@ -255,6 +258,10 @@ def build_app(backend, model_id: str, *, api_key: str | None = None, max_queue: 
             if chat:
                 yield wire.stream_event(rid, model, chat, None, role=True)
             async for chunk in chunks():
+                if chunk.reasoning and chat:
+                    record.first = record.first or time.perf_counter()
+                    sent_any = True
+                    yield wire.stream_event(rid, model, chat, None, reasoning=chunk.reasoning)
                 if chunk.text:
                     record.first = record.first or time.perf_counter()
                     sent_any = True

@@ -6,7 +6,7 @@ import json
 import math
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from chatcli.server import tools as wire_tools
 from chatcli.types import CHAT_ROLES, PARAM_NAMES, Message, ParamError, SamplingParams, Stats, api_default, check
@@ -51,6 +51,7 @@ class GenRequest:
     parallel_tool_calls: bool = True  # False: only the reply's first call is answered
     tool_choice: str = "auto"  # "required": a call is enforced (a named tool is "required" over that one tool)
     response_format: dict | None = None  # structured output, checked (chatcli.structured); None: plain text
+    think: bool | None = None  # thinking on or off (chat_template_kwargs.enable_thinking, reasoning_effort); None: the model's way
 
 
 def parse_json(raw: bytes) -> dict:
@@ -114,7 +115,43 @@ def _messages(body: dict) -> list[Message]:
         if role not in CHAT_ROLES:
             raise bad(f"{where}.role must be one of {', '.join(CHAT_ROLES)}; got {role!r}", f"{where}.role")
         out.append(Message(role, _text(m.get("content"), f"{where}.content")))
-    return out
+    return [_with_reasoning(msg, m, f"messages[{i}]") for i, (msg, m) in enumerate(zip(out, raw))]
+
+
+def _with_reasoning(msg: Message, m: dict, where: str) -> Message:
+    """An assistant message with the reasoning a client sent back (reasoning_content, or vLLM's newer reasoning);
+    the chat template decides whether the model sees it."""
+    if msg.role != "assistant":
+        return msg
+    key = next((k for k in ("reasoning_content", "reasoning") if m.get(k) is not None), None)
+    if key is None:
+        return msg
+    if not isinstance(m[key], str):
+        raise bad(f"{where}.{key} must be a string", f"{where}.{key}")
+    return replace(msg, reasoning=m[key])
+
+
+EFFORTS = ("none", "minimal", "low", "medium", "high")
+
+
+def _think(body: dict) -> bool | None:
+    """Thinking on or off as a request asks: chat_template_kwargs.enable_thinking (vLLM, llama.cpp), else
+    reasoning_effort ("none" turns it off, any other effort on); None when it says nothing."""
+    kwargs = body.get("chat_template_kwargs")
+    if kwargs is not None:
+        if not isinstance(kwargs, dict):
+            raise bad("'chat_template_kwargs' must be an object like {\"enable_thinking\": false}", "chat_template_kwargs")
+        value = kwargs.get("enable_thinking")
+        if value is not None:
+            if not isinstance(value, bool):
+                raise bad("'chat_template_kwargs.enable_thinking' must be true or false", "chat_template_kwargs")
+            return value
+    effort = body.get("reasoning_effort")
+    if effort is None:
+        return None
+    if effort not in EFFORTS:
+        raise bad(f"'reasoning_effort' must be one of {', '.join(EFFORTS)}; got {effort!r}", "reasoning_effort")
+    return effort != "none"
 
 
 def _prompt(body: dict) -> str:
@@ -181,6 +218,7 @@ def parse_request(body: dict, *, chat: bool) -> GenRequest:
         parallel_tool_calls=body.get("parallel_tool_calls") is not False,
         tool_choice=wire_tools.forced_choice(body) if chat else "auto",
         response_format=response_format,
+        think=_think(body) if chat else None,
     )
 
 
@@ -231,10 +269,12 @@ def finish(reason: str | None) -> str:
 
 
 def full_response(req_id: str, model: str, chat: bool, text: str, reason: str | None, stats: Stats | None,
-                  tool_calls: list[dict] | None = None) -> dict:
+                  tool_calls: list[dict] | None = None, reasoning: str = "") -> dict:
     """A non-streamed chat.completion or text_completion."""
     if chat:
         message = {"role": "assistant", "content": text or (None if tool_calls else text)}
+        if reasoning:
+            message.update(reasoning_fields(reasoning))
         if tool_calls:
             message["tool_calls"] = tool_calls
         choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish(reason)}
@@ -244,9 +284,15 @@ def full_response(req_id: str, model: str, chat: bool, text: str, reason: str | 
             "model": model, "choices": [choice], "usage": usage(stats)}
 
 
+def reasoning_fields(text: str) -> dict:
+    """The reasoning under both names clients read: reasoning_content (DeepSeek, llama.cpp, older vLLM) and
+    reasoning (vLLM and LM Studio now)."""
+    return {"reasoning_content": text, "reasoning": text}
+
+
 def stream_event(req_id: str, model: str, chat: bool, text: str | None, reason: str | None = None,
                  *, role: bool = False, stats: Stats | None = None, usage_only: bool = False,
-                 tool_calls: list[dict] | None = None) -> str:
+                 tool_calls: list[dict] | None = None, reasoning: str = "") -> str:
     """One SSE `data:` event of a chat.completion.chunk or text_completion stream."""
     if usage_only:
         choices = []
@@ -254,6 +300,8 @@ def stream_event(req_id: str, model: str, chat: bool, text: str | None, reason: 
         delta = {"role": "assistant", "content": ""} if role else ({"content": text} if text else {})
         if tool_calls:
             delta["tool_calls"] = tool_calls
+        if reasoning:
+            delta.update(reasoning_fields(reasoning))
         choices = [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish(reason) if reason else None}]
     else:
         choices = [{"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish(reason) if reason else None}]

@@ -16,6 +16,28 @@ from chatcli.ui.markdown import SafeMarkdown, split_finished
 from chatcli.ui.sanitize import sanitize
 
 
+class Thought:
+    """A reply's reasoning as it streams: its text, pieces (about one a token) and how long it took."""
+
+    def __init__(self) -> None:
+        self.text, self.tokens, self.start, self.seconds = "", 0, 0.0, 0.0
+        self.summarised = False
+
+    def add(self, text: str) -> None:
+        if not self.tokens:
+            self.start = time.monotonic()
+        self.text += text
+        self.tokens += 1
+        self.seconds = time.monotonic() - self.start
+
+    def summary(self) -> str | None:
+        """The one line the reasoning collapses into once the answer starts (once; None without reasoning)."""
+        if not self.tokens or self.summarised:
+            return None
+        self.summarised = True
+        return f"thought for {self.tokens} tokens, {self.seconds:.1f} s; /think shows it"
+
+
 class _Lines:
     """Already-rendered lines, printed as they are."""
 
@@ -50,6 +72,7 @@ class MarkdownStream:
         self._interval = 1.0 / refresh_per_second
         self._last_refresh = 0.0
         self._settled = threading.Event()
+        self.thought = Thought()  # before the Live below, which draws _live_view at once
         self._spin_thread = threading.Thread(target=self._spin, daemon=True)
         self._live = Live(
             console=console,
@@ -61,6 +84,23 @@ class MarkdownStream:
             vertical_overflow="visible",
         )
         self._open = False
+
+    def feed_reasoning(self, text: str) -> None:
+        """Reasoning streams dimmed under a "thinking" header in the live area, which the answer then replaces."""
+        text = sanitize(text)
+        if not text:
+            return
+        self.settle()
+        self.thought.add(text)
+        now = time.monotonic()
+        if now - self._last_refresh >= self._interval:
+            self._live.refresh()
+            self._last_refresh = now
+
+    def _summarise(self) -> None:
+        line = self.thought.summary()
+        if line is not None:
+            self.console.print(Text(line, style="dim"))
 
     def __enter__(self) -> MarkdownStream:
         self._live.start(refresh=True)
@@ -88,6 +128,9 @@ class MarkdownStream:
         if not text:
             return
         self.settle()
+        if self.thought.tokens and not self.thought.summarised:
+            with self.console:
+                self._summarise()
         self.text += text
         finished, self._tail = split_finished(self._tail + text)
         now = time.monotonic()
@@ -109,6 +152,7 @@ class MarkdownStream:
         self.settle()
         with self.console:  # one write: erase the live copy of the open block and print it for good
             self._live.stop()
+            self._summarise()  # a reply that only thought (cut at max_tokens)
             if self._tail.strip():
                 self._print_block(self._tail)
         self._tail = ""
@@ -132,6 +176,10 @@ class MarkdownStream:
 
     def _live_view(self):
         tail = self._tail
+        if not tail.strip() and self.thought.tokens and not self.text:
+            room = max(3, self.console.size.height - 3)
+            lines = self.thought.text.splitlines()[-room:]
+            return Text("thinking\n" + "\n".join(lines), style="dim")
         if not tail.strip():
             return self._spinner if not self.text else Text("")
         lines = self._render(tail)
@@ -154,6 +202,18 @@ class PlainStream:
         self.file = file
         self.text = ""
         self._open = False
+        self.thought = Thought()
+
+    def feed_reasoning(self, text: str) -> None:
+        """Plain output keeps only the answer; the reasoning becomes one summary line before it."""
+        text = sanitize(text)
+        if text:
+            self.thought.add(text)
+
+    def _summarise(self) -> None:
+        line = self.thought.summary()
+        if line is not None:
+            self.file.write(f"[{line}]\n")
 
     def __enter__(self) -> PlainStream:
         self._open = True
@@ -169,6 +229,7 @@ class PlainStream:
         """Write sanitised text and flush, so `| head -c N` sees it (and breaks the pipe) at once."""
         text = sanitize(text)
         if text:
+            self._summarise()
             self.text += text
             self.file.write(text)
             self.file.flush()
@@ -178,6 +239,7 @@ class PlainStream:
         if not self._open:
             return
         self._open = False
+        self._summarise()
         if self.text and not self.text.endswith("\n"):
             self.file.write("\n")
         self.file.flush()
