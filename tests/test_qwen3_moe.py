@@ -79,8 +79,9 @@ def test_quantization_covers_the_experts_and_stays_close(mode, tiny_model_factor
     rel = ((got - want).norm() / want.norm()).item()
     assert rel < {"int8": 0.05, "int4": 0.25}[mode], rel
     # Greedy agreement: weight-only rounding can flip a router's top-k for a token, which moves that token more than
-    # rounding alone; over 16 greedy steps at least the first few agree (int8: 12, int4: 4, the measured floors
-    # with margin on these weights, where a flip early on makes the continuations differ from then on).
+    # rounding alone, and a continuation differs from then on. Measured on these weights over 10 prompts: all 16
+    # greedy tokens agree for both; the floors (int8: 12, int4: 4) leave room for one late flip from another CPU's
+    # kernels (int4's group error is about four times int8's).
     ids = prompt(12, seed=2)[0].tolist()
     runs = []
     for m in (want_model, model):

@@ -64,17 +64,18 @@ class SparseMoE(nn.Module):
         pairs = chosen.flatten()
         order = pairs.argsort(stable=True)
         counts = torch.bincount(pairs, minlength=len(self.experts)).tolist()
-        out = torch.zeros_like(flat)
+        # Each pair's output goes to its own row, then a token's k rows are summed: index_add_ into the tokens
+        # instead went through CPU scatter_add_ at 24 ms a call (92 % of a decode step in a 64-expert model).
+        out = flat.new_empty(pairs.shape[0], shape[-1])  # [N*k, hidden]
+        w = weights.flatten()
         start = 0
         for e, n in enumerate(counts):
             if n == 0:
                 continue
             slots = order[start : start + n]  # positions in the flattened [N*k] assignments
             start += n
-            rows = slots // self.top_k
-            y = self.experts[e](flat[rows]) * weights.flatten()[slots, None]
-            out.index_add_(0, rows, y)
-        return out.view(shape)
+            out[slots] = self.experts[e](flat[slots // self.top_k]) * w[slots, None]
+        return out.view(-1, self.top_k, shape[-1]).sum(1).view(shape)
 
 
 class Model(qwen3.Model):
