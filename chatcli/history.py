@@ -18,7 +18,7 @@ from typing import Any
 
 from chatcli import settings
 from chatcli.errors import StoreError, UsageError
-from chatcli.types import ParamError, SamplingParams, Stats
+from chatcli.types import ParamError, SamplingParams, Stats, ToolCall
 
 APP_ID = "chatcli-conversations"
 SCHEMA_VERSION = 1
@@ -65,6 +65,8 @@ class Turn:
     prompt: str | None = None
     id: int | None = None  # row id in the store, once saved
     created: float = field(default_factory=time.time)
+    tool_calls: tuple[ToolCall, ...] = ()  # an assistant turn's calls
+    tool_call_id: str | None = None  # a "tool" turn: the call it answers
 
 
 @dataclass
@@ -103,7 +105,27 @@ def _turn_from_row(row: sqlite3.Row) -> Turn:
         stats=Stats(**stats) if stats else None,
         params=_params_from_json(params),
         model=row["model"], prompt=row["prompt"], id=row["id"], created=row["created"],
+        **_tools_from_json(row["tools"] if "tools" in row.keys() else None),
     )
+
+
+def _tools_json(turn: Turn) -> str | None:
+    """A turn's tool calls or the call id it answers, as the tools column holds them; None for a plain turn."""
+    if not turn.tool_calls and turn.tool_call_id is None:
+        return None
+    return json.dumps({"calls": [asdict(c) for c in turn.tool_calls], "call_id": turn.tool_call_id}, ensure_ascii=False)
+
+
+def _tools_from_json(text: str | None) -> dict:
+    if not text:
+        return {}
+    try:
+        data = json.loads(text)
+        calls = tuple(ToolCall(str(c["id"]), str(c["name"]), str(c["arguments"])) for c in data.get("calls") or ())
+        call_id = data.get("call_id")
+        return {"tool_calls": calls, "tool_call_id": None if call_id is None else str(call_id)}
+    except (ValueError, TypeError, KeyError, AttributeError):  # a damaged cell loses the calls, not the turn
+        return {}
 
 
 class History:
@@ -151,6 +173,7 @@ class History:
             if int(meta.get("schema", 0)) > SCHEMA_VERSION:
                 raise self._fail(f"was written by a newer chatcli (schema {meta['schema']}); upgrade chatcli")
             db.execute("PRAGMA foreign_keys = ON")
+            _add_tools_column(db)
             return db
         except sqlite3.DatabaseError as e:
             raise self._fail("cannot open the conversation store (corrupt or unwritable); it is left untouched", e) from None
@@ -191,10 +214,10 @@ class History:
         with self._tx() as db:
             self._need(db, conv_id)
             cur = db.execute(
-                "INSERT INTO turns (conversation_id, role, content, finish_reason, model, prompt, params, stats, created)"
-                " VALUES (?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO turns (conversation_id, role, content, finish_reason, model, prompt, params, stats, created,"
+                " tools) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (conv_id, turn.role, content, turn.finish_reason, turn.model, turn.prompt, _params_json(turn.params),
-                 json.dumps(asdict(turn.stats)) if turn.stats else None, turn.created),
+                 json.dumps(asdict(turn.stats)) if turn.stats else None, turn.created, _tools_json(turn)),
             )
             db.execute("UPDATE conversations SET updated = ?, model = coalesce(?, model) WHERE id = ?",
                        (time.time(), turn.model, conv_id))
@@ -267,6 +290,22 @@ class History:
         return [(infos[r["conversation_id"]], _turn_from_row(r), r["snip"]) for r in rows if r["conversation_id"] in infos]
 
 
+def _add_tools_column(db: sqlite3.Connection) -> None:
+    """Stores made before tool calls get the turns.tools column (JSON; NULL on old rows), in one transaction.
+
+    A column added with a NULL default leaves old readers working, so the schema version stays."""
+    if any(r[1] == "tools" for r in db.execute("PRAGMA table_info(turns)")):
+        return
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        if not any(r[1] == "tools" for r in db.execute("PRAGMA table_info(turns)")):  # another process may have won
+            db.execute("ALTER TABLE turns ADD COLUMN tools TEXT")
+        db.execute("COMMIT")
+    except sqlite3.OperationalError:  # a read-only store: read it as it is; writes fail later with a clear message
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+
+
 def open_store(save: bool = True) -> tuple[History | None, str | None]:
     """The default store for a chat, or (None, warning) when saving is off or impossible; the chat goes on."""
     if not save:
@@ -287,9 +326,10 @@ def to_markdown(info: Info, turns: list[Turn]) -> str:
     if info.system:
         lines += ["**System:**", "", info.system, ""]
     for t in turns:
-        who = "**User:**" if t.role == "user" else "**Assistant:**"
+        who = {"user": "**User:**", "tool": f"**Tool result** ({t.tool_call_id}):"}.get(t.role, "**Assistant:**")
         mark = {"interrupted": " *(interrupted)*", "error": " *(incomplete)*", "length": " *(cut at max tokens)*"}.get(t.finish_reason or "", "")
-        lines += [f"{who}{mark}", "", t.content, ""]
+        lines += [f"{who}{mark}", ""] + ([t.content, ""] if t.content or not t.tool_calls else [])
+        lines += [f"*Tool call* `{c.name}` ({c.id}): `{c.arguments}`\n" for c in t.tool_calls]
     return "\n".join(lines).rstrip() + "\n"
 
 

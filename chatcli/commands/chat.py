@@ -34,6 +34,9 @@ Plain = Annotated[bool, typer.Option("--plain", help="Plain text, no colour, no 
 NoSave = Annotated[bool, typer.Option("--no-save", help="Keep this conversation out of the history database.", rich_help_panel=CONV)]
 Continue = Annotated[bool, typer.Option("--continue", "-c", help="Continue the most recent conversation.", rich_help_panel=CONV)]
 Resume = Annotated[Optional[str], typer.Option("--resume", metavar="ID", help="Continue conversation ID (see `chatcli history list`).", rich_help_panel=CONV)]
+ToolNames = Annotated[Optional[list[str]], typer.Option("--tool", "-T", metavar="NAME", help="Offer tool NAME to the model (repeatable; a Python tool, or SERVER_TOOL of an MCP server).", rich_help_panel="Tools")]
+AllTools = Annotated[bool, typer.Option("--tools", help="Offer every tool (built-in, plugins, MCP servers).", rich_help_panel="Tools")]
+YesTools = Annotated[bool, typer.Option("--yes-tools", help="Run the model's tool calls without asking (scripts).", rich_help_panel="Tools")]
 ContextPolicy = Annotated[Optional[choices("context_policy")], typer.Option("--context-policy", help="When the context is full: drop-oldest (default) or error.", rich_help_panel=CONV)]
 
 
@@ -70,7 +73,7 @@ def chat(
     model: Model = None, prompt: Prompt = None, system: System = None, var: Var = None,
     backend: Backend = None, base_url: BaseUrl = None, api_key: ApiKey = None, dtype: Dtype = None, quant: Quant = None, compile: Compile = None,
     plain: Plain = False, no_save: NoSave = False, continue_: Continue = False, resume: Resume = None,
-    context_policy: ContextPolicy = None,
+    context_policy: ContextPolicy = None, tool: ToolNames = None, all_tools: AllTools = False, yes_tools: YesTools = False,
     vi: Annotated[bool, typer.Option("--vi", help="Vi key bindings instead of emacs.")] = False,
     **sampling,
 ) -> None:
@@ -92,7 +95,7 @@ def ask(
     model: Model = None, prompt: Prompt = None, system: System = None, var: Var = None,
     backend: Backend = None, base_url: BaseUrl = None, api_key: ApiKey = None, dtype: Dtype = None, quant: Quant = None, compile: Compile = None,
     plain: Plain = False, no_save: NoSave = False, continue_: Continue = False, resume: Resume = None,
-    context_policy: ContextPolicy = None,
+    context_policy: ContextPolicy = None, tool: ToolNames = None, all_tools: AllTools = False, yes_tools: YesTools = False,
     **sampling,
 ) -> None:
     """Ask one question and stream the answer to stdout. Example: cat notes.txt | chatcli ask "summarise this"."""

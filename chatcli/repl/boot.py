@@ -35,6 +35,9 @@ class Options:
     resume: str | None = None
     context_policy: str | None = None
     vi: bool | None = None
+    tool: list[str] | None = None  # -T NAME: tools to turn on
+    all_tools: bool = False  # --tools
+    yes_tools: bool = False  # --yes-tools: run calls without asking
 
 
 def load_settings(opts: Options):

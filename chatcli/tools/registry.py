@@ -1,61 +1,79 @@
-"""The tools of one chat: each has a name, a description, a JSON Schema for its arguments and a call."""
+"""The tools of one chat: what each is, whether it is on, and which ones the user said "always" to."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+
+from chatcli.errors import UsageError
+
+DEFAULT_RESULT_BUDGET = 8000  # characters of one result the model sees; a small model's context is a few thousand tokens
+DEFAULT_ROUNDS = 8
 
 
 class ToolError(Exception):
-    """A tool failed; its message goes back to the model as the call's result."""
+    """A tool failed; its message goes back to the model as the result."""
 
 
 @dataclass
 class Tool:
+    """One callable tool. RUN takes the parsed arguments and a cancel event and returns the result as text."""
+
     name: str
     description: str
-    schema: dict[str, Any]
-    call: Callable[[dict[str, Any]], str]
-    source: str = "python"  # where it came from, for /tools: "python" or "mcp:SERVER"
+    parameters: dict
+    run: Callable[[dict, threading.Event], str]
+    source: str = "python"  # "python" or "mcp SERVER"
 
-    def spec(self) -> dict[str, Any]:
-        """The OpenAI function-tool shape templates and servers take."""
-        return {"type": "function",
-                "function": {"name": self.name, "description": self.description, "parameters": self.schema}}
+    def schema(self) -> dict:
+        """The OpenAI-style function entry the chat template renders."""
+        return {"type": "function", "function": {"name": self.name, "description": self.description,
+                                                 "parameters": self.parameters}}
 
 
 @dataclass
 class Registry:
-    """Tools by name, each on or off; closers run on close (MCP connections)."""
+    """The tools of a chat, in the order they were added; some on, some off."""
 
     tools: dict[str, Tool] = field(default_factory=dict)
-    off: set[str] = field(default_factory=set)
+    enabled: set[str] = field(default_factory=set)
+    always: set[str] = field(default_factory=set)  # answered "a": run without asking for the rest of this chat
+    rounds: int = DEFAULT_ROUNDS
+    budget: int = DEFAULT_RESULT_BUDGET
     closers: list[Callable[[], None]] = field(default_factory=list)
 
-    def add(self, tool: Tool) -> None:
+    def add(self, tool: Tool, on: bool = True) -> None:
+        """Register TOOL (a later tool of the same name replaces the earlier one)."""
         self.tools[tool.name] = tool
+        if on:
+            self.enabled.add(tool.name)
 
-    def get(self, name: str) -> Tool | None:
-        return self.tools.get(name) if name not in self.off else None
+    def get(self, name: str) -> Tool:
+        """The tool called NAME; UsageError lists the known names."""
+        try:
+            return self.tools[name]
+        except KeyError:
+            raise UsageError(f"no tool {name!r}; /tools lists them ({', '.join(self.tools) or 'none configured'})") from None
 
-    def enabled(self) -> list[Tool]:
-        return [t for n, t in self.tools.items() if n not in self.off]
+    def toggle(self, name: str, on: bool) -> None:
+        """/tools on|off NAME ("all" for every tool)."""
+        names = list(self.tools) if name == "all" else [self.get(name).name]
+        if on:
+            self.enabled.update(names)
+        else:
+            self.enabled.difference_update(names)
 
-    def specs(self) -> list[dict[str, Any]]:
-        return [t.spec() for t in self.enabled()]
+    def active(self) -> list[Tool]:
+        """The tools the model is offered now."""
+        return [t for n, t in self.tools.items() if n in self.enabled]
 
-    def toggle(self, name: str, on: bool) -> bool:
-        """Turn NAME on or off; False when there is no such tool."""
-        if name not in self.tools:
-            return False
-        (self.off.discard if on else self.off.add)(name)
-        return True
+    def schemas(self) -> list[dict] | None:
+        """What the backend gets as tools=; None when none is on, so the prompt is as without tools."""
+        return [t.schema() for t in self.active()] or None
 
     def close(self) -> None:
-        for close in reversed(self.closers):
-            try:
-                close()
-            except Exception:  # noqa: BLE001 - a server that dies on the way out must not hide the chat's own exit
-                pass
+        """Stop the MCP servers."""
+        for close in self.closers:
+            close()
         self.closers.clear()

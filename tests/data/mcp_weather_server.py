@@ -1,28 +1,26 @@
-"""A small stdio MCP server for the tool tests, written with the official SDK: get_weather(city) and fail()."""
+"""A small MCP server for the tool tests: get_weather(city). stdio by default; `--http PORT` serves streamable HTTP
+on 127.0.0.1. Each call is appended to the file named by WEATHER_CALLS, so a test sees whether the tool ran."""
 
+import os
 import sys
 
 from mcp.server.mcpserver import MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
 
-app = MCPServer("weather")
+server = MCPServer("weather")
 
 
-@app.tool()
+@server.tool()
 def get_weather(city: str) -> str:
     """Get the current weather in a city."""
-    return f'{{"city": "{city}", "temperature_c": 21, "sky": "sunny"}}'
-
-
-@app.tool()
-def fail(reason: str) -> str:
-    """Always fails, for the error path."""
-    raise ToolError(f"failed on purpose: {reason}")
+    log = os.environ.get("WEATHER_CALLS")
+    if log:
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(city + "\n")
+    return f"The weather in {city} is sunny and 21 degrees Celsius."
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "http":  # streamable HTTP on the port given
-        app.settings.port = int(sys.argv[2])
-        app.run("streamable-http")
+    if len(sys.argv) == 3 and sys.argv[1] == "--http":
+        server.run("streamable-http", host="127.0.0.1", port=int(sys.argv[2]))
     else:
-        app.run()
+        server.run("stdio")

@@ -1,0 +1,121 @@
+"""MCP servers through the official SDK, driven from the synchronous chat.
+
+The SDK is async: one event loop runs in a daemon thread and holds every server's session open; each server's
+session lives in one task (its cancel scopes must be entered and left there). A call is a future the chat waits on,
+so Ctrl-C can cancel it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import os
+import threading
+
+from chatcli.errors import BackendError
+from chatcli.tools.mcpconfig import ServerSpec
+from chatcli.tools.registry import Tool, ToolError
+
+START_TIMEOUT = 30.0
+CALL_TIMEOUT = 300.0
+
+
+def _text(result) -> str:
+    """A CallToolResult as the text the model reads: text blocks joined, other blocks (images) named."""
+    parts = []
+    for block in result.content:
+        kind = getattr(block, "type", "")
+        parts.append(block.text if kind == "text" else f"[{kind} content not shown]")
+    if not parts and result.structured_content is not None:
+        parts.append(json.dumps(result.structured_content, ensure_ascii=False))
+    return "\n".join(parts)
+
+
+class McpHub:
+    """The running MCP servers of one chat."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="mcp", daemon=True)
+        self.thread.start()
+        self.stop: asyncio.Event | None = None
+        self.keepers: list[concurrent.futures.Future] = []
+
+    def start(self, spec: ServerSpec) -> list[Tool]:
+        """Start (or reach) SPEC's server and list its tools, named SERVER_TOOL; BackendError names the server."""
+        ready: concurrent.futures.Future = concurrent.futures.Future()
+        keeper = asyncio.run_coroutine_threadsafe(self._keep(spec, ready), self.loop)
+        self.keepers.append(keeper)
+        try:
+            client, listed = ready.result(timeout=START_TIMEOUT)
+        except concurrent.futures.TimeoutError:
+            keeper.cancel()
+            raise BackendError(f"MCP server {spec.name!r} did not answer within {START_TIMEOUT:g} s") from None
+        except Exception as e:
+            raise BackendError(f"MCP server {spec.name!r} ({spec.url or spec.command}) failed to start: "
+                               f"{_reason(e)}") from None
+        return [self._tool(spec, client, t) for t in listed]
+
+    async def _keep(self, spec: ServerSpec, ready: concurrent.futures.Future) -> None:
+        from mcp import Client, StdioServerParameters
+
+        if self.stop is None:
+            self.stop = asyncio.Event()
+        if spec.url:
+            target = spec.url
+        else:  # the SDK's default environment is a safe minimum; the config's env adds to the user's own
+            target = StdioServerParameters(command=spec.command, args=list(spec.args), env={**os.environ, **spec.env})
+        try:
+            async with Client(target) as client:
+                listed = (await client.list_tools()).tools
+                ready.set_result((client, listed))
+                await self.stop.wait()
+        except BaseException as e:
+            if not ready.done():
+                ready.set_exception(e)
+            if not isinstance(e, Exception):
+                raise
+
+    def _tool(self, spec: ServerSpec, client, listed) -> Tool:
+        remote = listed.name
+
+        def run(args: dict, cancel: threading.Event) -> str:
+            future = asyncio.run_coroutine_threadsafe(client.call_tool(remote, args), self.loop)
+            try:
+                while True:
+                    try:
+                        result = future.result(timeout=0.1)
+                        break
+                    except concurrent.futures.TimeoutError:
+                        if cancel.is_set():
+                            raise KeyboardInterrupt from None
+            except BaseException:
+                future.cancel()
+                raise
+            text = _text(result)
+            if result.is_error:
+                raise ToolError(text or "the tool reported an error")
+            return text
+
+        return Tool(f"{spec.name}_{remote}", listed.description or "", listed.input_schema or {"type": "object"}, run,
+                    source=f"mcp {spec.name}")
+
+    def close(self) -> None:
+        """Leave every session (stdio servers are stopped) and end the loop."""
+        if self.stop is not None:
+            self.loop.call_soon_threadsafe(self.stop.set)
+        for keeper in self.keepers:
+            try:
+                keeper.result(timeout=5)
+            except BaseException:  # a server that will not close cleanly is not the user's problem at exit
+                pass
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=5)
+
+
+def _reason(e: BaseException) -> str:
+    """One line for an SDK failure (anyio wraps them in exception groups)."""
+    while isinstance(e, BaseExceptionGroup) and e.exceptions:
+        e = e.exceptions[0]
+    return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
