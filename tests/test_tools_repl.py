@@ -111,3 +111,23 @@ def test_mcp_tools_in_the_chat(qwen_dir, _isolated_home, http_server, tmp_path):
         assert tool in r.stdout and "Tool result" in r.stdout and RESULT in r.stdout
     r = subprocess.run([CHATCLI, "history", "show", "2", "--plain"], capture_output=True, text=True, timeout=60)
     assert "declined" in r.stdout
+
+
+@pytest.mark.slow
+def test_ask_with_tools_refuses_without_a_terminal_unless_yes_tools(qwen_dir, _isolated_home, tmp_path):
+    log = tmp_path / "calls.txt"
+    (_isolated_home / "config.toml").write_text(
+        f'[mcp.servers.weather]\ncommand = {json.dumps(sys.executable)}\nargs = [{json.dumps(str(SERVER))}]\n'
+        f'env = {{ WEATHER_CALLS = {json.dumps(str(log))} }}\n')
+    base = [CHATCLI, "ask", "--model", str(qwen_dir), "-t", "0", "--max-tokens", "30", "--system",
+            "You are a helpful assistant.", "-T", "weather_get_weather", QUESTION]
+    r = subprocess.run(base, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "refused weather_get_weather" in r.stderr and "stdin is not a terminal" in r.stderr
+    assert _calls(log) == []
+    r = subprocess.run([*base, "--yes-tools"], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert 'tool call: weather_get_weather({"city": "Paris"})' in r.stderr and _calls(log) == ["Paris"]
+    r = subprocess.run([CHATCLI, "ask", "--model", str(qwen_dir), "-T", "nope", "hi"], stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "-T nope: no such tool" in r.stderr and "Traceback" not in r.stderr

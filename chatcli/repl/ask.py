@@ -107,7 +107,7 @@ def _ask(opts: Options, *, question: str, files: list[str], as_json: bool, raw: 
     params = sampling(s)
     backend = open_backend(s, opts)
     cancel = threading.Event()
-    prompt_name, conv = None, None
+    prompt_name, conv, tools = None, None, None
     try:
         if cap is None:  # the default cap is what the context can hold, known now the model is loaded
             context = backend.context_length()
@@ -117,9 +117,11 @@ def _ask(opts: Options, *, question: str, files: list[str], as_json: bool, raw: 
                 raise UsageError("--raw sends the text as given; drop --system/--prompt, or drop --raw")
             chunks = backend.stream_completion(text, params, cancel=cancel)
         else:
+            from chatcli.repl import tools as ask_tools
             from chatcli.repl.conversation import open_conversation, take_notices
 
             conv = open_conversation(s, opts, backend, ui)
+            tools = ask_tools.ask_registry(s, opts, conv)
             prompt_name, params, cancel = conv.prompt.name, conv.params, conv.cancel
             chunks = conv.send(text)
 
@@ -128,6 +130,8 @@ def _ask(opts: Options, *, question: str, files: list[str], as_json: bool, raw: 
                     sys.stderr.write(f"chatcli: {notice}\n")
         view = _NullView() if as_json else ui.reply()
         answer = consume(chunks, view, cancel, before=None if raw else notices)
+        if tools is not None:
+            answer = ask_tools.ask_follow(tools, opts, conv, answer, lambda more: consume(more, view, cancel))
         if raw:  # no conversation to pass the backend's notices on
             for notice in dict.fromkeys(answer.notices):
                 sys.stderr.write(f"chatcli: {notice.text}\n")
@@ -137,6 +141,8 @@ def _ask(opts: Options, *, question: str, files: list[str], as_json: bool, raw: 
         if conv is not None and conv.history is not None:
             conv.history.close()
         backend.close()
+        if tools is not None:
+            tools.close()
     if as_json:
         sys.stdout.write(json.dumps(to_json(answer, model=model_label(s), prompt=prompt_name, params=params,
                                             backend=getattr(backend, "name", s.get("backend"))), ensure_ascii=False) + "\n")

@@ -76,3 +76,36 @@ def set_rounds(repl, value: str) -> None:
 def transcript_lines(turn) -> str:
     """What /transcript shows of a turn's tool calls, after its text."""
     return "\n".join(f"tool call {c.id}: {describe(c)}" for c in turn.tool_calls)
+
+
+# -- ask ----------------------------------------------------------------------------------------------------------
+
+def _stderr(text: str) -> None:
+    sys.stderr.write(f"chatcli: {text}\n")
+    sys.stderr.flush()
+
+
+def ask_registry(settings, opts, conv):
+    """The tools of an ask (-T NAME, --tools), offered through CONV; None without either flag."""
+    from chatcli.tools.setup import open_tools
+
+    if not (opts.tool or opts.all_tools):
+        return None
+    reg = open_tools(settings, names=opts.tool, all_tools=opts.all_tools, chat=False, warn=_stderr)
+    conv.tools = reg.schemas()
+    return reg
+
+
+def ask_confirm(call) -> str:
+    """On a terminal, ask on stderr (stdout carries the answer); otherwise refuse: nobody is there to say yes."""
+    if not sys.stdin.isatty():
+        _stderr(f"refused {describe(call)}: stdin is not a terminal (--yes-tools runs calls without asking)")
+        return "n"
+    return ask_line(f"run {describe(call)}? [y]es / [n]o / [a]lways: ", input, lambda q: (sys.stderr.write(q), sys.stderr.flush()))
+
+
+def ask_follow(reg, opts, conv, answer, reply):
+    """ask's tool loop: notes on stderr, the replies after the calls streamed as the first was."""
+    if reg is None:
+        return answer
+    return follow(conv, answer, Runner(reg, _stderr, ask_confirm, yes=opts.yes_tools), reply)
