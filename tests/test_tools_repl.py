@@ -131,3 +131,25 @@ def test_ask_with_tools_refuses_without_a_terminal_unless_yes_tools(qwen_dir, _i
     r = subprocess.run([CHATCLI, "ask", "--model", str(qwen_dir), "-T", "nope", "hi"], stdin=subprocess.DEVNULL,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "-T nope: no such tool" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_tool_call_cancels_it_and_keeps_the_chat(qwen_dir, _isolated_home):
+    (_isolated_home / "config.toml").write_text(
+        f'[mcp.servers.weather]\ncommand = {json.dumps(sys.executable)}\nargs = [{json.dumps(str(SERVER))}]\n'
+        'env = { WEATHER_DELAY = "60" }\n')
+    t = Term("--model", str(qwen_dir), "-t", "0", "--max-tokens", "30", "--system", "You are a helpful assistant.",
+             prompt=r"\d+/\d+ token")
+    t.prompt(timeout=120)
+    t.line("/set tool_rounds 2")
+    assert "tool_rounds = 2" in t.prompt()
+    t.line(QUESTION)
+    t.expect(r"run weather_get_weather\(.*\)\? ", timeout=120)
+    t.line("y")
+    time.sleep(1.5)  # the call is running (it takes a minute)
+    t.child.sendintr()
+    assert "tool call cancelled" in t.prompt(timeout=30)
+    t.line("/transcript")
+    shown = t.prompt()
+    assert QUESTION in shown and "cancelled this tool call" in shown
+    assert t.close() == 0

@@ -105,9 +105,17 @@ def _ask(opts: Options, *, question: str, files: list[str], as_json: bool, raw: 
     s = load_settings(opts)
     ui = UI(plain=opts.plain or as_json)
     params = sampling(s)
-    backend = open_backend(s, opts)
+    from chatcli.repl import tools as ask_tools
+
+    tools = None if raw else ask_tools.ask_registry(s, opts)  # before the model loads: a bad -T fails fast
+    try:
+        backend = open_backend(s, opts)
+    except BaseException:
+        if tools is not None:
+            tools.close()
+        raise
     cancel = threading.Event()
-    prompt_name, conv, tools = None, None, None
+    prompt_name, conv = None, None
     try:
         if cap is None:  # the default cap is what the context can hold, known now the model is loaded
             context = backend.context_length()
@@ -117,11 +125,10 @@ def _ask(opts: Options, *, question: str, files: list[str], as_json: bool, raw: 
                 raise UsageError("--raw sends the text as given; drop --system/--prompt, or drop --raw")
             chunks = backend.stream_completion(text, params, cancel=cancel)
         else:
-            from chatcli.repl import tools as ask_tools
             from chatcli.repl.conversation import open_conversation, take_notices
 
             conv = open_conversation(s, opts, backend, ui)
-            tools = ask_tools.ask_registry(s, opts, conv)
+            conv.tools = tools.schemas() if tools is not None else None
             prompt_name, params, cancel = conv.prompt.name, conv.params, conv.cancel
             chunks = conv.send(text)
 

@@ -85,15 +85,13 @@ def _stderr(text: str) -> None:
     sys.stderr.flush()
 
 
-def ask_registry(settings, opts, conv):
-    """The tools of an ask (-T NAME, --tools), offered through CONV; None without either flag."""
+def ask_registry(settings, opts):
+    """The tools of an ask (-T NAME, --tools); None without either flag."""
     from chatcli.tools.setup import open_tools
 
     if not (opts.tool or opts.all_tools):
         return None
-    reg = open_tools(settings, names=opts.tool, all_tools=opts.all_tools, chat=False, warn=_stderr)
-    conv.tools = reg.schemas()
-    return reg
+    return open_tools(settings, names=opts.tool, all_tools=opts.all_tools, chat=False, warn=_stderr)
 
 
 def ask_confirm(call) -> str:
