@@ -58,14 +58,18 @@ class McpHub:
         return [self._tool(spec, client, t) for t in listed]
 
     async def _keep(self, spec: ServerSpec, ready: concurrent.futures.Future) -> None:
-        from mcp import Client, StdioServerParameters
+        from mcp import Client, StdioServerParameters, stdio_client
 
         if self.stop is None:
             self.stop = asyncio.Event()
+        log = None
         if spec.url:
             target = spec.url
-        else:  # the SDK's default environment is a safe minimum; the config's env adds to the user's own
-            target = StdioServerParameters(command=spec.command, args=list(spec.args), env={**os.environ, **spec.env})
+        else:  # the config's env adds to the user's own (a server finds its tools on PATH, as in a shell)
+            params = StdioServerParameters(command=spec.command, args=list(spec.args), env={**os.environ, **spec.env})
+            # A server's own logging (tracebacks of failed tools included) would scribble over the chat.
+            log = _log_file(spec.name)
+            target = stdio_client(params, errlog=log)
         try:
             async with Client(target) as client:
                 listed = (await client.list_tools()).tools
@@ -76,6 +80,9 @@ class McpHub:
                 ready.set_exception(e)
             if not isinstance(e, Exception):
                 raise
+        finally:
+            if log is not None:
+                log.close()
 
     def _tool(self, spec: ServerSpec, client, listed) -> Tool:
         remote = listed.name
@@ -112,6 +119,18 @@ class McpHub:
                 pass
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=5)
+
+
+def _log_file(name: str):
+    """cache/mcp/NAME.log, where a stdio server's stderr goes; /dev/null when the cache is not writable."""
+    from chatcli.settings import cache_dir
+
+    folder = cache_dir() / "mcp"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        return open(folder / f"{name}.log", "a", encoding="utf-8")  # noqa: SIM115 - open while the server runs
+    except OSError:
+        return open(os.devnull, "w")  # noqa: SIM115
 
 
 def _reason(e: BaseException) -> str:
