@@ -130,3 +130,33 @@ def test_history_keeps_tool_calls_and_results_and_migrates_old_stores(tmp_path):
     text = to_markdown(info, turns)
     assert "weather_get_weather" in text and '{"city": "Paris"}' in text and "**Tool result** (call_1)" in text
     h.close()
+
+
+def test_entry_point_tools_load_and_a_broken_one_is_a_warning(tmp_path, monkeypatch):
+    """A distribution on sys.path with entry points in "chatcli.tools" (the files pip would install)."""
+    (tmp_path / "mytools.py").write_text(
+        'def shout(text: str, times: int = 1) -> str:\n    """Say TEXT loudly."""\n    return (text.upper() + " ") * times\n')
+    info = tmp_path / "mytools-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: mytools\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[chatcli.tools]\nshout = mytools:shout\nbroken = mytools:missing\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from chatcli.tools.pytools import python_tools
+
+    tools, warnings = python_tools()
+    by_name = {t.name: t for t in tools}
+    assert {"read_file", "now", "shout"} <= set(by_name)
+    assert by_name["shout"].parameters["required"] == ["text"]
+    assert by_name["shout"].run({"text": "hi", "times": 2}, None) == "HI HI "
+    assert len(warnings) == 1 and "'broken'" in warnings[0]
+
+
+def test_export_json_keeps_the_calls(tmp_path):
+    from chatcli.history import to_json
+
+    h = History(tmp_path / "h.db")
+    conv = h.create("m", "default", "")
+    h.add_turn(conv, Turn("assistant", "", "tool_calls", tool_calls=(ToolCall("c1", "now"),)))
+    info, turns = h.get(conv)
+    assert json.loads(to_json(info, turns))["turns"][0]["tool_calls"] == [{"id": "c1", "name": "now", "arguments": "{}"}]
+    h.close()

@@ -16,7 +16,7 @@ EXIT = object()  # returned by /exit
 
 HELP: dict[str, str] = {
     "/help": "this list",
-    "/set": f"/set NAME VALUE ({', '.join(PARAM_NAMES)}; VALUE default undoes it); /set alone shows them",
+    "/set": f"/set NAME VALUE ({', '.join(PARAM_NAMES)}, tool_rounds; VALUE default undoes it); /set alone shows them",
     "/system": "/system TEXT replaces the system prompt; /system alone shows it",
     "/prompt": "/prompt NAME switches prompt files (keeps the conversation); /prompt reload re-reads them",
     "/prompts": "list the prompt files",
@@ -79,6 +79,8 @@ def _set(repl, arg: str):
     if not arg:
         p = repl.conv.params
         rows = [[k, _show(getattr(p, k)), param_source(repl.conv, k)] for k in PARAM_NAMES]
+        if getattr(repl, "tools", None) is not None:
+            rows.append(["tool_rounds", str(repl.tools.rounds), "chat"])
         repl.ui.table(["setting", "value", "from"], rows)
         return
     name, _, value = arg.partition(" ")

@@ -59,8 +59,10 @@ def command(repl, arg: str):
 
 def set_rounds(repl, value: str) -> None:
     """/set tool_rounds N."""
+    from chatcli.tools.registry import DEFAULT_ROUNDS
+
     try:
-        n = int(value)
+        n = DEFAULT_ROUNDS if value.lower() == "default" else int(value)
     except ValueError:
         n = -1
     if n < 1 or n > 100:
