@@ -160,3 +160,10 @@ def test_export_json_keeps_the_calls(tmp_path):
     info, turns = h.get(conv)
     assert json.loads(to_json(info, turns))["turns"][0]["tool_calls"] == [{"id": "c1", "name": "now", "arguments": "{}"}]
     h.close()
+
+
+def test_mcp_tool_names_fit_the_api():
+    from chatcli.tools.mcpclient import tool_name
+
+    assert tool_name("weather", "get_weather") == "weather_get_weather"
+    assert tool_name("fs", "read file.v2") == "fs_read_file_v2" and len(tool_name("a", "b" * 100)) == 64

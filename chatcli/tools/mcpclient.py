@@ -11,7 +11,9 @@ import asyncio
 import concurrent.futures
 import json
 import os
+import re
 import threading
+import time
 
 from chatcli.errors import BackendError
 from chatcli.tools.mcpconfig import ServerSpec
@@ -19,6 +21,7 @@ from chatcli.tools.registry import Tool, ToolError
 
 START_TIMEOUT = 30.0
 CALL_TIMEOUT = 300.0
+_BAD_NAME = re.compile(r"[^A-Za-z0-9_-]")
 
 
 def _text(result) -> str:
@@ -30,6 +33,11 @@ def _text(result) -> str:
     if not parts and result.structured_content is not None:
         parts.append(json.dumps(result.structured_content, ensure_ascii=False))
     return "\n".join(parts)
+
+
+def tool_name(server: str, remote: str) -> str:
+    """SERVER_TOOL in the characters and length function names may have in the OpenAI API (a server's names may not)."""
+    return _BAD_NAME.sub("_", f"{server}_{remote}")[:64]
 
 
 class McpHub:
@@ -89,14 +97,17 @@ class McpHub:
 
         def run(args: dict, cancel: threading.Event) -> str:
             future = asyncio.run_coroutine_threadsafe(client.call_tool(remote, args), self.loop)
+            deadline = time.monotonic() + CALL_TIMEOUT
             try:
-                while True:
+                while True:  # short waits: Ctrl-C reaches the main thread between them
                     try:
                         result = future.result(timeout=0.1)
                         break
                     except concurrent.futures.TimeoutError:
                         if cancel.is_set():
                             raise KeyboardInterrupt from None
+                        if time.monotonic() > deadline:
+                            raise ToolError(f"no answer from MCP server {spec.name!r} in {CALL_TIMEOUT:g} s") from None
             except BaseException:
                 future.cancel()
                 raise
@@ -105,7 +116,7 @@ class McpHub:
                 raise ToolError(text or "the tool reported an error")
             return text
 
-        return Tool(f"{spec.name}_{remote}", listed.description or "", listed.input_schema or {"type": "object"}, run,
+        return Tool(tool_name(spec.name, remote), listed.description or "", listed.input_schema or {"type": "object"}, run,
                     source=f"mcp {spec.name}")
 
     def close(self) -> None:
