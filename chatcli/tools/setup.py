@@ -18,6 +18,8 @@ def open_tools(settings, *, names: list[str] | None, all_tools: bool, chat: bool
 
     specs = servers(settings.raw, paths.config_path())
     wanted = set(names or ())
+    if not chat and not all_tools:  # ask starts only the servers whose tools it names (SERVER_TOOL)
+        specs = [sp for sp in specs if any(n.startswith(f"{sp.name}_") for n in wanted)]
     if not (specs and chat) and not wanted and not all_tools:
         return None
     reg = Registry()
