@@ -18,7 +18,7 @@ from typing import Any
 
 from chatcli import settings
 from chatcli.errors import StoreError, UsageError
-from chatcli.types import ParamError, SamplingParams, Stats
+from chatcli.types import ParamError, SamplingParams, Stats, ToolCall
 
 APP_ID = "chatcli-conversations"
 SCHEMA_VERSION = 1
@@ -66,6 +66,8 @@ class Turn:
     id: int | None = None  # row id in the store, once saved
     created: float = field(default_factory=time.time)
     reasoning: str = ""  # a thinking model's reasoning, kept apart from the answer in content
+    tool_calls: tuple[ToolCall, ...] = ()  # an assistant turn's calls
+    tool_call_id: str | None = None  # a "tool" turn: the call it answers
 
 
 @dataclass
@@ -105,25 +107,47 @@ def _turn_from_row(row: sqlite3.Row) -> Turn:
         params=_params_from_json(params),
         model=row["model"], prompt=row["prompt"], id=row["id"], created=row["created"],
         reasoning=(row["reasoning"] or "") if "reasoning" in row.keys() else "",
+        **_tools_from_json(row["tools"] if "tools" in row.keys() else None),
     )
 
 
-def _add_reasoning_column(db: sqlite3.Connection) -> None:
-    # A column added in place, not a new schema version: older chatcli versions read such a store unchanged
-    # (they select the columns they know), so no one has to upgrade to open it.
-    def has(d):
-        return any(r[1] == "reasoning" for r in d.execute("PRAGMA table_info(turns)"))
+def _add_column(db: sqlite3.Connection, name: str, decl: str) -> None:
+    """Give stores made before a feature the turns column NAME (DECL), in one transaction.
 
-    if has(db):
+    A column added in place, not a new schema version: older chatcli versions read such a store unchanged (they
+    select the columns they know), so no one has to upgrade to open it."""
+    def has() -> bool:
+        return any(r[1] == name for r in db.execute("PRAGMA table_info(turns)"))
+
+    if has():
         return
-    db.execute("BEGIN IMMEDIATE")
     try:
-        if not has(db):  # another process may have added it between the look and the lock
-            db.execute("ALTER TABLE turns ADD COLUMN reasoning TEXT NOT NULL DEFAULT ''")
+        db.execute("BEGIN IMMEDIATE")
+        if not has():  # another process may have added it between the look and the lock
+            db.execute(f"ALTER TABLE turns ADD COLUMN {name} {decl}")
         db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
+    except sqlite3.OperationalError:  # a read-only store: read it as it is; writes fail later with a clear message
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+
+
+def _tools_json(turn: Turn) -> str | None:
+    """A turn's tool calls or the call id it answers, as the tools column holds them; None for a plain turn."""
+    if not turn.tool_calls and turn.tool_call_id is None:
+        return None
+    return json.dumps({"calls": [asdict(c) for c in turn.tool_calls], "call_id": turn.tool_call_id}, ensure_ascii=False)
+
+
+def _tools_from_json(text: str | None) -> dict:
+    if not text:
+        return {}
+    try:
+        data = json.loads(text)
+        calls = tuple(ToolCall(str(c["id"]), str(c["name"]), str(c["arguments"])) for c in data.get("calls") or ())
+        call_id = data.get("call_id")
+        return {"tool_calls": calls, "tool_call_id": None if call_id is None else str(call_id)}
+    except (ValueError, TypeError, KeyError, AttributeError):  # a damaged cell loses the calls, not the turn
+        return {}
 
 
 class History:
@@ -171,7 +195,8 @@ class History:
             if int(meta.get("schema", 0)) > SCHEMA_VERSION:
                 raise self._fail(f"was written by a newer chatcli (schema {meta['schema']}); upgrade chatcli")
             db.execute("PRAGMA foreign_keys = ON")
-            _add_reasoning_column(db)
+            _add_column(db, "reasoning", "TEXT NOT NULL DEFAULT ''")  # a thinking model's reasoning
+            _add_column(db, "tools", "TEXT")  # JSON: an assistant turn's tool calls, or the call a tool turn answers
             return db
         except sqlite3.DatabaseError as e:
             raise self._fail("cannot open the conversation store (corrupt or unwritable); it is left untouched", e) from None
@@ -213,9 +238,10 @@ class History:
             self._need(db, conv_id)
             cur = db.execute(
                 "INSERT INTO turns (conversation_id, role, content, finish_reason, model, prompt, params, stats, created,"
-                " reasoning) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                " reasoning, tools) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (conv_id, turn.role, content, turn.finish_reason, turn.model, turn.prompt, _params_json(turn.params),
-                 json.dumps(asdict(turn.stats)) if turn.stats else None, turn.created, clean_text(turn.reasoning)),
+                 json.dumps(asdict(turn.stats)) if turn.stats else None, turn.created, clean_text(turn.reasoning),
+                 _tools_json(turn)),
             )
             db.execute("UPDATE conversations SET updated = ?, model = coalesce(?, model) WHERE id = ?",
                        (time.time(), turn.model, conv_id))
@@ -308,11 +334,12 @@ def to_markdown(info: Info, turns: list[Turn]) -> str:
     if info.system:
         lines += ["**System:**", "", info.system, ""]
     for t in turns:
-        who = "**User:**" if t.role == "user" else "**Assistant:**"
+        who = {"user": "**User:**", "tool": f"**Tool result** ({t.tool_call_id}):"}.get(t.role, "**Assistant:**")
         mark = {"interrupted": " *(interrupted)*", "error": " *(incomplete)*", "length": " *(cut at max tokens)*"}.get(t.finish_reason or "", "")
         if t.reasoning:
             lines += [f"{who} *(thinking)*", "", *("> " + line if line else ">" for line in t.reasoning.splitlines()), ""]
-        lines += [f"{who}{mark}", "", t.content, ""]
+        lines += [f"{who}{mark}", ""] + ([t.content, ""] if t.content or not t.tool_calls else [])
+        lines += [f"*Tool call* `{c.name}` ({c.id}): `{c.arguments}`\n" for c in t.tool_calls]
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -73,6 +73,7 @@ class Conversation:
             self.history, warning = open_store(True)
             if warning:
                 self.notices.append(f"warning: {warning}")
+        self.tools: list[dict] | None = None  # the tool schemas offered to the model (chatcli.tools sets them)
         self.params  # noqa: B018 - validate the stack now, not at the first turn
 
     # -- state ----------------------------------------------------------------------------------
@@ -94,7 +95,7 @@ class Conversation:
     def messages(self) -> list[Message]:
         """The whole conversation as messages, the system prompt first (dropped turns included)."""
         head = [Message("system", self.system)] if self.system else []
-        return head + [Message(t.role, t.content) for t in self.turns]
+        return head + [_message(t) for t in self.turns]
 
     @property
     def chat_template(self) -> str | None:
@@ -112,9 +113,9 @@ class Conversation:
             t = self.turns[i]
             if t.role == "user":
                 out.append((i, [Message("user", t.content)]))
-            elif out and t.content:
+            elif out and (t.content or t.tool_calls or t.role == "tool"):
                 # The reasoning goes to the template too, which decides whether to show it (Qwen3's drops it).
-                out[-1][1].append(Message(t.role, t.content, reasoning=t.reasoning))
+                out[-1][1].append(_message(t))
         return [ex for ex in out if len(ex[1]) > 1]
 
     def token_usage(self) -> tuple[int, int]:
@@ -150,6 +151,19 @@ class Conversation:
         del self.turns[last + 1 :]
         yield from self._reply(None, replaced)
 
+    def send_tool_results(self, results: list[tuple[str, str]]) -> Iterator[Chunk]:
+        """Add the results (call id, text) of the last reply's tool calls and stream the model's next reply."""
+        self.add_tool_results(results)
+        yield from self._reply(None, replaced=[])
+
+    def add_tool_results(self, results: list[tuple[str, str]]) -> None:
+        """Add tool results without asking for a reply (a cancelled call: the user speaks next)."""
+        for call_id, text in results:
+            turn = Turn("tool", clean_text(text), tool_call_id=call_id)
+            self.turns.append(turn)
+            self._store(turn)
+        self._usage = None
+
     def _reply(self, user: Turn | None, replaced: list[Turn]) -> Iterator[Chunk]:
         first_before, self._dropped = self.first, None
         try:
@@ -162,11 +176,14 @@ class Conversation:
         self.cancel.clear()
         pieces: list[str] = []
         thoughts: list[str] = []  # a thinking model's reasoning, kept apart from the answer
+        calls: dict[int, list[str]] = {}  # index -> [id, name, arguments so far]
         stream = None
         finish, stats, keep = None, None, True
         try:
-            # only when set: a third-party backend without structured output keeps working for plain text
+            # only when set: a backend without structured output or tool support never sees the key
             extra = {"response_format": self.response_format} if self.response_format else {}
+            if self.tools:
+                extra["tools"] = self.tools
             stream = self.backend.stream_chat(messages, params, chat_template=self.chat_template, cancel=self.cancel,
                                               **extra)
             for chunk in stream:
@@ -176,12 +193,15 @@ class Conversation:
                         self.notices.append(notice.text)
                 pieces.append(chunk.text)
                 thoughts.append(chunk.reasoning)
+                for d in chunk.tool_calls:
+                    call = calls.setdefault(d.index, ["", "", ""])
+                    call[0], call[1], call[2] = d.id or call[0], d.name or call[1], call[2] + d.arguments
                 if chunk.finish_reason:
                     finish, stats = chunk.finish_reason, chunk.stats
                 yield chunk
             finish = finish or "stop"
         except BackendError:  # an HTTP fault mid-stream: keep what arrived, marked incomplete
-            finish, keep = "error", bool("".join(pieces) or "".join(thoughts))
+            finish, keep = "error", bool("".join(pieces) or "".join(thoughts) or calls)
             raise
         except (GeneratorExit, KeyboardInterrupt):  # the caller stopped reading, or Ctrl-C
             finish = "interrupted"
@@ -193,8 +213,10 @@ class Conversation:
             if stream is not None and hasattr(stream, "close"):
                 stream.close()  # stops generation when the caller walked away
             if keep:
+                made = tuple(types.ToolCall(c[0] or f"call_{i}", c[1], c[2] or "{}") for i, c in sorted(calls.items()))
                 self._finish_reply(Turn("assistant", clean_text("".join(pieces)), finish or "interrupted", stats, params,
-                                        self.model, self.prompt.name, reasoning=clean_text("".join(thoughts))), replaced)
+                                        self.model, self.prompt.name, reasoning=clean_text("".join(thoughts)),
+                                        tool_calls=made), replaced)
             else:
                 self._rollback(user, replaced, first_before, stored=True)
 
@@ -202,14 +224,16 @@ class Conversation:
         """Fit the window to the context; cap max_tokens at what is left."""
         params = self.params
         system = [Message("system", self.system)] if self.system else []
-        tail = [Message("user", self.turns[-1].content)]
-        pairs = self._exchanges(self.first, len(self.turns) - 1)
+        # The exchange in progress: the user's message, and after tool calls the calls and their results.
+        last_user = max((i for i, t in enumerate(self.turns) if t.role == "user"), default=len(self.turns) - 1)
+        tail = [_message(t) for t in self.turns[last_user:] if t.role != "assistant" or t.content or t.tool_calls]
+        pairs = self._exchanges(self.first, last_user)
         ctx = self.backend.context_length()
         got = fit(self._count, system, [ex for _, ex in pairs], tail, ctx, reserve=params.max_tokens,
                   policy=self.context_policy)
         if got.dropped:
             # Dropping is sticky: later turns do not bring old exchanges back, so the window only moves forward.
-            self.first = pairs[got.dropped][0] if got.dropped < len(pairs) else len(self.turns) - 1
+            self.first = pairs[got.dropped][0] if got.dropped < len(pairs) else last_user
             self._dropped = drop_notice(got.dropped, ctx)
             self.notices.append(self._dropped)
         self._usage = got.used
@@ -367,3 +391,8 @@ class Conversation:
         info = Info(self.conv_id or 0, self.turns[0].content[:60] if self.turns else "New conversation", self.model,
                     self.prompt.name, self.system, self.turns[0].created if self.turns else now, now, len(self.turns))
         return to_markdown(info, self.turns)
+
+
+def _message(t: Turn) -> Message:
+    """A stored turn as the backend's Message (tool calls and the answered call id included)."""
+    return Message(t.role, t.content, reasoning=t.reasoning, tool_calls=t.tool_calls, tool_call_id=t.tool_call_id)

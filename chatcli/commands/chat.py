@@ -36,6 +36,9 @@ NoSave = Annotated[bool, typer.Option("--no-save", help="Keep this conversation 
 Continue = Annotated[bool, typer.Option("--continue", "-c", help="Continue the most recent conversation.", rich_help_panel=CONV)]
 Resume = Annotated[Optional[str], typer.Option("--resume", metavar="ID", help="Continue conversation ID (see `chatcli history list`).", rich_help_panel=CONV)]
 Think = Annotated[Optional[bool], typer.Option("--think/--no-think", help="A thinking model thinks before it answers, or not (--no-think renders its template with enable_thinking=False). Default: the template's.", rich_help_panel=CONV, show_default=False)]
+ToolNames = Annotated[Optional[list[str]], typer.Option("--tool", "-T", metavar="NAME", help="Offer tool NAME to the model (repeatable; a Python tool, or SERVER_TOOL of an MCP server).", rich_help_panel="Tools")]
+AllTools = Annotated[bool, typer.Option("--tools", help="Offer every tool (built-in, plugins, MCP servers).", rich_help_panel="Tools")]
+YesTools = Annotated[bool, typer.Option("--yes-tools", help="Run the model's tool calls without asking (scripts).", rich_help_panel="Tools")]
 ContextPolicy = Annotated[Optional[choices("context_policy")], typer.Option("--context-policy", help="When the context is full: drop-oldest (default) or error.", rich_help_panel=CONV)]
 
 
@@ -74,6 +77,7 @@ def chat(
     plain: Plain = False, no_save: NoSave = False, continue_: Continue = False, resume: Resume = None,
     context_policy: ContextPolicy = None, think: Think = None,
     hide_thinking: Annotated[bool, typer.Option("--hide-thinking", help="Do not show a thinking model's reasoning as it streams (/think shows it afterwards).", rich_help_panel=CONV)] = False,
+    tool: ToolNames = None, all_tools: AllTools = False, yes_tools: YesTools = False,
     vi: Annotated[bool, typer.Option("--vi", help="Vi key bindings instead of emacs.")] = False,
     **sampling,
 ) -> None:
@@ -100,6 +104,7 @@ def ask(
     backend: Backend = None, base_url: BaseUrl = None, api_key: ApiKey = None, dtype: Dtype = None, quant: Quant = None, compile: Compile = None,
     plain: Plain = False, no_save: NoSave = False, continue_: Continue = False, resume: Resume = None,
     context_policy: ContextPolicy = None, think: Think = None,
+    tool: ToolNames = None, all_tools: AllTools = False, yes_tools: YesTools = False,
     **sampling,
 ) -> None:
     """Ask one question and stream the answer to stdout. Example: cat notes.txt | chatcli ask "summarise this"."""

@@ -127,7 +127,15 @@ def _ask(opts: Options, *, question: str, files: list[str], as_json: bool, raw: 
     s = load_settings(opts)
     ui = UI(plain=opts.plain or as_json)
     params = sampling(s)
-    backend = open_backend(s, opts)
+    from chatcli.repl import tools as ask_tools
+
+    tools = None if raw else ask_tools.ask_registry(s, opts)  # before the model loads: a bad -T fails fast
+    try:
+        backend = open_backend(s, opts)
+    except BaseException:
+        if tools is not None:
+            tools.close()
+        raise
     cancel = threading.Event()
     prompt_name, conv = None, None
     try:
@@ -146,6 +154,7 @@ def _ask(opts: Options, *, question: str, files: list[str], as_json: bool, raw: 
             from chatcli.repl.conversation import open_conversation, take_notices
 
             conv = open_conversation(s, opts, backend, ui)
+            conv.tools = tools.schemas() if tools is not None else None
             prompt_name, params, cancel = conv.prompt.name, conv.params, conv.cancel
             conv.response_format = fmt
             chunks = conv.send(text)
@@ -156,6 +165,9 @@ def _ask(opts: Options, *, question: str, files: list[str], as_json: bool, raw: 
         view = _NullView() if as_json else ui.reply()
         thinking = _ThinkingToStderr() if show_thinking and not as_json else None
         answer = consume(chunks, view, cancel, before=None if raw else notices, on_reasoning=thinking)
+        if tools is not None:
+            answer = ask_tools.ask_follow(tools, opts, conv, answer,
+                                          lambda more: consume(more, view, cancel, on_reasoning=thinking))
         if thinking is not None:
             thinking.end()
         if fmt is not None and answer.finish_reason == "length" and answer.error is None:
@@ -172,6 +184,8 @@ def _ask(opts: Options, *, question: str, files: list[str], as_json: bool, raw: 
         if conv is not None and conv.history is not None:
             conv.history.close()
         backend.close()
+        if tools is not None:
+            tools.close()
     if as_json:
         sys.stdout.write(json.dumps(to_json(answer, model=model_label(s), prompt=prompt_name, params=params,
                                             backend=getattr(backend, "name", s.get("backend"))), ensure_ascii=False) + "\n")

@@ -37,6 +37,9 @@ class Options:
     vi: bool | None = None
     think: str | None = None  # auto, on, off
     hide_thinking: bool = False  # chat: never show the reasoning while it streams (/think still shows it)
+    tool: list[str] | None = None  # -T NAME: tools to turn on
+    all_tools: bool = False  # --tools
+    yes_tools: bool = False  # --yes-tools: run calls without asking
 
 
 def load_settings(opts: Options):

@@ -59,6 +59,7 @@ class Repl:
         self.stats = SessionStats()
         self.tokens_used = self.context_length = 0  # cached for the toolbar, which is redrawn on every key
         self.reader = reader or self._make_reader()
+        self.tools = None  # chatcli.tools.registry.Registry when the chat has tools (chatcli.repl.tools.attach)
 
     # -- input ----------------------------------------------------------------------------------------
     def _make_reader(self):
@@ -116,7 +117,7 @@ class Repl:
                         break
                     continue
                 # "//text" sends "/text": the way to start a message with a slash.
-                self.reply(self.conv.send(line.lstrip()[1:] if text.startswith("//") else line))
+                self.follow(self.reply(self.conv.send(line.lstrip()[1:] if text.startswith("//") else line)))
             except USER_ERRORS as e:
                 self.ui.error(str(e))
             except KeyboardInterrupt:  # Ctrl-C in a slow command (/model loading a model)
@@ -156,6 +157,12 @@ class Repl:
         self._count()
         return answer
 
+    def follow(self, answer: Answer) -> Answer:
+        """Run the reply's tool calls, asking first, and stream the replies after them."""
+        from chatcli.repl import tools
+
+        return tools.after_reply(self, answer)
+
     def finish(self) -> None:
         """Ctrl-D and /exit: the store already holds every turn; say where, and let go of the model."""
         saved = self.conv.conv_id if self.conv.save_enabled else None
@@ -164,6 +171,8 @@ class Repl:
         if self.conv.history is not None:
             self.conv.history.close()
         self.backend.close()
+        if self.tools is not None:
+            self.tools.close()
 
     def notices(self) -> None:
         """Show what the conversation wants the user to know (context trimmed, store warnings)."""
@@ -185,4 +194,8 @@ def run_chat(opts: Options) -> int:
         backend.on_notice = lambda notice: ui.note(notice.text)
     compile_in_background(backend)
     conv = open_conversation(s, opts, backend, ui)
-    return Repl(conv, backend, ui, s, opts).run()
+    repl = Repl(conv, backend, ui, s, opts)
+    from chatcli.repl import tools
+
+    tools.attach(repl)
+    return repl.run()

@@ -16,8 +16,9 @@ EXIT = object()  # returned by /exit
 
 HELP: dict[str, str] = {
     "/help": "this list",
-    "/set": f"/set NAME VALUE ({', '.join(PARAM_NAMES)}, think on|off|auto, think_budget N; VALUE default undoes "
-            "it); /set alone shows them; /set json on|off, /set schema FILE|JSON|off constrain replies to JSON",
+    "/set": f"/set NAME VALUE ({', '.join(PARAM_NAMES)}, think on|off|auto, think_budget N, tool_rounds N; VALUE "
+            "default undoes it); /set alone shows them; /set json on|off, /set schema FILE|JSON|off constrain replies "
+            "to JSON",
     "/system": "/system TEXT replaces the system prompt; /system alone shows it",
     "/prompt": "/prompt NAME switches prompt files (keeps the conversation); /prompt reload re-reads them",
     "/prompts": "list the prompt files",
@@ -34,6 +35,7 @@ HELP: dict[str, str] = {
     "/tokens": "/tokens TEXT shows how the model's tokenizer cuts TEXT",
     "/probs": "/probs on|off colours each reply's tokens by their probability",
     "/think": "show the last reply's reasoning in full (a thinking model's)",
+    "/tools": "/tools lists the tools; /tools on|off NAME (or all) offers or withholds one",
     "/exit": "save and quit (Ctrl-D does the same)",
 }
 ALIASES = {"/quit": "/exit", "/q": "/exit", "/?": "/help", "/clear": "/reset"}
@@ -61,6 +63,8 @@ def choices(repl, name: str) -> list[str]:
         return ["reload", *(p.name for p in list_prompts(errors=[]))]
     if name == "/probs":
         return ["on", "off"]
+    if name == "/tools":
+        return ["on", "off"]
     if name == "/model":
         try:
             return list(repl.backend.models())
@@ -85,6 +89,8 @@ def _set(repl, arg: str):
             word = {None: "auto", True: "on", False: "off"}[repl.backend.think]
             rows += [["think", word, "-"], ["think_budget", str(getattr(repl.backend, "think_budget", None)
                                                                        or "no limit"), "-"]]
+        if getattr(repl, "tools", None) is not None:
+            rows.append(["tool_rounds", str(repl.tools.rounds), "chat"])
         repl.ui.table(["setting", "value", "from"], rows)
         return
     name, _, value = arg.partition(" ")
@@ -94,6 +100,10 @@ def _set(repl, arg: str):
     if name in THINK_SETTINGS:
         repl.ui.note(_set_think(repl.backend, name, value.strip()))
         return
+    if name == "tool_rounds":  # a chat setting, not a sampling parameter
+        from chatcli.repl.tools import set_rounds
+
+        return set_rounds(repl, value.strip())
     if not value.strip() and name != "stop":
         raise UsageError(f"/set {name}: give a value, for example /set {name} 0.2")
     value = repl.conv.set_param(name, value.strip())
@@ -203,7 +213,7 @@ def _undo(repl, arg: str):
 
 
 def _retry(repl, arg: str):
-    repl.reply(repl.conv.retry())
+    repl.follow(repl.reply(repl.conv.retry()))
 
 
 def _transcript(repl, arg: str):
@@ -212,6 +222,12 @@ def _transcript(repl, arg: str):
     turns = repl.conv.turns
     for t in turns:
         note = {"interrupted": "interrupted", "error": "incomplete", "length": "cut at max tokens"}.get(t.finish_reason or "", "")
+        if t.tool_calls or t.role == "tool":
+            from chatcli.repl.tools import transcript_lines
+
+            note = ", ".join(x for x in (note, f"result of {t.tool_call_id}" if t.role == "tool" else "") if x)
+            repl.ui.message(t.role, "\n\n".join(x for x in (t.content, transcript_lines(t)) if x), note)
+            continue
         repl.ui.message(t.role, t.content, note)
     if not turns:
         repl.ui.note("(no messages yet)")
@@ -324,9 +340,15 @@ def _exit(repl, arg: str):
     return EXIT
 
 
+def _tools(repl, arg: str):
+    from chatcli.repl.tools import command
+
+    command(repl, arg)
+
+
 COMMANDS: dict[str, Callable] = {
     "/help": _help, "/think": _think, "/set": _set, "/system": _system, "/prompt": _prompt, "/prompts": _prompts, "/reset": _reset,
     "/undo": _undo, "/retry": _retry, "/transcript": _transcript, "/save": _save, "/history": _history,
     "/load": _load, "/stats": _stats, "/model": _model, "/copy": _copy, "/tokens": _tokens, "/probs": _probs,
-    "/exit": _exit,
+    "/exit": _exit, "/tools": _tools,
 }
