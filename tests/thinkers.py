@@ -78,7 +78,7 @@ def train_thinker(folder: Path, steps: int = 300, seed: int = 0) -> Path:
         labels[i, len(p) : len(seq)] = torch.tensor(r)
 
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(str(folder), torch_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(str(folder))  # float32: the config says so
     model.train()
     # The (tied) embedding stays as it is: its gradient is most of the cost, and the layers alone learn the reply.
     model.model.embed_tokens.weight.requires_grad_(False)
@@ -98,6 +98,7 @@ def train_thinker(folder: Path, steps: int = 300, seed: int = 0) -> Path:
         if loss.item() < 0.01 and bool((logits.argmax(-1) == labels[:, 1:][where]).all()):
             break
     state = load_file(str(folder / "model.safetensors"))
+    assert all(v.dtype == torch.float32 for v in model.state_dict().values())
     trained = {k: v.detach().contiguous() for k, v in model.state_dict().items() if k in state}
     assert trained.keys() == state.keys(), set(state) ^ set(trained)
     save_file(trained, str(folder / "model.safetensors"))

@@ -175,6 +175,10 @@ def tiny_model_factory(tmp_path, tiny_tokenizer_dir):
     return make
 
 
+# Qwen3's chat template as released in the Qwen/Qwen3-* tokenizer_config.json files on Hugging Face (for example
+# huggingface.co/Qwen/Qwen3-8B, tokenizer_config.json "chat_template"); the text was taken from a public GitHub copy
+# of the Qwen3-4B-Base template (a find_different_chat_templates.py that compares fine-tunes against it). A data
+# fixture, kept byte for byte: no comment inside it, since that would change what is tested.
 QWEN3_TEMPLATE = Path(__file__).parent / "data" / "qwen3_chat_template.jinja"
 QWEN3_ADDED = {151665: "<tool_response>", 151666: "</tool_response>", 151667: "<think>", 151668: "</think>"}
 

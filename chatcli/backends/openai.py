@@ -220,6 +220,7 @@ class OpenAIBackend:
         stream = self._open(create, cancel, model=self._require_model(), stream=True,
                             stream_options={"include_usage": True}, extra_body=extra or None, **sampling, **request)
         parts: list[str] = []
+        thoughts: list[str] = []  # reasoning costs tokens too: the estimate without usage counts it
         finish = usage = None
         ttft = 0.0
         capped = False
@@ -251,6 +252,7 @@ class OpenAIBackend:
                         if text or calls or thought:
                             ttft = ttft or time.perf_counter() - t0
                             parts.append(text or "")
+                            thoughts.append(thought or "")
                             yield Chunk(text or "", tool_calls=calls, reasoning=thought or "")
                         reason = getattr(choice, "finish_reason", None)
                         if reason:
@@ -275,7 +277,7 @@ class OpenAIBackend:
         text = "".join(parts)
         estimated = usage is None
         prompt_tokens = usage.prompt_tokens if usage else prompt_estimate
-        completion_tokens = usage.completion_tokens if usage else estimate_tokens(text)
+        completion_tokens = usage.completion_tokens if usage else estimate_tokens(text) + estimate_tokens("".join(thoughts))
         details = getattr(usage, "prompt_tokens_details", None) if usage else None
         stats = Stats(
             prompt_tokens=prompt_tokens,
