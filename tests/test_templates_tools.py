@@ -118,3 +118,19 @@ def message_as_client_sends(m: Message) -> dict:
     if m.tool_call_id:
         d["tool_call_id"] = m.tool_call_id
     return d
+
+
+def test_qwen3_tools_render_as_transformers():
+    """Qwen3's real template (tests/data, see tests/tinymodels.py for its source) with tools, two calls and their
+    results in the history, with and without thinking, equals transformers' rendering."""
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    template = (Path(__file__).resolve().parent / "data" / "qwen3_chat_template.jinja").read_text()
+    for n in (2, len(CONVO)):
+        for kwargs in ({}, {"enable_thinking": False}):
+            (want,), _ = render_jinja_template([hf_messages()[:n]], tools=[WEATHER], chat_template=template,
+                                               add_generation_prompt=True, **kwargs)
+            got = render_chat(template, CONVO[:n], tools=[WEATHER], template_kwargs=kwargs).text
+            assert got == want
+    assert "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Rome\"}}\n</tool_call>" in got
+    assert "<tool_response>\n{\"temp\": 25}\n</tool_response>" in got
