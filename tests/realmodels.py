@@ -79,6 +79,22 @@ def qwen_dir() -> Path:
     return pulled(QWEN)
 
 
+@pytest.fixture(scope="module")
+def qwen_server(qwen_dir):
+    """The official openai client against `chatcli serve` on 127.0.0.1 over the real Qwen2.5-Coder-0.5B (float32)."""
+    import openai
+    import torch
+
+    from chatcli.backends.local import LocalBackend
+    from chatcli.server import ServerThread
+
+    torch.set_num_threads(1)
+    backend = LocalBackend(dtype="float32")
+    backend.load(str(qwen_dir))
+    with ServerThread(backend, "qwen") as server:
+        yield openai.OpenAI(base_url=server.url + "/v1", api_key="none")
+
+
 @pytest.fixture(scope="session")
 def gemma_dir() -> Path:
     """The pulled Gemma 3 270M (base) folder."""

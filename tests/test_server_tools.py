@@ -7,23 +7,11 @@ import json
 
 import openai
 import pytest
-import torch
 
-from chatcli.backends.local import LocalBackend
-from chatcli.server import ServerThread
 from chatcli.server.protocol import ApiError, parse_request
 from tests.test_templates_tools import WEATHER
 
 ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
-
-
-@pytest.fixture(scope="module")
-def qwen_server(qwen_dir):
-    torch.set_num_threads(1)
-    backend = LocalBackend(dtype="float32")
-    backend.load(str(qwen_dir))
-    with ServerThread(backend, "qwen") as server:
-        yield openai.OpenAI(base_url=server.url + "/v1", api_key="none")
 
 
 def test_weather_call_stream_and_whole(qwen_server):

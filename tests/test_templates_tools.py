@@ -27,18 +27,20 @@ CONVO = [
 ]
 
 
+def message_as_client_sends(m: Message) -> dict:
+    """M as an OpenAI-style client hands it to transformers (arguments as a dict)."""
+    d = {"role": m.role, "content": m.content}
+    if m.tool_calls:
+        d["tool_calls"] = [{"id": c.id, "type": "function",
+                            "function": {"name": c.name, "arguments": json.loads(c.arguments)}} for c in m.tool_calls]
+    if m.tool_call_id:
+        d["tool_call_id"] = m.tool_call_id
+    return d
+
+
 def hf_messages() -> list[dict]:
-    """CONVO as an OpenAI-style client hands it to transformers (arguments as a dict)."""
-    out = []
-    for m in CONVO:
-        d = {"role": m.role, "content": m.content}
-        if m.tool_calls:
-            d["tool_calls"] = [{"id": c.id, "type": "function",
-                                "function": {"name": c.name, "arguments": json.loads(c.arguments)}} for c in m.tool_calls]
-        if m.tool_call_id:
-            d["tool_call_id"] = m.tool_call_id
-        out.append(d)
-    return out
+    """CONVO as an OpenAI-style client hands it to transformers."""
+    return [message_as_client_sends(m) for m in CONVO]
 
 
 def qwen_folder() -> Path:
@@ -108,16 +110,6 @@ def test_llama32_template_teaches_the_llama3_call_format():
     from chatcli.toolcalls import LLAMA3, detect_format
 
     assert detect_format(LLAMA32.read_text()) == LLAMA3
-
-
-def message_as_client_sends(m: Message) -> dict:
-    d = {"role": m.role, "content": m.content}
-    if m.tool_calls:
-        d["tool_calls"] = [{"id": c.id, "type": "function",
-                            "function": {"name": c.name, "arguments": json.loads(c.arguments)}} for c in m.tool_calls]
-    if m.tool_call_id:
-        d["tool_call_id"] = m.tool_call_id
-    return d
 
 
 def test_qwen3_tools_render_as_transformers():

@@ -9,12 +9,9 @@ import json
 import shutil
 
 import jsonschema
-import openai
 import pytest
-import torch
 
 from chatcli.backends.local import LocalBackend
-from chatcli.server import ServerThread
 from chatcli.toolcalls import LLAMA3, call_grammar
 from chatcli.types import Message, SamplingParams
 from tests.test_templates_tools import LLAMA32
@@ -83,15 +80,6 @@ def test_required_with_response_format_is_refused(tiny_qwen_tokenized):
     with pytest.raises(UsageError, match="cannot be combined"):
         list(tiny_qwen_tokenized.stream_chat([Message("user", "hi")], SamplingParams(), tools=[FORECAST],
                                              tool_choice="required", response_format={"type": "json_object"}))
-
-
-@pytest.fixture(scope="module")
-def qwen_server(qwen_dir):
-    torch.set_num_threads(1)
-    backend = LocalBackend(dtype="float32")
-    backend.load(str(qwen_dir))
-    with ServerThread(backend, "qwen") as server:
-        yield openai.OpenAI(base_url=server.url + "/v1", api_key="none")
 
 
 def test_real_model_required_and_named_over_the_wire(qwen_server):
