@@ -11,13 +11,25 @@ import time
 from collections.abc import AsyncIterator, Iterator
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 
 from chatcli.errors import ChatcliError, UsageError
 from chatcli.server import protocol as wire
+from chatcli.server.metrics import Metrics
 from chatcli.server.protocol import ApiError, GenRequest
 from chatcli.server.queue import EngineQueue, QueueFull
+from chatcli.server.schema import (
+    ChatCompletion,
+    ChatCompletionRequest,
+    Completion,
+    CompletionRequest,
+    TokenizeRequest,
+    body_of,
+    openapi,
+    replies,
+)
 from chatcli.server.tools import delta_calls, first_call_only, message_calls
 from chatcli.types import Chunk, Stats
 
@@ -76,12 +88,26 @@ async def _body(request: Request) -> dict:
 
 
 class _Record:
-    """What the access log line reports about one request."""
+    """What the access log line and /metrics report about one request."""
 
-    def __init__(self, path: str):
-        self.path, self.t0 = path, time.perf_counter()
-        self.status, self.first, self.stats, self.note = 200, None, None, ""
+    def __init__(self, path: str, metrics: Metrics):
+        self.path, self.t0, self.metrics = path, time.perf_counter(), metrics
+        self.status, self.first, self.last, self.stats, self.note = 200, None, None, None, ""
         self.done = False  # the stream reached [DONE] (or an error event)
+
+    def piece(self) -> None:
+        """A piece of the reply (text or reasoning) arrived: the first token's time, then the gaps between pieces."""
+        now = time.perf_counter()
+        if self.first is None:
+            self.first = now
+        else:
+            self.metrics.gap.observe(now - self.last)
+        self.last = now
+
+    def log(self) -> None:
+        """The access log line, and the request counted in /metrics."""
+        log.info(self.line())
+        self.metrics.request_done(self.path, self.status, self.first - self.t0 if self.first else None, self.stats)
 
     def line(self) -> str:
         total = time.perf_counter() - self.t0
@@ -100,18 +126,30 @@ def build_app(backend, model_id: str, *, api_key: str | None = None, max_queue: 
     served = {model_id, *aliases}
     queue = EngineQueue(max_queue=max_queue)
     told: set = set()  # the backend notices already in the log
+    metrics = Metrics(waiting=lambda: max(0, queue.depth - metrics.running))
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
         yield
         queue.shutdown()
 
-    app = FastAPI(title="chatcli", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
-    app.state.queue, app.state.backend = queue, backend
+    app = FastAPI(title="chatcli", summary="OpenAI-compatible chat and text completions", docs_url=None,
+                  redoc_url=None, lifespan=lifespan)
+    app.state.queue, app.state.backend, app.state.metrics = queue, backend, metrics
+    app.openapi = lambda: openapi(app)
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, e: ApiError):
         return JSONResponse(e.body(), status_code=e.status, headers=e.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, e: RequestValidationError):
+        # FastAPI's 422 for a body or parameter that fails its model, in OpenAI's shape and status (the routes parse
+        # their bodies themselves, so this is a net for any route that does not)
+        first = e.errors()[0] if e.errors() else {"loc": (), "msg": "invalid request"}
+        where = ".".join(str(p) for p in first["loc"] if p != "body")
+        return JSONResponse(ApiError(400, f"'{where}': {first['msg']}" if where else first["msg"],
+                                     param=where or None).body(), 400)
 
     @app.exception_handler(404)
     async def _not_found(request: Request, e):
@@ -134,6 +172,12 @@ def build_app(backend, model_id: str, *, api_key: str | None = None, max_queue: 
     async def health():
         return {"status": "ok", "model": model_id, "queue": queue.depth}
 
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def prometheus():
+        """Prometheus' text format; open like /health, for a scraper."""
+        body, kind = metrics.text()
+        return Response(body, media_type=kind)
+
     @app.get("/v1/models")
     async def models(request: Request):
         _auth(request)
@@ -141,7 +185,7 @@ def build_app(backend, model_id: str, *, api_key: str | None = None, max_queue: 
                 "max_model_len": await asyncio.to_thread(backend.context_length)}
         return {"object": "list", "data": [card]}
 
-    @app.post("/tokenize")
+    @app.post("/tokenize", openapi_extra=body_of(TokenizeRequest), responses=replies(None))
     async def tokenize(request: Request):
         """vLLM's /tokenize shape, so chatcli's openai backend can count tokens exactly."""
         _auth(request)
@@ -189,22 +233,23 @@ def build_app(backend, model_id: str, *, api_key: str | None = None, max_queue: 
         return lambda: _logging_notices(backend.stream_completion(req.prompt, req.params, cancel=cancel, **fmt), told)
 
     async def _complete(request: Request, chat: bool):
-        record = _Record(request.url.path)
+        record = _Record(request.url.path, metrics)
         try:
             req = await _prepare(request, chat)
             ticket = queue.reserve()
         except QueueFull as e:
             record.status = 503
-            log.info(record.line())
+            record.log()
             raise ApiError(503, f"the server is busy ({e.waiting} requests waiting); retry after {e.retry_after}s",
                            kind="server_busy", headers={"Retry-After": str(e.retry_after)}) from None
         except Exception as e:
             err = _status_of(e)
             record.status = err.status
-            log.info(record.line())
+            record.log()
             raise err from None
         cancel = threading.Event()
-        gen = queue.run(ticket, _generator(req, cancel), cancel).__aiter__()
+        make = _generator(req, cancel)
+        gen = queue.run(ticket, lambda: metrics.rows(make()), cancel).__aiter__()
         rid, model = wire.new_id(chat), model_id
         watch = asyncio.ensure_future(_disconnected(request))
         parts: list[Chunk] = []
@@ -217,7 +262,7 @@ def build_app(backend, model_id: str, *, api_key: str | None = None, max_queue: 
                     break
                 parts.append(chunk)
                 if chunk.text or chunk.reasoning:
-                    record.first = record.first or time.perf_counter()
+                    record.piece()
                 if req.stream and (chunk.text or chunk.reasoning or chunk.finish_reason or chunk.tool_calls):
                     break
         except _Gone:
@@ -244,7 +289,7 @@ def build_app(backend, model_id: str, *, api_key: str | None = None, max_queue: 
 
     def _finish(record: _Record) -> None:
         queue.note_duration(time.perf_counter() - record.t0)
-        log.info(record.line())
+        record.log()
 
     async def _sse(head: list[Chunk], gen: AsyncIterator[Chunk], record: _Record, rid, model, chat, include_usage):
         async def chunks():
@@ -259,11 +304,11 @@ def build_app(backend, model_id: str, *, api_key: str | None = None, max_queue: 
                 yield wire.stream_event(rid, model, chat, None, role=True)
             async for chunk in chunks():
                 if chunk.reasoning and chat:
-                    record.first = record.first or time.perf_counter()
+                    record.piece()
                     sent_any = True
                     yield wire.stream_event(rid, model, chat, None, reasoning=chunk.reasoning)
                 if chunk.text:
-                    record.first = record.first or time.perf_counter()
+                    record.piece()
                     sent_any = True
                     yield wire.stream_event(rid, model, chat, chunk.text)
                 if chunk.tool_calls:
@@ -296,11 +341,11 @@ def build_app(backend, model_id: str, *, api_key: str | None = None, max_queue: 
         cancel.set()
         await events.aclose()
 
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", openapi_extra=body_of(ChatCompletionRequest), responses=replies(ChatCompletion))
     async def chat_completions(request: Request):
         return await _complete(request, chat=True)
 
-    @app.post("/v1/completions")
+    @app.post("/v1/completions", openapi_extra=body_of(CompletionRequest), responses=replies(Completion))
     async def completions(request: Request):
         return await _complete(request, chat=False)
 

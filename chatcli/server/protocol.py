@@ -8,12 +8,12 @@ import time
 import uuid
 from dataclasses import dataclass, replace
 
-from chatcli.server import tools as wire_tools
-from chatcli.types import CHAT_ROLES, PARAM_NAMES, Message, ParamError, SamplingParams, Stats, api_default, check
+from pydantic import ValidationError
 
-MAX_STOP = 4  # as OpenAI
-# The request keys that carry a parameter under another name (OpenAI's newer one, or vLLM's), the first given wins.
-WIRE_NAMES = {"max_tokens": ("max_completion_tokens", "max_tokens"), "repeat_penalty": ("repeat_penalty", "repetition_penalty")}
+from chatcli.server import schema
+from chatcli.server import tools as wire_tools
+from chatcli.server.schema import EFFORTS, MAX_STOP, WIRE_NAMES
+from chatcli.types import CHAT_ROLES, PARAM_NAMES, Message, ParamError, SamplingParams, Stats, api_default, check
 
 
 class ApiError(Exception):
@@ -131,9 +131,6 @@ def _with_reasoning(msg: Message, m: dict, where: str) -> Message:
     return replace(msg, reasoning=m[key])
 
 
-EFFORTS = ("none", "minimal", "low", "medium", "high")
-
-
 def _think(body: dict) -> bool | None:
     """Thinking on or off as a request asks: chat_template_kwargs.enable_thinking (vLLM, llama.cpp), else
     reasoning_effort ("none" turns it off, any other effort on); None when it says nothing."""
@@ -185,7 +182,20 @@ def _sampling(body: dict) -> tuple[SamplingParams, bool]:
 
 
 def parse_request(body: dict, *, chat: bool) -> GenRequest:
-    """Validate a /v1/chat/completions (chat=True) or /v1/completions body; unknown keys are ignored."""
+    """Validate a /v1/chat/completions (chat=True) or /v1/completions body; unknown keys are ignored.
+
+    The checks here come first, for their messages; then the body must also fit the schema's model (schema.py), so
+    /openapi.json never promises what the server would refuse, nor allows what it would choke on."""
+    req = _parse(body, chat)
+    try:
+        (schema.ChatCompletionRequest if chat else schema.CompletionRequest).model_validate(body)
+    except ValidationError as e:
+        message, param = schema.first_error(e)
+        raise bad(message, param) from None
+    return req
+
+
+def _parse(body: dict, chat: bool) -> GenRequest:
     n = _number(body, "n", int, 1)
     if n != 1:
         raise bad(f"only n=1 is supported; got n={n}", "n")
