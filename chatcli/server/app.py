@@ -93,11 +93,14 @@ class _Record:
     def __init__(self, path: str, metrics: Metrics):
         self.path, self.t0, self.metrics = path, time.perf_counter(), metrics
         self.status, self.first, self.last, self.stats, self.note = 200, None, None, None, ""
+        self.seen: Chunk | None = None  # the last chunk timed: a streamed reply's first one passes twice
         self.done = False  # the stream reached [DONE] (or an error event)
 
-    def piece(self) -> None:
-        """A piece of the reply (text or reasoning) arrived: the first token's time, then the gaps between pieces."""
-        now = time.perf_counter()
+    def piece(self, chunk: Chunk) -> None:
+        """CHUNK of the reply (text or reasoning) arrived: the first token's time, then the gaps between pieces."""
+        if chunk is self.seen:
+            return
+        self.seen, now = chunk, time.perf_counter()
         if self.first is None:
             self.first = now
         else:
@@ -262,7 +265,7 @@ def build_app(backend, model_id: str, *, api_key: str | None = None, max_queue: 
                     break
                 parts.append(chunk)
                 if chunk.text or chunk.reasoning:
-                    record.piece()
+                    record.piece(chunk)
                 if req.stream and (chunk.text or chunk.reasoning or chunk.finish_reason or chunk.tool_calls):
                     break
         except _Gone:
@@ -304,11 +307,11 @@ def build_app(backend, model_id: str, *, api_key: str | None = None, max_queue: 
                 yield wire.stream_event(rid, model, chat, None, role=True)
             async for chunk in chunks():
                 if chunk.reasoning and chat:
-                    record.piece()
+                    record.piece(chunk)
                     sent_any = True
                     yield wire.stream_event(rid, model, chat, None, reasoning=chunk.reasoning)
                 if chunk.text:
-                    record.piece()
+                    record.piece(chunk)
                     sent_any = True
                     yield wire.stream_event(rid, model, chat, chunk.text)
                 if chunk.tool_calls:
