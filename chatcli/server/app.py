@@ -204,6 +204,8 @@ def build_app(backend, model_id: str, *, api_key: str | None = None, max_queue: 
             from chatcli.structured import require_support
 
             require_support(backend, "stream_chat" if chat else "stream_completion")
+        if chat:
+            _supported(backend, req)
         if req.model is not None and req.model not in served:
             raise ApiError(404, f"The model `{req.model}` does not exist; this server serves {model_id}"
                            + (f" (also as {', '.join(sorted(aliases))})" if aliases else ""),
@@ -353,6 +355,29 @@ def build_app(backend, model_id: str, *, api_key: str | None = None, max_queue: 
         return await _complete(request, chat=False)
 
     return app
+
+
+def _takes(func, keyword: str) -> bool:
+    """Whether FUNC accepts KEYWORD (named, or through **kwargs)."""
+    import inspect
+
+    try:
+        params = inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        return False
+    return keyword in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def _supported(backend, req: GenRequest) -> None:
+    """A 400 for tools a backend cannot take (a plugin written before them), said up front rather than a TypeError
+    mid-request; a thinking switch such a backend has no use for is dropped, as a model that never thinks ignores it."""
+    name = getattr(backend, "name", type(backend).__name__)
+    if req.tools and not _takes(backend.stream_chat, "tools"):
+        raise wire.bad(f"the {name} backend does not support tool calling; send the request without tools", "tools")
+    if req.tools and req.tool_choice == "required" and not _takes(backend.stream_chat, "tool_choice"):
+        raise wire.bad(f"the {name} backend cannot force a tool call; use tool_choice auto", "tool_choice")
+    if req.think is not None and not _takes(backend.stream_chat, "think"):
+        req.think = None
 
 
 class _Gone(Exception):

@@ -275,7 +275,59 @@ class Completion(BaseModel):
 
 _NOT_KEYS = {"str", "int", "float", "bool", "dict", "list", "none", "system", "developer", "user", "assistant", "tool",
              "json_object", "json_schema"}  # not "text" and "grammar": keys too
-REQUESTS = (ChatCompletionRequest, CompletionRequest, TokenizeRequest)
+class DeltaFunction(BaseModel):
+    name: str | None = None
+    arguments: str
+
+
+class DeltaToolCall(BaseModel):
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: DeltaFunction
+
+
+class Delta(BaseModel):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+    reasoning_content: str | None = None
+    reasoning: str | None = None
+    tool_calls: list[DeltaToolCall] | None = None
+
+
+class ChatChunkChoice(BaseModel):
+    index: int
+    delta: Delta
+    logprobs: None
+    finish_reason: Finish | None
+
+
+class ChatCompletionChunk(BaseModel):
+    id: str
+    object: Literal["chat.completion.chunk"]
+    created: int
+    model: str
+    choices: list[ChatChunkChoice]
+    usage: Usage | None = Field(None, description="only on the last event, with stream_options.include_usage")
+
+
+class TextChunkChoice(BaseModel):
+    index: int
+    text: str
+    logprobs: None
+    finish_reason: Finish | None
+
+
+class CompletionChunk(BaseModel):
+    id: str
+    object: Literal["text_completion"]
+    created: int
+    model: str
+    choices: list[TextChunkChoice]
+    usage: Usage | None = Field(None, description="only on the last event, with stream_options.include_usage")
+
+
+REQUESTS = (ChatCompletionRequest, CompletionRequest, TokenizeRequest, ChatCompletionChunk, CompletionChunk)
 
 
 def first_error(e: ValidationError) -> tuple[str, str]:
@@ -304,8 +356,13 @@ def replies(model: type[BaseModel] | None) -> dict:
     """A route's documented responses: MODEL (JSON, or an SSE stream when the request asks), and errors as OpenAI's."""
     ok: dict = {"description": "the reply"}
     if model is not None:
+        chunk = {"$ref": _REF.format(model=model.__name__ + "Chunk")}, {"$ref": _REF.format(model="ErrorResponse")}
+        # each event's data: a chunk, an error once the reply has started (the status is sent), or the end
+        event = {"type": "object", "required": ["data"], "properties": {"data": {"anyOf": [
+            {"const": "[DONE]"},
+            {"type": "string", "contentMediaType": "application/json", "contentSchema": {"anyOf": list(chunk)}}]}}}
         ok = {"model": model, "description": "the reply; with \"stream\": true, server-sent events of its chunks",
-              "content": {"text/event-stream": {"schema": {"type": "string"}}}}
+              "content": {"text/event-stream": {"schema": event}}}
     errors = {code: {"model": ErrorResponse, "description": why} for code, why in (
         (400, "invalid request"), (401, "missing or wrong API key"), (404, "unknown model"),
         (408, "the body came too slowly"), (413, "body over 1 MiB"), (503, "queue full; see Retry-After"),
