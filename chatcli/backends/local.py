@@ -69,7 +69,6 @@ class LocalBackend:
         self.model = self.tokenizer = None
         self.model_name: str | None = None
         self.model_path: Path | None = None
-        self._cache = None
         self.compiled = "eager"  # after load: "aot", "jit" or "eager" (engine.compile.use)
         self._pending_package: Path | None = None  # a compiled step being built in the background (auto mode)
         self._threads_before_build = 0  # torch threads to restore when that build is done
@@ -116,11 +115,8 @@ class LocalBackend:
             tokenizer_future = pool.submit(load_tokenizer, path, config.vocab_size)
             model_obj = self._load_weights(path, config)
             tokenizer = tokenizer_future.result()
-        from chatcli.engine.cache import PromptCache
-
         self.model, self.tokenizer = model_obj, tokenizer
         self.model_path, self.model_name = path, model if not Path(model).is_dir() else path.name
-        self._cache = PromptCache()
 
     def compile_in_background(self) -> bool:
         """Under `--compile auto` with no stored compiled step for this model: start building one in a separate
@@ -282,7 +278,7 @@ class LocalBackend:
 
     def close(self) -> None:
         """Drop the model and its cache."""
-        self.model = self.tokenizer = self._cache = None
+        self.model = self.tokenizer = None
         self.model_path = None
 
     # -- internals --------------------------------------------------------------------------------
@@ -361,12 +357,11 @@ class LocalBackend:
         with self.lock:
             if self._pending_package is not None:
                 self._attach_when_built()
-            cached = len(self._cache.tokens)
-            # a ring cache (sliding-window layers) can be rewound only so far
-            start = self.model.max_reusable_prefix(cached, self._cache.reuse(ids))
+            cache = self.model.cache
+            start = cache.reuse(0, ids)  # the longest common prefix (a ring cache can be rewound only so far)
             history = ids[:start]
             generated: list[int] = []
-            self._cache.clear()  # until the prefill succeeds the cache contents are unknown
+            cache.clear(0)  # until the prefill succeeds the cache contents are unknown
             records: list[dict] = []  # /probs: records of the tokens since the last chunk
             on_logits = self._probs_recorder(sampler, records) if self.want_probs else None
             try:
@@ -386,7 +381,7 @@ class LocalBackend:
             finally:
                 # A sampled token proves the prefill finished; the last sampled token was never fed back. Without one,
                 # only the reused prefix is known to be intact (an interrupted prefill wrote an unknown part).
-                self._cache.extend(ids + generated[:-1] if generated else ids[:start])
+                cache.extend(0, ids + generated[:-1] if generated else ids[:start])
 
     def _attach_when_built(self) -> None:
         """Between replies: switch to the background build's compiled step once it is stored."""
