@@ -47,9 +47,9 @@ class KVCache:
         self.k[b, :, start:end].zero_()
         self.v[b, :, start:end].zero_()
 
-    def row(self, b: int) -> KVCache:
-        """Row B alone, [1, KV, max_len, D], sharing storage."""
-        return KVCache(self.k[b : b + 1], self.v[b : b + 1])
+    def rows(self, start: int, stop: int) -> KVCache:
+        """Rows start..stop-1, sharing storage."""
+        return KVCache(self.k[start:stop], self.v[start:stop])
 
     def nbytes(self) -> int:
         return self.k.nbytes + self.v.nbytes
@@ -68,48 +68,64 @@ def ragged_mask(pos: torch.Tensor, length: int, window: int | None = None) -> to
 class ModelCache:
     """One cache per layer for B rows, and per row the tokens those caches hold, position by position."""
 
-    def __init__(self, layers: list, batch: int, max_len: int, tokens: list[list[int]] | None = None):
+    def __init__(self, layers: list, batch: int, max_len: int, tokens: list[list[int]] | None = None,
+                 clean: torch.Tensor | None = None):
         self.layers, self.batch, self.max_len = layers, batch, max_len
         # Lists shared with row views, so what a view's forward records is the parent's record of that row.
         self.tokens = tokens if tokens is not None else [[] for _ in range(batch)]
-        self.clean = [0] * batch  # per row: positions below this hold numbers (written, or zeroed for batched reads)
+        # Per row: positions below this hold numbers (written, or zeroed for batched reads); a view shares it.
+        self.clean = clean if clean is not None else torch.zeros(batch, dtype=torch.long)
 
     def __getitem__(self, i: int):
         return self.layers[i]
 
     def row(self, b: int) -> ModelCache:
         """Row B as a cache of one row, sharing storage and bookkeeping with this one."""
-        return type(self)._view(self, b)
+        return self.rows(b, b + 1)
+
+    def rows(self, start: int, stop: int) -> ModelCache:
+        """Rows start..stop-1 as a cache of their own, sharing storage and bookkeeping with this one."""
+        return type(self)._view(self, start, stop)
 
     @classmethod
-    def _view(cls, parent: ModelCache, b: int) -> ModelCache:
-        return cls([layer.row(b) for layer in parent.layers], 1, parent.max_len, [parent.tokens[b]])
+    def _view(cls, parent: ModelCache, start: int, stop: int) -> ModelCache:
+        return cls([layer.rows(start, stop) for layer in parent.layers], stop - start, parent.max_len,
+                   parent.tokens[start:stop], parent.clean[start:stop])
+
+    def scratch_position(self, b: int) -> int:
+        """Where a placeholder token may be written in idle row B without harming what it holds: just past it."""
+        if len(self.tokens[b]) >= self.max_len:
+            self.clear(b)
+        return len(self.tokens[b])
 
     def ready(self, pos: torch.Tensor, length: int) -> None:
         """Before a batched step that reads the first LENGTH positions of every row with row b at pos[b]: zero what
         a row has never had written between its position and LENGTH. Attention masks those slots, but the cache
         is torch.empty, and a masked NaN still poisons the output (0 * NaN); each slot is zeroed at most once."""
-        for b, p in enumerate(pos.tolist()):
-            start = max(self.clean[b], p)
-            if start < length:
+        for b, (p, clean) in enumerate(zip(pos.tolist(), self.clean.tolist())):
+            if max(clean, p) < length:
                 for layer in self.layers:
-                    layer.zero(b, start, length)
-            self.clean[b] = max(self.clean[b], length)
+                    layer.zero(b, max(clean, p), length)
+                self.clean[b] = length
 
     def reusable(self, b: int, n: int) -> int:
         """How many of the first N held positions of row B a new prompt may keep: all of them for full attention
         (a ring cache, holding only the last window, overrides this)."""
         return n
 
-    def reuse(self, b: int, prompt: list[int]) -> int:
-        """Keep the longest prefix of row B's tokens that PROMPT shares (at least one prompt token is left to
-        prefill) and return its length; the rest of the row is forgotten (later writes overwrite it)."""
+    def shared(self, b: int, prompt: list[int]) -> int:
+        """How many leading tokens of PROMPT row B holds and may keep, leaving at least one to prefill."""
         held = self.tokens[b]
         n, limit = 0, min(len(held), len(prompt) - 1)
         while n < limit and held[n] == prompt[n]:
             n += 1
-        n = self.reusable(b, n)
-        del held[n:]
+        return self.reusable(b, n)
+
+    def reuse(self, b: int, prompt: list[int]) -> int:
+        """Keep the longest prefix of row B's tokens that PROMPT shares (shared()) and return its length; the rest
+        of the row is forgotten (later writes overwrite it)."""
+        n = self.shared(b, prompt)
+        del self.tokens[b][n:]
         return n
 
     def trim(self, b: int, n: int) -> None:

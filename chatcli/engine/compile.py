@@ -130,7 +130,7 @@ class _DecodeStep(nn.Module):
     def forward(self, tokens: torch.Tensor, seq: torch.Tensor, extras: list[torch.Tensor], caches: list[torch.Tensor]) -> torch.Tensor:
         own = self.model.cache
         # The model's own cache objects around the graph's inputs: the same writes, into tensors the graph is given.
-        cache = type(own)._view(own, 0)
+        cache = own.rows(0, 1)
         cache.layers = [type(layer)(caches[2 * i], caches[2 * i + 1]) for i, layer in enumerate(own.layers)]
         args = (tokens, seq.shape[0] - 1, cache) + ((extras,) if extras else ())
         return self.model.body(*args).float()

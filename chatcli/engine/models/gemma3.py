@@ -96,8 +96,8 @@ class RingKVCache:
     def zero(self, b: int, start: int, end: int) -> None:
         """Nothing to do: the ring starts zeroed and its slots always hold numbers."""
 
-    def row(self, b: int) -> RingKVCache:
-        return RingKVCache(self.k[b : b + 1], self.v[b : b + 1])
+    def rows(self, start: int, stop: int) -> RingKVCache:
+        return RingKVCache(self.k[start:stop], self.v[start:stop])
 
     def nbytes(self) -> int:
         return self.k.nbytes + self.v.nbytes
@@ -108,15 +108,15 @@ class GemmaCache(ModelCache):
     holds for that row's tokens (the rings can be rewound only within it)."""
 
     def __init__(self, layers: list, batch: int, max_len: int, window: int, ring_size: int,
-                 tokens: list[list[int]] | None = None, spans: list[list[int]] | None = None):
-        super().__init__(layers, batch, max_len, tokens)
+                 tokens: list[list[int]] | None = None, clean: torch.Tensor | None = None, spans: list[list[int]] | None = None):
+        super().__init__(layers, batch, max_len, tokens, clean)
         self.window, self.ring_size = window, ring_size
         self.spans = spans if spans is not None else [[0, 0] for _ in range(batch)]
 
     @classmethod
-    def _view(cls, parent: GemmaCache, b: int) -> GemmaCache:
-        return cls([layer.row(b) for layer in parent.layers], 1, parent.max_len, parent.window, parent.ring_size,
-                   [parent.tokens[b]], [parent.spans[b]])
+    def _view(cls, parent: GemmaCache, start: int, stop: int) -> GemmaCache:
+        return cls([layer.rows(start, stop) for layer in parent.layers], stop - start, parent.max_len, parent.window,
+                   parent.ring_size, parent.tokens[start:stop], parent.clean[start:stop], parent.spans[start:stop])
 
     def reusable(self, b: int, n: int) -> int:
         """N, or 0 when the rings no longer hold the window before position N (the prompt is then prefilled whole)."""
