@@ -202,3 +202,20 @@ def test_revision_offline_and_the_question_before_a_large_download(store, hub, m
     assert pull("hf:test-org/tiny-sharded", revision=commit).status == "pulled" and not hub.requests  # the cache alone
     with pytest.raises(BackendError, match="HF_HUB_OFFLINE is set and hf:test-org/tiny-GGUF:Q8_0"):
         pull("hf:test-org/tiny-GGUF:Q8_0")
+
+
+def test_model_in_a_chat_pulls_a_catalog_alias_or_hf_spec_then_switches(store, hub, tiny_llama_dir):
+    """`/model NAME` for a catalog alias (here of an emulator repo) or an hf: spec not yet in the store pulls it, with
+    its progress on stderr, and the chat goes on with it, as `ollama run` does."""
+    store.mkdir(parents=True, exist_ok=True)
+    (store / "catalog.toml").write_text('[models."tiny-alias"]\nhf = "hf:test-org/tiny-sharded"\nrevision = "main"\n'
+                                        'description = "a tiny test alias"\nsize = 600000\n')
+    script = "/model tiny-alias\nHello there\n/model hf:test-org/tiny-GGUF:Q8_0\nHello there\n"
+    proc = subprocess.run([sys.executable, "-m", "chatcli", "chat", "--model", str(tiny_llama_dir), "--no-save", "-s", "Hi.",
+                           "--temperature", "0", "--max-tokens", "4"], input=script, capture_output=True, text=True,
+                          env={**os.environ, "HF_ENDPOINT": hub.url}, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "model: tiny-alias" in proc.stdout and "model: tiny-gguf-q8_0" in proc.stdout
+    assert proc.stdout.count("tok/s") == 2  # both replies came, one from each pulled model
+    assert "pulled hf:test-org/tiny-sharded into" in proc.stderr and "pulled hf:test-org/tiny-GGUF:Q8_0" in proc.stderr
+    assert (store / "tiny-alias" / "model-00001-of-00002.safetensors").is_file() and (store / "tiny-gguf-q8_0").is_dir()
