@@ -52,9 +52,10 @@ class HubEmulator:
     requests: list[tuple[str, str, str | None]] = field(default_factory=list)  # (method, path, Range header)
     url: str = ""
 
-    def add(self, repo_id: str, files: dict[str, bytes], gated_token: str | None = None, **faults: set[str]) -> HubRepo:
-        """Publish REPO_ID with FILES; faults: cut={names}, lie={names}."""
-        commit = hashlib.sha1(repo_id.encode() + b"".join(sorted(files.values()))).hexdigest()
+    def add(self, repo_id: str, files: dict[str, bytes], gated_token: str | None = None, commit: str | None = None,
+            **faults: set[str]) -> HubRepo:
+        """Publish REPO_ID with FILES (at COMMIT, default a hash of them); faults: cut={names}, lie={names}."""
+        commit = commit or hashlib.sha1(repo_id.encode() + b"".join(sorted(files.values()))).hexdigest()
         hub_files = {name: HubFile(data, cut=name in faults.get("cut", ()), lie=name in faults.get("lie", ()))
                      for name, data in files.items()}
         self.repos[repo_id] = repo = HubRepo(hub_files, commit, gated_token)

