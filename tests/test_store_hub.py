@@ -257,3 +257,21 @@ def test_the_catalog_aliases_pin_hub_repos_and_pull_through_them(store, hub, cap
         with pytest.raises(StoreError, match=re.escape(words)) as e:
             load_catalog()
         assert str(store / "catalog.toml") in str(e.value)
+
+
+def test_a_xet_download_moves_the_bar_once_per_byte():
+    """Most hub files download through Xet, which reports bytes received and bytes written; the bar counts them once."""
+    from types import SimpleNamespace
+
+    from huggingface_hub.utils._xet_progress_reporting import XetDownloadProgressReporter
+
+    from chatcli.store.hubpull import _bar
+
+    moved = []
+    step = SimpleNamespace(advance=moved.append)
+    with XetDownloadProgressReporter(reconstruction_desc="f", total=100, log_level=30, tqdm_class=_bar(step)) as bars:
+        for done in (40, 100):
+            bars.update_progress(SimpleNamespace(total_bytes_completed=done, total_transfer_bytes_completed=done,
+                                                 total_bytes_completion_rate=1.0, total_transfer_bytes_completion_rate=1.0,
+                                                 total_bytes=100))
+    assert sum(moved) == 100

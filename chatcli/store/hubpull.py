@@ -101,7 +101,8 @@ def _listing(hh, spec: hub.HubSpec, revision: str, cache: Path) -> tuple[str, di
 
 
 def _bar(step: Step):
-    """A stand-in for the tqdm class huggingface_hub draws with: its byte counts move our own bar instead."""
+    """A stand-in for the tqdm class huggingface_hub draws with: its byte counts move our own bar instead. It has
+    update_transfer, so a Xet download (bytes received, then bytes written) reports through one bar and counts once."""
 
     class Bytes:
         def __init__(self, *args, initial=0, **kwargs):
@@ -120,8 +121,13 @@ def _bar(step: Step):
         def close(self):
             pass
 
+        def update_transfer(self, n=1):
+            pass
+
         def set_postfix_str(self, *args, **kwargs):
             pass
+
+        set_transfer_postfix_str = set_postfix_str
 
     return Bytes
 
