@@ -275,3 +275,22 @@ def test_a_xet_download_moves_the_bar_once_per_byte():
                                                  total_bytes_completion_rate=1.0, total_transfer_bytes_completion_rate=1.0,
                                                  total_bytes=100))
     assert sum(moved) == 100
+
+
+@pytest.mark.parametrize("spec, name", [
+    ("hf:Qwen/Qwen3-0.6B", "qwen3-0.6b"), ("hf:ggml-org/Qwen3-0.6B-GGUF:Q8_0", "qwen3-0.6b-gguf-q8_0"),
+    ("hf:unsloth/Qwen3-4B-GGUF/sub/Qwen3-4B-UD-Q4_K_XL.gguf", "qwen3-4b-ud-q4_k_xl"),
+])
+def test_spec_store_names(spec, name):
+    from chatcli.store import hub as hubspec
+
+    assert hubspec.parse(spec).store_name == name and str(hubspec.parse(spec)) == spec
+
+
+@pytest.mark.parametrize("spec", ["hf:org", "hf:org/repo:", "hf:org/repo/file.bin", "hf:org/../repo", "hf:org/repo:a b",
+                                  "hf:/org/repo", "hf:org/repo/a\\b.gguf", "hf:org/repo:Q4\x00"])
+def test_bad_specs_are_usage_errors(spec):
+    from chatcli.store import hub as hubspec
+
+    with pytest.raises(UsageError, match="invalid hub id"):
+        hubspec.parse(spec)
