@@ -199,8 +199,9 @@ def make_folder(spec: hub.HubSpec, work: Path, *, root: Path, name: str, revisio
             progress.note(note)
 
         def fetch(names: list[str], step: Step | None = None) -> dict[str, Path]:
+            # Always our stand-in bar: the client's own tqdm would draw on the terminal beside ours.
             return {n: Path(hh.hf_hub_download(spec.repo, n, revision=commit, cache_dir=str(cache), endpoint=endpoint(),
-                                               local_files_only=offline(), tqdm_class=_bar(step) if step else None))
+                                               local_files_only=offline(), tqdm_class=_bar(step or Step())))
                     for n in names}
 
         pointers = {}
