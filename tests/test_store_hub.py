@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from chatcli.errors import BackendError, StoreError, UsageError
+from chatcli.errors import BackendError, LoadError, StoreError, UsageError
 from tests.hubemulator import HubEmulator
 from tests.storefakes import make_gguf
 
@@ -294,3 +294,15 @@ def test_bad_specs_are_usage_errors(spec):
 
     with pytest.raises(UsageError, match="invalid hub id"):
         hubspec.parse(spec)
+
+
+def test_a_folder_of_the_same_name_from_elsewhere_is_not_taken_for_the_spec(store):
+    from chatcli.store.resolve import resolve_model
+
+    (store / "tiny-sharded").mkdir(parents=True)
+    (store / "tiny-sharded" / "chatcli.json").write_text(json.dumps({"source": "hf:other-org/tiny-sharded"}))
+    for attempt in (lambda: pull("hf:test-org/tiny-sharded"), lambda: resolve_model("hf:test-org/tiny-sharded")):
+        with pytest.raises(UsageError, match="holds hf:other-org/tiny-sharded, not hf:test-org/tiny-sharded"):
+            attempt()
+    with pytest.raises(LoadError, match=r"'qwen3-4' is not in the store .*\(did you mean 'qwen3-4b'\?\)"):
+        resolve_model("qwen3-4")

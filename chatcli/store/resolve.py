@@ -40,7 +40,12 @@ def resolve_model(model: str | None, models_dir: str | os.PathLike | None = None
         from chatcli.store.pull import ensure_model
 
         return inside(root, ensure_model(model, models_dir))
-    raise LoadError(f"model {model!r} is not in the store ({root}); run `chatcli pull {model}` or pass a folder path")
+    from chatcli.store.catalog import load_catalog, suggest
+
+    stored = [p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")] if root.is_dir() else []
+    known = sorted({*load_catalog(models_dir), *stored})
+    raise LoadError(f"model {model!r} is not in the store ({root}){suggest(model, known)}; run `chatcli pull {model}` "
+                    "or pass a folder path")
 
 
 def _in_catalog(name: str, models_dir) -> bool:
