@@ -82,8 +82,9 @@ class LocalBackend:
         # reply's first chunk, as notices raised during a reply do.
         self.on_notice: Callable[[Notice], None] | None = None
         self._pending: list[Notice] = []
-        # One engine, one cache: concurrent callers (the server) take turns.
+        # One engine, one cache: concurrent callers take turns, unless serve_parallel gave them a batch engine.
         self.lock = threading.Lock()
+        self._batch = None  # engine.batch.BatchEngine, when serving several requests at once
 
     # -- protocol ---------------------------------------------------------------------------------
     def models(self) -> list[str]:
@@ -276,8 +277,32 @@ class LocalBackend:
         yield from self._generate(self.tokenizer.encode(prompt, add_special_tokens=True), params, cancel,
                                   self._constraints(response_format))
 
+    def serve_parallel(self, rows: int, kv_budget: int | None = None) -> int:
+        """Let up to ROWS requests generate at once (continuous batching, engine.batch), their caches together
+        holding at most KV_BUDGET positions (default: ROWS full contexts), split evenly among the rows. Returns the
+        rows; 1 keeps the one-request path, with its compiled step. Batched steps run eagerly: the compiled step is
+        exported for one row of the model's own cache."""
+        from chatcli.engine.batch import BatchEngine
+
+        self._need_model()
+        if rows <= 1:
+            return 1
+        per_row = min(self.model.max_seq_len, (kv_budget or rows * self.model.max_seq_len) // rows)
+        if per_row < 2:
+            raise UsageError(f"--kv-budget {kv_budget} leaves {per_row} positions for each of {rows} rows; give at least {2 * rows}")
+        self._batch = BatchEngine(self.model, rows, per_row)
+        return rows
+
+    @property
+    def batch_state(self) -> tuple[int, int]:
+        """(rows generating, requests waiting for a row) of the batch engine; (0, 0) without one."""
+        return (self._batch.active, self._batch.waiting) if self._batch is not None else (0, 0)
+
     def close(self) -> None:
         """Drop the model and its cache."""
+        if self._batch is not None:
+            self._batch.close()
+            self._batch = None
         self.model = self.tokenizer = None
         self.model_path = None
 
@@ -354,6 +379,9 @@ class LocalBackend:
         if len(ids) >= ctx:
             raise UsageError(f"the prompt has {len(ids)} tokens but the context holds {ctx}; shorten it")
         sampler = make_sampler(params.temperature, params.top_p, params.top_k, params.min_p, params.seed)
+        if self._batch is not None:
+            yield from self._generate_batched(ids, params, sampler, cancel, processors)
+            return
         with self.lock:
             if self._pending_package is not None:
                 self._attach_when_built()
@@ -382,6 +410,23 @@ class LocalBackend:
                 # A sampled token proves the prefill finished; the last sampled token was never fed back. Without one,
                 # only the reused prefix is known to be intact (an interrupted prefill wrote an unknown part).
                 cache.extend(0, ids + generated[:-1] if generated else ids[:start])
+
+    def _generate_batched(self, ids: list[int], params: SamplingParams, sampler, cancel, processors) -> Iterator[Chunk]:
+        """_generate through the batch engine: the row finds its own cached prefix; the text, stop strings and
+        stats are stream_generate's, as alone."""
+        from chatcli.engine.generate import stream_generate
+
+        room = self._batch.max_len
+        if len(ids) >= room:
+            raise UsageError(f"the prompt has {len(ids)} tokens but a row of this server holds {room} (--kv-budget / --parallel); shorten it")
+        steps = self._batch.submit(ids, sampler, repeat_penalty=params.repeat_penalty, processors=processors, cancel=cancel)
+        for piece in stream_generate(self.model, self.tokenizer, ids, sampler=sampler, max_tokens=min(params.max_tokens, room - len(ids)),
+                                     stop=tuple(params.stop), cancel=cancel, processors=processors, steps=steps):
+            if piece.finish_reason is None:
+                if piece.text:
+                    yield Chunk(piece.text, notices=self._take_pending())
+                continue
+            yield Chunk(piece.text, finish_reason=piece.finish_reason, stats=piece.stats, notices=self._take_pending())
 
     def _attach_when_built(self) -> None:
         """Between replies: switch to the background build's compiled step once it is stored."""
