@@ -93,3 +93,19 @@ def test_a_closed_or_cancelled_request_frees_its_row(model):
         assert len(_take(engine.submit(_prompt(6, 2), make_sampler(0.0, 1.0, 0, 0.0, None)))) == N
     finally:
         engine.close()
+
+
+def test_a_prefix_outlives_its_row_in_the_prefix_store(model):
+    system = _prompt(40, 11)
+    engine = BatchEngine(model, rows=1, max_len=128, cache_bytes=1 << 24)
+    try:
+        _take(engine.submit(system + _prompt(3, 12), make_sampler(0.0, 1.0, 0, 0.0, None)))
+        _take(engine.submit(_prompt(20, 13), make_sampler(0.0, 1.0, 0, 0.0, None)))  # the only row, another prompt
+        later = system + _prompt(5, 14)
+        row = engine.submit(later, make_sampler(0.0, 1.0, 0, 0.0, None))
+        got = _take(row)
+        ring = model.config.model_type == "gemma3_text"  # a ring is no prefix: nothing is stored for Gemma
+        assert row.cached == (0 if ring else 40) and (len(engine.store) == 0) == ring
+    finally:
+        engine.close()
+    assert got == _alone(model, later)

@@ -277,10 +277,11 @@ class LocalBackend:
         yield from self._generate(self.tokenizer.encode(prompt, add_special_tokens=True), params, cancel,
                                   self._constraints(response_format))
 
-    def serve_parallel(self, rows: int, kv_budget: int | None = None) -> int:
+    def serve_parallel(self, rows: int, kv_budget: int | None = None, cache_ram_mb: int = 0) -> int:
         """Let up to ROWS requests generate at once (continuous batching, engine.batch), their caches together
-        holding at most KV_BUDGET positions (default: ROWS full contexts), split evenly among the rows. Returns the
-        rows; 1 keeps the one-request path, with its compiled step. Batched steps run eagerly: the compiled step is
+        holding at most KV_BUDGET positions (default: ROWS full contexts), split evenly among the rows, and up to
+        CACHE_RAM_MB of prefixes that finished requests left (0: none beyond what the rows hold). Returns the rows;
+        1 keeps the one-request path, with its compiled step. Batched steps run eagerly: the compiled step is
         exported for one row of the model's own cache."""
         from chatcli.engine.batch import BatchEngine
 
@@ -290,7 +291,7 @@ class LocalBackend:
         per_row = min(self.model.max_seq_len, (kv_budget or rows * self.model.max_seq_len) // rows)
         if per_row < 2:
             raise UsageError(f"--kv-budget {kv_budget} leaves {per_row} positions for each of {rows} rows; give at least {2 * rows}")
-        self._batch = BatchEngine(self.model, rows, per_row)
+        self._batch = BatchEngine(self.model, rows, per_row, cache_bytes=cache_ram_mb << 20)
         return rows
 
     @property

@@ -60,6 +60,7 @@ def serve(
     max_queue: Annotated[int, typer.Option("--max-queue", min=0, help="Requests that may wait for the engine; more get 503 with Retry-After.")] = 16,
     parallel: Annotated[int, typer.Option("--parallel", "-np", min=1, max=64, help="Requests generating at once (the local backend batches their decode steps; 1: one at a time, with the compiled step).")] = 4,
     kv_budget: Annotated[Optional[int], typer.Option("--kv-budget", min=2, help="KV-cache positions all parallel requests hold together, split evenly among them (default: a full context each).")] = None,
+    cache_ram: Annotated[int, typer.Option("--cache-ram", min=0, metavar="MB", help="Memory for the KV prefixes finished requests leave (a repeated system prompt starts from there); 0 turns it off.")] = 1024,
     dtype: Annotated[Optional[choices("dtype")], typer.Option("--dtype", help="Weights dtype for the local backend.")] = None,
     quant: Annotated[Optional[choices("quant")], typer.Option("--quant", help="Weight quantisation for the local backend.")] = None,
     threads: Annotated[Optional[int], typer.Option("--threads", help="Torch threads for the local backend (0: all cores).")] = None,
@@ -81,7 +82,7 @@ def serve(
         engine.on_notice = lambda notice: sys.stderr.write(f"chatcli serve: {notice.text}\n")
     engine.load(model_name)
     # A backend that cannot take concurrent calls serves one at a time.
-    parallel = engine.serve_parallel(parallel, kv_budget) if hasattr(engine, "serve_parallel") else 1
+    parallel = engine.serve_parallel(parallel, kv_budget, cache_ram) if hasattr(engine, "serve_parallel") else 1
     if parallel == 1:
         compile_in_background(engine)  # what it started, if anything, its notice said on stderr
     model_id = os.path.basename(model_name.rstrip("/\\")) if os.sep in model_name else model_name

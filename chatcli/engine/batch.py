@@ -3,7 +3,9 @@
 On a CPU a decode step is bound by reading the weights, so a step over eight rows costs little more than a step
 over one. A BatchEngine owns a ModelCache of `rows` rows and one thread. Each scheduler turn it
   1. gives free rows to waiting requests (the free row whose held tokens share the longest prefix with the
-     request's prompt, so a repeated system prompt is not evaluated again; else the lowest free row),
+     request's prompt, so a repeated system prompt is not evaluated again; else the lowest free row); what a row
+     held before it is given to another prompt goes to a PrefixStore (an LRU bounded in bytes), and a prompt that
+     begins as a stored prefix starts from a copy of it,
   2. runs one bounded chunk of one request's prefill (so running streams stall for a chunk, not a whole prompt),
   3. runs one decode step for every running row, each at its own position, and draws each row's token with its
      own sampler, repetition penalty and logits processors.
@@ -26,6 +28,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from chatcli.engine.cache import PrefixStore
 from chatcli.engine.errors import EngineError
 from chatcli.engine.generate import LogitsProcessor, draw
 from chatcli.engine.sampling import Sampler
@@ -89,11 +92,12 @@ class Row(Iterator[tuple[int, torch.Tensor]]):
 class BatchEngine:
     """Up to ROWS generations at once on MODEL, each of up to MAX_LEN positions."""
 
-    def __init__(self, model, rows: int, max_len: int, prefill_chunk: int = PREFILL_CHUNK):
+    def __init__(self, model, rows: int, max_len: int, prefill_chunk: int = PREFILL_CHUNK, cache_bytes: int = 0):
         if rows < 1:
             raise EngineError(f"a batch needs at least one row, got {rows}")
         self.model, self.rows, self.max_len, self.prefill_chunk = model, rows, max_len, prefill_chunk
         self.cache = model.make_cache(rows, max_len)
+        self.store = PrefixStore(cache_bytes)  # prefixes of rows given to other prompts since
         self._slots: list[_Job | None] = [None] * rows
         self._waiting: collections.deque[_Job] = collections.deque()
         self._cond = threading.Condition()
@@ -173,8 +177,14 @@ class BatchEngine:
                 continue
             ids = job.ids
             b = max(free, key=lambda r: (self.cache.shared(r, ids), -r))
+            shared = self.cache.shared(b, ids)
+            if len(self.cache.tokens[b]) > shared:  # the row is about to forget what it held past the shared part
+                self.store.save(self.cache, b)
+            n, key = self.store.longest(ids)
+            if n > shared:
+                self.store.restore(self.cache, b, key, n)
             job.row, self._slots[b] = b, job
-            job.cached = job.done = self.cache.reuse(b, job.ids)
+            job.cached = job.done = self.cache.reuse(b, ids)
             job.seen = list(job.ids)
 
     def _free_stopped(self) -> None:

@@ -144,3 +144,69 @@ class ModelCache:
     def nbytes(self) -> int:
         """The bytes the caches reserve (the untouched pages of a full cache are not resident until written)."""
         return sum(layer.nbytes() for layer in self.layers)
+
+    def snapshot(self, b: int) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+        """A copy of what row B holds, per layer (k, v) [KV, n, D]; None for a cache that cannot restore one."""
+        n = len(self.tokens[b])
+        return [(layer.k[b, :, :n].clone(), layer.v[b, :, :n].clone()) for layer in self.layers]
+
+    def restore(self, b: int, snapshot: list[tuple[torch.Tensor, torch.Tensor]], n: int) -> None:
+        """Write the first N positions of SNAPSHOT into row B (its tokens are the caller's to set)."""
+        for layer, (k, v) in zip(self.layers, snapshot):
+            layer.k[b, :, :n] = k[:, :n]
+            layer.v[b, :, :n] = v[:, :n]
+        self.clean[b] = max(int(self.clean[b]), n)
+
+
+class PrefixStore:
+    """KV prefixes that finished requests left in their rows, kept after the row is given to another prompt: an
+    LRU bounded in bytes. A new request whose prompt begins as a stored one (the same system prompt, the earlier
+    turns of a conversation) starts from there instead of prefilling it again."""
+
+    MIN_TOKENS = 16  # shorter prefixes cost more to copy around than to prefill
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes, self.bytes = max_bytes, 0
+        self._entries: dict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = {}  # insertion order = LRU order
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def save(self, cache: ModelCache, b: int) -> None:
+        """Keep what row B holds (a copy), unless it is too short, already kept, or cannot be snapshotted."""
+        tokens = tuple(cache.tokens[b])
+        if self.max_bytes <= 0 or len(tokens) < self.MIN_TOKENS or tokens in self._entries:
+            return
+        snapshot = cache.snapshot(b)
+        if snapshot is None:
+            return
+        size = sum(k.nbytes + v.nbytes for k, v in snapshot)
+        if size > self.max_bytes:
+            return
+        for key in [k for k in self._entries if tokens[: len(k)] == k]:  # what this one covers
+            self._drop(key)
+        self._entries[tokens] = snapshot
+        self.bytes += size
+        while self.bytes > self.max_bytes:
+            self._drop(next(iter(self._entries)))
+
+    def longest(self, prompt: list[int]) -> tuple[int, tuple[int, ...] | None]:
+        """The longest stored prefix of PROMPT, leaving at least one token to prefill: (its length, its key)."""
+        best, best_key = 0, None
+        for key in self._entries:
+            n, limit = 0, min(len(key), len(prompt) - 1)
+            while n < limit and key[n] == prompt[n]:
+                n += 1
+            if n > best:
+                best, best_key = n, key
+        return best, best_key
+
+    def restore(self, cache: ModelCache, b: int, key: tuple[int, ...], n: int) -> None:
+        """Write the first N positions of stored KEY into row B, which then holds them."""
+        snapshot = self._entries.pop(key)
+        self._entries[key] = snapshot  # most recently used
+        cache.restore(b, snapshot, n)
+        cache.tokens[b][:] = key[:n]
+
+    def _drop(self, key: tuple[int, ...]) -> None:
+        self.bytes -= sum(k.nbytes + v.nbytes for k, v in self._entries.pop(key))

@@ -90,7 +90,7 @@ class _Record:
         gen = total - (self.first - self.t0) if self.first else 0.0
         tps = f"{(s.completion_tokens - 1) / gen:.1f}" if gen > 0 and s.completion_tokens > 1 else "-"
         return (f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {self.path} {self.status} prompt={s.prompt_tokens} "
-                f"completion={s.completion_tokens} ttft={ttft} tok/s={tps} time={total:.3f}s{self.note}")
+                f"cached={s.cached_tokens} completion={s.completion_tokens} ttft={ttft} tok/s={tps} time={total:.3f}s{self.note}")
 
 
 def build_app(backend, model_id: str, *, api_key: str | None = None, max_queue: int = 16,

@@ -126,6 +126,10 @@ class GemmaCache(ModelCache):
         s = min(n, hi)
         return s if max(0, s - self.window + 1) >= min(lo, s) else 0
 
+    def snapshot(self, b: int):
+        """None with rings: a ring holds the last window, not a prefix that a later prompt could start from."""
+        return None if self.ring_size else super().snapshot(b)
+
     def claim(self, b: int, s: int, T: int) -> torch.Tensor:
         """Check that row B's rings hold the window before position s, mark what a forward of T tokens from s
         overwrites, and return the local layers' mask: [T, size + T] over (ring as it was, the chunk) for a chunk,
