@@ -97,3 +97,37 @@ def test_a_prompt_longer_than_a_row_is_400_with_both_sizes(batched):
     assert r.status_code == 400
     message = r.json()["error"]["message"]
     assert "256" in message and "tokens" in message
+
+
+def test_structured_output_holds_for_every_row_of_a_batch(tmp_path_factory, tiny_tokenizer_dir):
+    """Eight schemas at once at temperature 1: each row's grammar is its own, and each reply ends where its JSON
+    does (finish "stop"), not a token early or late."""
+    import json
+
+    import jsonschema
+
+    from tests.schemas20 import SCHEMAS
+    from tests.tinymodels import make_tiny_model
+
+    folder = make_tiny_model(tmp_path_factory.mktemp("json") / "tiny-json", "llama", tokenizer_dir=tiny_tokenizer_dir,
+                             max_position_embeddings=1024)
+    backend = LocalBackend(dtype="float32")
+    backend.load(str(folder))
+    backend.serve_parallel(4)
+    schemas = list(SCHEMAS.items())[:8]
+    with ServerThread(backend, "tiny", parallel=4) as server:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="none")
+
+        def ask(i: int):
+            name, schema = schemas[i]
+            r = client.chat.completions.create(
+                model="tiny", messages=[{"role": "user", "content": f"Reply with JSON for a {name}."}], temperature=1.0,
+                seed=i, max_tokens=700, response_format={"type": "json_schema", "json_schema": {"name": name, "schema": schema}})
+            return r.choices[0].message.content, r.choices[0].finish_reason
+
+        with ThreadPoolExecutor(8) as pool:
+            replies = list(pool.map(ask, range(len(schemas))))
+    backend.close()
+    for (name, schema), (text, finish) in zip(schemas, replies):
+        assert finish == "stop", (name, text)
+        jsonschema.validate(json.loads(text), schema)

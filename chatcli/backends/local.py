@@ -422,7 +422,7 @@ class LocalBackend:
             raise UsageError(f"the prompt has {len(ids)} tokens but a row of this server holds {room} (--kv-budget / --parallel); shorten it")
         steps = self._batch.submit(ids, sampler, repeat_penalty=params.repeat_penalty, processors=processors, cancel=cancel)
         for piece in stream_generate(self.model, self.tokenizer, ids, sampler=sampler, max_tokens=min(params.max_tokens, room - len(ids)),
-                                     stop=tuple(params.stop), cancel=cancel, processors=processors, steps=steps):
+                                     stop=tuple(params.stop), cancel=cancel, processors=steps.processors, steps=steps):
             if piece.finish_reason is None:
                 if piece.text:
                     yield Chunk(piece.text, notices=self._take_pending())

@@ -52,13 +52,33 @@ class _Job:
     next_token: int | None = None  # drawn, to be fed at the next decode step
 
 
+class _EndedFlag:
+    """The processors as stream_generate asks them, is_done() only, answered as of the token it last took: the
+    scheduler may already have drawn the next one, and the live processors would answer for that."""
+
+    def __init__(self, row: Row):
+        self._row = row
+
+    def process(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits
+
+    def accept(self, token: int) -> None:
+        pass
+
+    def is_done(self) -> bool:
+        return self._row.ended_by_processor
+
+
 class Row(Iterator[tuple[int, torch.Tensor]]):
     """One request's view of its generation: (token, logits) pairs; `cached` is how many prompt tokens its row
-    already held. close() (or garbage collection) ends the generation."""
+    already held; `processors` is what to hand stream_generate for them (see _EndedFlag). close() (or garbage
+    collection) ends the generation."""
 
     def __init__(self, engine: BatchEngine, job: _Job, cancel: threading.Event | None):
         self._engine, self._job, self._cancel = engine, job, cancel
         self._closed = False
+        self.ended_by_processor = False
+        self.processors = [_EndedFlag(self)] if job.processors else []
 
     @property
     def cached(self) -> int:
@@ -75,7 +95,8 @@ class Row(Iterator[tuple[int, torch.Tensor]]):
             if isinstance(item, BaseException):
                 self.close()
                 raise item
-            return item
+            token, logits, self.ended_by_processor = item
+            return token, logits
         self.close()
         raise StopIteration
 
@@ -210,11 +231,19 @@ class BatchEngine:
             self._emit(job, logits)
 
     def _emit(self, job: _Job, logits: torch.Tensor) -> None:
-        """Draw the job's next token from LOGITS and hand it over (the row ends when its context is full)."""
-        token, shaped = draw(logits, job.seen, job.sampler, job.repeat_penalty, job.processors)
+        """Draw the job's next token from LOGITS and hand it over. The row ends when a processor is done (a
+        complete grammar), when its context is full, or when the draw fails (that request hears why; the others
+        go on)."""
+        try:
+            token, shaped = draw(logits, job.seen, job.sampler, job.repeat_penalty, job.processors)
+            ended = any(p.is_done() for p in job.processors)
+        except Exception as e:
+            job.out.put(e)
+            self._release(job.row)
+            return
         job.seen.append(token)
-        job.out.put((token, shaped))
-        if len(self.cache.tokens[job.row]) >= self.max_len:  # no position left to feed the token at
+        job.out.put((token, shaped, ended))
+        if ended or len(self.cache.tokens[job.row]) >= self.max_len:  # no position left to feed the token at
             job.out.put(_DONE)
             self._release(job.row)
         else:
