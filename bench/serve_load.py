@@ -1,12 +1,18 @@
-"""Load benchmark for `chatcli serve`: N concurrent streaming clients for a fixed time (not a test).
+"""Load benchmark for `chatcli serve`: N concurrent streaming clients for a fixed time, N in turn (not a test).
 
-    .venv/bin/python bench/serve_load.py                       # 8 clients, 30 s, the default model
-    .venv/bin/python bench/serve_load.py --model PATH --clients 4 --duration 10
+    .venv/bin/python bench/serve_load.py                                  # 1,4,8,16 clients, 30 s each
+    .venv/bin/python bench/serve_load.py --clients 1,4 --duration 20 --compare llama-server -- --quant int4
+    .venv/bin/python bench/serve_load.py --clients 8 --parallel-per-count --compare llama-server -- --quant int4
     .venv/bin/python bench/serve_load.py --url http://127.0.0.1:8000/v1   # an already running server
 
-It starts the server in a subprocess (unless --url), warms it up with the same load, then measures: aggregate
-completion tok/s, p50/p95 time to first token, errors, incomplete replies, and the server's resident memory
-(VmRSS) after warm-up against its peak and end. Exit 1 if any request failed or was incomplete, or RSS grew > 10%.
+It starts `chatcli serve` in a subprocess (unless --url; options after -- go to it) and, for each client count,
+warms it up with the same load and then measures: aggregate decode tok/s (completion tokens over the wall time), p50
+and p95 time to first token, p95 of the gaps between streamed pieces, errors and incomplete replies, and the server's
+resident memory (VmRSS) before and after that count's load. With --compare llama-server it then runs llama.cpp's
+`llama-server -np N -cb` for each N, one after the other, on the GGUF the model was pulled from (the store's
+.cache/NAME-SHA.gguf, or --gguf), with the same threads, prompts, seeds and max_tokens (build it once with bench/build_llama_server.py).
+--parallel-per-count starts chatcli serve afresh for each N with --parallel N too; else one server, with its own
+--parallel, serves every count. Exit 1 if any chatcli request failed or was incomplete, or its RSS grew > 10%.
 """
 
 from __future__ import annotations
@@ -16,13 +22,14 @@ import json
 import os
 import re
 import signal
-import statistics
+import socket
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
+import httpx
 import openai
 
 PROMPTS = [
@@ -37,11 +44,12 @@ PROMPTS = [
 ]
 
 
-def start_server(model: str | None, extra: list[str]) -> tuple[subprocess.Popen, str]:
+def start_chatcli(model: str | None, threads: int, extra: list[str]) -> tuple[subprocess.Popen, str]:
     """`chatcli serve --port 0` in a subprocess; its URL from the ready line."""
     chatcli = Path(sys.executable).parent / "chatcli"
     cmd = [str(chatcli) if chatcli.exists() else sys.executable, *([] if chatcli.exists() else ["-m", "chatcli"])]
-    cmd += ["serve", "--port", "0", "--max-queue", "64", *(["--model", model] if model else []), *extra]
+    cmd += ["serve", "--port", "0", "--max-queue", "64", "--threads", str(threads),
+            *(["--model", model] if model else []), *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     for line in proc.stderr:
         found = re.search(r"at (http://\S+/v1)", line)
@@ -51,6 +59,38 @@ def start_server(model: str | None, extra: list[str]) -> tuple[subprocess.Popen,
             return proc, found.group(1)
         sys.stderr.write(line)
     raise SystemExit(f"chatcli serve exited with {proc.wait()} before listening")
+
+
+def start_llama_server(binary: Path, gguf: Path, slots: int, threads: int, ctx_per_slot: int) -> tuple[subprocess.Popen, str]:
+    """`llama-server -np SLOTS -cb` on GGUF at a free port; its /v1 URL once /health answers 200."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [str(binary), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port), "-np", str(slots), "-cb",
+           "-t", str(threads), "-tb", str(threads), "-c", str(slots * ctx_per_slot), "--no-webui", "--log-disable"]
+    print("+ " + " ".join(cmd), file=sys.stderr)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"llama-server exited with {proc.returncode} while starting: {' '.join(cmd)}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return proc, f"http://127.0.0.1:{port}/v1"
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("llama-server did not become healthy within 120 s")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def rss_mib(pid: int) -> float:
@@ -67,6 +107,7 @@ class Results:
     def __init__(self):
         self.lock = threading.Lock()
         self.ttft: list[float] = []
+        self.gaps: list[float] = []
         self.tokens = 0
         self.requests = 0
         self.errors: list[str] = []
@@ -75,9 +116,10 @@ class Results:
 
 
 def one_request(client: openai.OpenAI, model: str, prompt: str, max_tokens: int, seed: int, out: Results) -> None:
-    """One streamed chat completion; counts tokens (from usage), TTFT and whether it ended properly."""
+    """One streamed chat completion: its tokens (usage, else one per content event, as llama-server streams them),
+    TTFT, the gaps between content events, and whether it ended properly."""
     t0 = time.perf_counter()
-    first = None
+    times: list[float] = []
     finish = usage = None
     try:
         stream = client.chat.completions.create(
@@ -87,8 +129,8 @@ def one_request(client: openai.OpenAI, model: str, prompt: str, max_tokens: int,
             if event.usage:
                 usage = event.usage
             for choice in event.choices:
-                if choice.delta.content and first is None:
-                    first = time.perf_counter() - t0
+                if choice.delta.content:
+                    times.append(time.perf_counter())
                 finish = choice.finish_reason or finish
     except Exception as e:  # a benchmark counts failures instead of stopping
         with out.lock:
@@ -97,12 +139,13 @@ def one_request(client: openai.OpenAI, model: str, prompt: str, max_tokens: int,
     with out.lock:
         out.requests += 1
         out.last_done = time.perf_counter()
-        if finish not in ("stop", "length") or usage is None:
+        if finish not in ("stop", "length"):
             out.incomplete += 1
             return
-        out.tokens += usage.completion_tokens
-        if first is not None:
-            out.ttft.append(first)
+        out.tokens += usage.completion_tokens if usage is not None else len(times)
+        if times:
+            out.ttft.append(times[0] - t0)
+            out.gaps.extend(b - a for a, b in zip(times, times[1:]))
 
 
 def load(url: str, model: str, clients: int, seconds: float, max_tokens: int, api_key: str) -> tuple[Results, float]:
@@ -134,70 +177,101 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))]
 
 
+def measure(server: str, url: str, pid: int | None, clients: int, args) -> dict:
+    """Warm-up then the measured load at CLIENTS; one summary row."""
+    client = openai.OpenAI(base_url=url, api_key=args.api_key)
+    model = client.models.list().data[0].id
+    load(url, model, clients, args.warmup, args.max_tokens, args.api_key)
+    base = rss_mib(pid) if pid else None
+    out, wall = load(url, model, clients, args.duration, args.max_tokens, args.api_key)
+    row = {"server": server, "clients": clients, "duration_s": round(wall, 1), "requests": out.requests,
+           "errors": len(out.errors), "incomplete": out.incomplete, "completion_tokens": out.tokens,
+           "decode_tok_s": round(out.tokens / wall, 1) if wall else 0.0,
+           "ttft_p50_s": round(percentile(out.ttft, 50), 3), "ttft_p95_s": round(percentile(out.ttft, 95), 3),
+           "gap_p95_ms": round(1000 * percentile(out.gaps, 95), 1)}
+    if pid:
+        end = rss_mib(pid)
+        row.update(rss_mib=round(end, 1), rss_growth_pct=round((end - base) / base * 100, 1))
+    for error in out.errors[:3]:
+        print(f"{server} x{clients} error: {error}", file=sys.stderr)
+    return row
+
+
+def source_gguf(model_id: str) -> Path:
+    """The GGUF the store's MODEL_ID was pulled from: MODELS_DIR/.cache/NAME-SHA12.gguf."""
+    from chatcli.settings import models_dir
+
+    store = models_dir()
+    meta = json.loads((store / model_id / "chatcli.json").read_text())
+    path = store / ".cache" / f"{model_id}-{meta['sha256'][:12]}.gguf"
+    if not path.exists():
+        raise SystemExit(f"no source GGUF for {model_id} at {path}; pass --gguf PATH")
+    return path
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", help="model for the server to load (default: the config's model)")
     ap.add_argument("--url", help="benchmark an already running server at this /v1 URL instead of starting one")
-    ap.add_argument("--clients", type=int, default=8)
-    ap.add_argument("--duration", type=float, default=30.0, help="seconds of measured load")
+    ap.add_argument("--clients", default="1,4,8,16", help="client counts to run in turn, comma-separated")
+    ap.add_argument("--duration", type=float, default=30.0, help="seconds of measured load per client count")
     ap.add_argument("--warmup", type=float, default=8.0, help="seconds of the same load before measuring")
     ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads for both servers")
     ap.add_argument("--api-key", default="none")
-    ap.add_argument("--json", action="store_true", help="print the summary as JSON")
+    ap.add_argument("--compare", choices=["llama-server"], help="then run llama.cpp's llama-server the same way")
+    ap.add_argument("--llama-server", type=Path, help="its binary (default: the one bench/build_llama_server.py built)")
+    ap.add_argument("--gguf", type=Path, help="the GGUF for llama-server (default: the one the model came from)")
+    ap.add_argument("--ctx-per-slot", type=int, default=2048, help="llama-server's context per slot (-c = N x this)")
+    ap.add_argument("--parallel-per-count", action="store_true",
+                    help="start chatcli serve afresh for each client count N with --parallel N, as llama-server gets -np N")
+    ap.add_argument("--json", action="store_true", help="print one JSON object per row")
     ap.add_argument("serve_args", nargs="*", help="extra `chatcli serve` options after --")
     args = ap.parse_args()
+    counts = [int(n) for n in args.clients.split(",")]
 
-    proc = None
-    url = args.url
-    if url is None:
-        proc, url = start_server(args.model, args.serve_args)
-    try:
-        client = openai.OpenAI(base_url=url, api_key=args.api_key)
-        model = client.models.list().data[0].id
-        load(url, model, args.clients, args.warmup, args.max_tokens, args.api_key)
-        samples: list[float] = []
-        sampling = threading.Event()
+    binary = None
+    if args.compare:
+        sys.path.insert(0, str(Path(__file__).parent))
+        from build_llama_server import binary_path
 
-        def sample() -> None:
-            while not sampling.wait(0.5):
-                samples.append(rss_mib(proc.pid))
+        binary = args.llama_server or binary_path()
+        if not binary.exists():
+            raise SystemExit(f"no llama-server at {binary}; run bench/build_llama_server.py first")
 
-        if proc is not None:
-            base = rss_mib(proc.pid)
-            sampler = threading.Thread(target=sample, daemon=True)
-            sampler.start()
-        out, wall = load(url, model, args.clients, args.duration, args.max_tokens, args.api_key)
-        sampling.set()
-        summary = {
-            "model": model, "clients": args.clients, "duration_s": round(wall, 1), "max_tokens": args.max_tokens,
-            "requests": out.requests, "errors": len(out.errors), "incomplete": out.incomplete,
-            "completion_tokens": out.tokens, "aggregate_tok_s": round(out.tokens / wall, 1) if wall else 0.0,
-            "ttft_p50_s": round(percentile(out.ttft, 50), 3), "ttft_p95_s": round(percentile(out.ttft, 95), 3),
-            "ttft_mean_s": round(statistics.fmean(out.ttft), 3) if out.ttft else None,
-        }
-        growth_ok = True
-        if proc is not None:
-            end = rss_mib(proc.pid)
-            peak = max(samples + [end])
-            growth = (end - base) / base * 100
-            growth_ok = growth <= 10
-            summary.update(rss_after_warmup_mib=round(base, 1), rss_peak_mib=round(peak, 1),
-                           rss_end_mib=round(end, 1), rss_growth_pct=round(growth, 1))
-        if args.json:
-            print(json.dumps(summary))
-        else:
-            for key, value in summary.items():
-                print(f"{key:22} {value}")
-            for error in out.errors[:5]:
-                print(f"error: {error}")
-        return 0 if not out.errors and not out.incomplete and growth_ok else 1
-    finally:
-        if proc is not None:
-            proc.send_signal(signal.SIGINT)
+    rows = []
+    model_id = None
+    groups = [[n] for n in counts] if args.parallel_per_count and not args.url else [counts]
+    for group in groups:
+        extra = [*args.serve_args, *(["--parallel", str(group[0])] if args.parallel_per_count else [])]
+        proc, url = (None, args.url) if args.url else start_chatcli(args.model, args.threads, extra)
+        try:
+            model_id = openai.OpenAI(base_url=url, api_key=args.api_key).models.list().data[0].id
+            for n in group:
+                rows.append(measure("chatcli", url, proc.pid if proc else None, n, args))
+                print_row(rows[-1], args.json)
+        finally:
+            if proc is not None:
+                stop(proc)
+    if binary is not None:
+        gguf = args.gguf or source_gguf(model_id)
+        for n in counts:
+            lproc, lurl = start_llama_server(binary, gguf, n, args.threads, args.ctx_per_slot)
             try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+                rows.append(measure("llama-server", lurl, lproc.pid, n, args) | {"gguf": gguf.name})
+                print_row(rows[-1], args.json)
+            finally:
+                stop(lproc)
+    ours = [r for r in rows if r["server"] == "chatcli"]
+    bad = any(r["errors"] or r["incomplete"] or r.get("rss_growth_pct", 0) > 10 for r in ours)
+    return 1 if bad else 0
+
+
+def print_row(row: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(row), flush=True)
+        return
+    print("  ".join(f"{k}={v}" for k, v in row.items()), flush=True)
 
 
 if __name__ == "__main__":
