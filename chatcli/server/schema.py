@@ -12,7 +12,7 @@ import math
 import re
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, create_model
 
 from chatcli.types import PARAMS, Spec, api_default
 
@@ -97,10 +97,17 @@ class ToolCallIn(_Body):
 
 class AssistantMessage(_Body):
     role: Literal["assistant"]
-    content: Content | None = Field(None, description="may be null only beside tool_calls")
+    content: Content
     reasoning_content: str | None = None
     reasoning: str | None = None
     tool_calls: list[ToolCallIn] | None = None
+
+
+class AssistantToolCalls(AssistantMessage):
+    """An assistant turn that called tools: its content may be null."""
+
+    content: Content | None = None
+    tool_calls: Annotated[list[ToolCallIn], Field(min_length=1)]
 
 
 class ToolMessage(_Body):
@@ -109,7 +116,17 @@ class ToolMessage(_Body):
     tool_call_id: str
 
 
-ChatMessage = Annotated[Union[SystemMessage, UserMessage, AssistantMessage, ToolMessage], Field(discriminator="role")]
+def _role(m: Any) -> str | None:
+    """Which message shape M is: its role, an assistant turn with tool calls apart (null content is legal there)."""
+    role = m.get("role") if isinstance(m, dict) else getattr(m, "role", None)
+    calls = m.get("tool_calls") if isinstance(m, dict) else getattr(m, "tool_calls", None)
+    return "assistant-calls" if role == "assistant" and calls else ("system" if role == "developer" else role)
+
+
+ChatMessage = Annotated[Union[Annotated[SystemMessage, Tag("system")], Annotated[UserMessage, Tag("user")],
+                              Annotated[AssistantMessage, Tag("assistant")],
+                              Annotated[AssistantToolCalls, Tag("assistant-calls")],
+                              Annotated[ToolMessage, Tag("tool")]], Discriminator(_role)]
 
 
 class FunctionDef(_Body):
@@ -273,7 +290,7 @@ class Completion(BaseModel):
     usage: Usage
 
 
-_NOT_KEYS = {"str", "int", "float", "bool", "dict", "list", "none", "system", "developer", "user", "assistant", "tool",
+_NOT_KEYS = {"str", "int", "float", "bool", "dict", "list", "none", "system", "developer", "user", "assistant", "assistant-calls", "tool",
              "json_object", "json_schema"}  # not "text" and "grammar": keys too
 class DeltaFunction(BaseModel):
     name: str | None = None
