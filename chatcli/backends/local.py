@@ -420,8 +420,10 @@ class LocalBackend:
         room = self._batch.max_len
         if len(ids) >= room:
             raise UsageError(f"the prompt has {len(ids)} tokens but a row of this server holds {room} (--kv-budget / --parallel); shorten it")
-        steps = self._batch.submit(ids, sampler, repeat_penalty=params.repeat_penalty, processors=processors, cancel=cancel)
-        for piece in stream_generate(self.model, self.tokenizer, ids, sampler=sampler, max_tokens=min(params.max_tokens, room - len(ids)),
+        limit = min(params.max_tokens, room - len(ids))
+        steps = self._batch.submit(ids, sampler, repeat_penalty=params.repeat_penalty, max_tokens=limit, processors=processors,
+                                   cancel=cancel)
+        for piece in stream_generate(self.model, self.tokenizer, ids, sampler=sampler, max_tokens=limit,
                                      stop=tuple(params.stop), cancel=cancel, processors=steps.processors, steps=steps):
             if piece.finish_reason is None:
                 if piece.text:
