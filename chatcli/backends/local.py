@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,6 +33,14 @@ def default_threads() -> int:
         except (AttributeError, OSError):
             busy = 0.0
     return max(1, min(cores, int(cores - busy + 0.5)))
+
+
+def _free_memory() -> int:
+    """Bytes of memory available now (Linux and macOS report it through sysconf); a large number where unknown."""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 40
 
 
 def _decoding_eagerly(reason: str) -> Notice:
@@ -288,7 +297,10 @@ class LocalBackend:
         self._need_model()
         if rows <= 1:
             return 1
-        per_row = min(self.model.max_seq_len, (kv_budget or rows * self.model.max_seq_len) // rows)
+        if kv_budget is None:  # a full context each, or what half the free memory holds
+            per_token = self.model.make_cache(1, 1).nbytes()
+            kv_budget = min(rows * self.model.max_seq_len, _free_memory() // 2 // per_token)
+        per_row = min(self.model.max_seq_len, kv_budget // rows)
         if per_row < 2:
             raise UsageError(f"--kv-budget {kv_budget} leaves {per_row} positions for each of {rows} rows; give at least {2 * rows}")
         self._batch = BatchEngine(self.model, rows, per_row, cache_bytes=cache_ram_mb << 20)
@@ -420,8 +432,10 @@ class LocalBackend:
         room = self._batch.max_len
         if len(ids) >= room:
             raise UsageError(f"the prompt has {len(ids)} tokens but a row of this server holds {room} (--kv-budget / --parallel); shorten it")
-        steps = self._batch.submit(ids, sampler, repeat_penalty=params.repeat_penalty, processors=processors, cancel=cancel)
-        for piece in stream_generate(self.model, self.tokenizer, ids, sampler=sampler, max_tokens=min(params.max_tokens, room - len(ids)),
+        limit = min(params.max_tokens, room - len(ids))
+        steps = self._batch.submit(ids, sampler, repeat_penalty=params.repeat_penalty, max_tokens=limit, processors=processors,
+                                   cancel=cancel)
+        for piece in stream_generate(self.model, self.tokenizer, ids, sampler=sampler, max_tokens=limit,
                                      stop=tuple(params.stop), cancel=cancel, processors=steps.processors, steps=steps):
             if piece.finish_reason is None:
                 if piece.text:

@@ -59,7 +59,7 @@ def serve(
     alias: Annotated[Optional[list[str]], typer.Option("--alias", metavar="NAME", help="Another model name clients may ask for (repeatable); any other name gets 404 model_not_found.")] = None,
     max_queue: Annotated[int, typer.Option("--max-queue", min=0, help="Requests that may wait for the engine; more get 503 with Retry-After.")] = 16,
     parallel: Annotated[int, typer.Option("--parallel", "-np", min=1, max=64, help="Requests generating at once (the local backend batches their decode steps; 1: one at a time, with the compiled step).")] = 4,
-    kv_budget: Annotated[Optional[int], typer.Option("--kv-budget", min=2, help="KV-cache positions all parallel requests hold together, split evenly among them (default: a full context each).")] = None,
+    kv_budget: Annotated[Optional[int], typer.Option("--kv-budget", min=2, help="KV-cache positions all parallel requests hold together, split evenly among them (default: a full context each, or what half the free memory holds).")] = None,
     cache_ram: Annotated[int, typer.Option("--cache-ram", min=0, metavar="MB", help="Memory for the KV prefixes finished requests leave (a repeated system prompt starts from there); 0 turns it off.")] = 1024,
     dtype: Annotated[Optional[choices("dtype")], typer.Option("--dtype", help="Weights dtype for the local backend.")] = None,
     quant: Annotated[Optional[choices("quant")], typer.Option("--quant", help="Weight quantisation for the local backend.")] = None,

@@ -43,12 +43,14 @@ class _Job:
     sampler: Sampler
     repeat_penalty: float
     processors: Sequence[LogitsProcessor]
+    max_tokens: int
     out: queue.Queue = field(default_factory=queue.Queue)
     stopped: threading.Event = field(default_factory=threading.Event)
     row: int = -1
     done: int = 0  # prompt tokens in the row's cache so far
     cached: int = 0  # of those, how many were found there
     seen: list[int] = field(default_factory=list)  # for the repetition penalty
+    drawn: int = 0
     next_token: int | None = None  # drawn, to be fed at the next decode step
 
 
@@ -107,7 +109,10 @@ class Row(Iterator[tuple[int, torch.Tensor]]):
             self._engine._wake()
 
     def __del__(self):
-        self.close()
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: the engine's thread is gone already
+            pass
 
 
 class BatchEngine:
@@ -128,14 +133,15 @@ class BatchEngine:
 
     # -- the requests' side --------------------------------------------------------------------------------
 
-    def submit(self, ids: list[int], sampler: Sampler, *, repeat_penalty: float = 1.0,
+    def submit(self, ids: list[int], sampler: Sampler, *, repeat_penalty: float = 1.0, max_tokens: int | None = None,
                processors: Sequence[LogitsProcessor] = (), cancel: threading.Event | None = None) -> Row:
-        """Queue a generation of IDS (the whole prompt; the engine finds what its rows hold of it)."""
+        """Queue a generation of IDS (the whole prompt; the engine finds what its rows hold of it) of at most
+        MAX_TOKENS tokens (default: until the row is full or the caller closes the row)."""
         if not ids:
             raise EngineError("the prompt is empty")
         if len(ids) >= self.max_len:
             raise EngineError(f"the prompt has {len(ids)} tokens but a row holds {self.max_len}")
-        job = _Job(list(ids), sampler, repeat_penalty, list(processors))
+        job = _Job(list(ids), sampler, repeat_penalty, list(processors), max_tokens or self.max_len)
         with self._cond:
             if self._closed:
                 raise EngineError("the batch engine is closed")
@@ -242,8 +248,10 @@ class BatchEngine:
             self._release(job.row)
             return
         job.seen.append(token)
+        job.drawn += 1
         job.out.put((token, shaped, ended))
-        if ended or len(self.cache.tokens[job.row]) >= self.max_len:  # no position left to feed the token at
+        # Done: a processor says so, the caller has all it asked for, or no position is left to feed the token at.
+        if ended or job.drawn >= job.max_tokens or len(self.cache.tokens[job.row]) >= self.max_len:
             job.out.put(_DONE)
             self._release(job.row)
         else:
