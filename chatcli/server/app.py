@@ -18,18 +18,10 @@ from starlette.background import BackgroundTask
 from chatcli.errors import ChatcliError, UsageError
 from chatcli.server import protocol as wire
 from chatcli.server.metrics import Metrics
+from chatcli.server.openapi import ChatCompletion, Completion, body_of, openapi, replies
 from chatcli.server.protocol import ApiError, GenRequest
 from chatcli.server.queue import EngineQueue, QueueFull
-from chatcli.server.schema import (
-    ChatCompletion,
-    ChatCompletionRequest,
-    Completion,
-    CompletionRequest,
-    TokenizeRequest,
-    body_of,
-    openapi,
-    replies,
-)
+from chatcli.server.schema import ChatCompletionRequest, CompletionRequest, TokenizeRequest
 from chatcli.server.tools import delta_calls, first_call_only, message_calls
 from chatcli.types import Chunk, Stats
 
