@@ -41,14 +41,16 @@ def _json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def _values(g: GGUFFile, name: str, transform) -> Iterator[np.ndarray]:
+def _values(g: GGUFFile, name: str, transform, index: int | None = None) -> Iterator[np.ndarray]:
+    """The float32 values of GGUF tensor NAME (its slice INDEX of axis 0, for a stack of experts), in row chunks."""
     from gguf.quants import dequantize
 
     info = g.tensors[name]
-    raw = g.raw(info)
+    raw = g.raw(info) if index is None else g.raw(info)[index]
+    shape = info.shape if index is None else info.shape[1:]
     try:
         if transform is not None:  # q/k un-permutation reorders rows, so it needs the whole tensor
-            yield transform(dequantize(raw, info.ggml_type).reshape(info.shape))
+            yield transform(dequantize(raw, info.ggml_type).reshape(shape))
             return
         rows = raw.reshape(-1, raw.shape[-1])
         step = max(1, CHUNK_ELEMENTS // info.shape[-1])
@@ -58,16 +60,27 @@ def _values(g: GGUFFile, name: str, transform) -> Iterator[np.ndarray]:
         raise GGUFError(f"{g.path}: tensor {name} ({info.type_name}, shape {list(info.shape)}) cannot be dequantized ({e})") from None
 
 
+def _entries(g: GGUFFile, plan) -> list[tuple[str, str, int | None, tuple[int, ...]]]:
+    """(HF name, GGUF name, slice or None, shape) of every tensor to write, in the GGUF's order."""
+    out = []
+    for name, info in g.tensors.items():
+        if name in plan.names:
+            out.append((plan.names[name], name, None, info.shape))
+        for index, hf in enumerate(plan.splits.get(name, ())):
+            out.append((hf, name, index, info.shape[1:]))
+    return out
+
+
 def stored_dtype(type_name: str, dtype: str) -> str:
     """The dtype a tensor of GGML type TYPE_NAME is stored in under --dtype DTYPE."""
     return EXACT_DTYPES.get(type_name, "float32") if dtype == EXACT else dtype
 
 
-def _main_dtype(g: GGUFFile, names: dict[str, str], stored: dict[str, str]) -> str:
+def _main_dtype(entries, stored: dict[str, str]) -> str:
     """config.json's torch_dtype: the stored dtype that holds the most parameters."""
     count: dict[str, int] = {}
-    for gg, hf in names.items():
-        count[stored[hf]] = count.get(stored[hf], 0) + int(np.prod(g.tensors[gg].shape))
+    for hf, _, _, shape in entries:
+        count[stored[hf]] = count.get(stored[hf], 0) + int(np.prod(shape))
     return max(sorted(count), key=count.__getitem__)
 
 
@@ -91,7 +104,8 @@ def convert_gguf(
     progress = progress or Progress(quiet=True)
     with GGUFFile(src) as g:
         plan = plan_for(g)
-        bad = [(n, g.tensors[n].type_name) for n in plan.names if g.tensors[n].type_name not in SUPPORTED_TYPES]
+        entries = _entries(g, plan)
+        bad = [(n, g.tensors[n].type_name) for _, n, _, _ in entries if g.tensors[n].type_name not in SUPPORTED_TYPES]
         if bad:
             raise GGUFError(
                 f"{g.path}: tensor {bad[0][0]} uses quantization {bad[0][1]}, which the converter cannot dequantize "
@@ -101,23 +115,22 @@ def convert_gguf(
         n_tokens = len(g.meta_str_list("tokenizer.ggml.tokens", None) or [])
         if n_tokens > cfg["vocab_size"]:
             raise GGUFError(f"{g.path}: the vocabulary has {n_tokens} tokens but the embedding only {cfg['vocab_size']} rows")
-        names = list(plan.names)
-        stored = {plan.names[n]: stored_dtype(g.tensors[n].type_name, dtype) for n in names}
-        params = sum(int(np.prod(g.tensors[n].shape)) for n in names)
+        stored = {hf: stored_dtype(g.tensors[n].type_name, dtype) for hf, n, _, _ in entries}
+        params = sum(int(np.prod(shape)) for *_, shape in entries)
         try:
             tok = write_tokenizer(g, out, cfg["max_position_embeddings"])
-            _json(out / "config.json", {**cfg, "torch_dtype": _main_dtype(g, plan.names, stored)})
+            _json(out / "config.json", {**cfg, "torch_dtype": _main_dtype(entries, stored)})
             eos = tok["eos_ids"]
             gen = {k: cfg[k] for k in ("bos_token_id", "pad_token_id") if k in cfg}
             if eos:
                 gen["eos_token_id"] = eos if len(eos) > 1 else eos[0]
             _json(out / "generation_config.json", gen)
-            by_hf = {hf: gg for gg, hf in plan.names.items()}
-            with progress.step(f"convert {label or Path(src).name}", total=len(names)) as step:
+            by_hf = {hf: (gg, index) for hf, gg, index, _ in entries}
+            with progress.step(f"convert {label or Path(src).name}", total=len(entries)) as step:
                 write_safetensors(
                     out / "model.safetensors",
-                    [(plan.names[n], g.tensors[n].shape) for n in names],
-                    lambda hf: _values(g, by_hf[hf], plan.transforms.get(by_hf[hf])),
+                    [(hf, shape) for hf, _, _, shape in entries],
+                    lambda hf: _values(g, by_hf[hf][0], plan.transforms.get(by_hf[hf][0]), by_hf[hf][1]),
                     stored,
                     on_tensor=lambda _: step.advance(1),
                 )
