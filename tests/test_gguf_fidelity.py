@@ -21,6 +21,16 @@ PROMPTS = [PANCAKES, "The capital of France is", "def fibonacci(n):"]
 TOKENS = 8
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread, as in tests/test_quant_real.py: on a machine shared with other test processes, two threads
+    made this test ten times slower (a thread waits on a descheduled peer at every parallel region)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def test_pulled_default_model_answers_as_the_gguf_does(smollm2_dir, smollm2_gguf_reference):
     from chatcli.engine.generate import generate_step
     from chatcli.engine.loader import load_model
