@@ -218,8 +218,7 @@ def test_local_cache_memory_stays_at_the_window():
         model = Model(cfg).to(torch.bfloat16)
         model.setup_cache(32768)
     sizes = {}
-    for layer, kind in zip(model.model.layers, model.kinds):
-        cache = layer.self_attn.cache
+    for cache, kind in zip(model.cache.layers, model.kinds):
         sizes[kind] = cache.k.numel() * cache.k.element_size() * 2
     assert model.kinds.count("sliding_attention") == 15
     assert sizes["full_attention"] == 32768 * 256 * 2 * 2  # every position: 32 MiB a layer in bf16

@@ -216,7 +216,7 @@ def test_float32_from_a_bfloat16_file_widens_embedding_rows_not_the_table(arch, 
     for quant in ("none", "int8"):
         model = load_model(folder, "float32", quant=quant)
         assert model.model.embed_tokens.weight.dtype == torch.bfloat16 and model.compute_dtype == torch.float32
-        assert model.model.layers[0].self_attn.cache.k.dtype == torch.float32
+        assert model.cache.layers[0].k.dtype == torch.float32
         if tied and quant == "none":
             assert model.lm_head.weight is model.model.embed_tokens.weight  # still tied for introspection
         got, want = model(ids, 0), whole(ids, 0)

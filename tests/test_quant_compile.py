@@ -149,7 +149,7 @@ def test_gemma3_compiled_step_matches_eager(tiny_model_factory):
     _, eager_text, eager_logits = run(gemma, "off")
     backend, text, logits = run(gemma, "on")
     assert backend.compiled == "aot"
-    assert backend.model.ring_size == 16 and len(backend._cache.tokens) > 2 * backend.model.ring_size
+    assert backend.model.ring_size == 16 and len(backend.model.cache.tokens[0]) > 2 * backend.model.ring_size
     assert text == eager_text
     assert torch.allclose(logits, eager_logits, atol=1e-4, rtol=0)
 

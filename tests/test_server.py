@@ -222,7 +222,7 @@ def test_access_log_line_per_request(served, caplog):
         post(server, "/v1/chat/completions", {"messages": USER, "top_p": 7})
     lines = [r.getMessage() for r in caplog.records if r.name == "chatcli.server"]
     assert len(lines) == 2
-    assert "/v1/chat/completions 200 prompt=6 completion=4 ttft=" in lines[0] and "tok/s=" in lines[0]
+    assert "/v1/chat/completions 200 prompt=6 cached=0 completion=4 ttft=" in lines[0] and "tok/s=" in lines[0]
     assert " 400 " in lines[1]
 
 

@@ -213,15 +213,16 @@ def test_default_model_is_pulled_on_first_use(store, capfd):
     assert resolve_model("smollm2-135m-instruct") == path  # the second time it is simply there
 
 
-def test_auto_pull_can_be_turned_off_and_is_only_for_the_default(store, monkeypatch):
+def test_auto_pull_is_for_catalog_names_and_can_be_turned_off(store, monkeypatch):
     from chatcli.store.resolve import resolve_model
 
-    with pytest.raises(LoadError, match="run `chatcli pull fake-model`"):
-        resolve_model("fake-model")
+    with pytest.raises(LoadError, match="run `chatcli pull not-in-catalog`"):
+        resolve_model("not-in-catalog")
     monkeypatch.setenv("CHATCLI_AUTO_PULL", "0")
-    with pytest.raises(LoadError, match="not in the store"):
-        resolve_model(None)
-    assert not (store / "smollm2-135m-instruct").exists()
+    for name in (None, "fake-model"):
+        with pytest.raises(LoadError, match="not in the store"):
+            resolve_model(name)
+    assert not (store / "smollm2-135m-instruct").exists() and not (store / "fake-model").exists()
 
 
 def test_models_list_show_rm(store):

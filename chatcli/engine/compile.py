@@ -128,15 +128,17 @@ class _DecodeStep(nn.Module):
         self.model = model
 
     def forward(self, tokens: torch.Tensor, seq: torch.Tensor, extras: list[torch.Tensor], caches: list[torch.Tensor]) -> torch.Tensor:
-        pairs = [(caches[i], caches[i + 1]) for i in range(0, len(caches), 2)]
-        if extras:
-            return self.model(tokens, seq.shape[0] - 1, caches=pairs, extras=extras)
-        return self.model(tokens, seq.shape[0] - 1, caches=pairs)
+        own = self.model.cache
+        # The model's own cache objects around the graph's inputs: the same writes, into tensors the graph is given.
+        cache = own.rows(0, 1)
+        cache.layers = [type(layer)(caches[2 * i], caches[2 * i + 1]) for i, layer in enumerate(own.layers)]
+        args = (tokens, seq.shape[0] - 1, cache) + ((extras,) if extras else ())
+        return self.model.body(*args).float()
 
 
 def _cache_tensors(model: nn.Module) -> list[torch.Tensor]:
     """Every layer's k and v cache, in layer order: the graph's `caches` input."""
-    return [t for layer in model.model.layers for t in (layer.self_attn.cache.k, layer.self_attn.cache.v)]
+    return [t for layer in model.cache.layers for t in (layer.k, layer.v)]
 
 
 def _calls_in_order(model: nn.Module, kind: type) -> list[str]:
@@ -157,8 +159,8 @@ def _calls_in_order(model: nn.Module, kind: type) -> list[str]:
 class _Swapped:
     """For the export: each PackedLinear of the blocks replaced by a plain nn.Linear of the same shape (inductor
     freezes and packs plain weights; the values do not matter, since the package keeps none), the unembedding by an
-    identity (it runs eagerly after the graph, whatever its kind: fbgemm's packed weights are not tensors), and
-    the KV cache modules detached (they are inputs of the graph, not constants)."""
+    identity (it runs eagerly after the graph, whatever its kind: fbgemm's packed weights are not tensors). The KV
+    caches are no module's buffers, so the graph takes them as inputs, not as constants."""
 
     def __init__(self, model: nn.Module):
         self.model, self.saved = model, []
@@ -175,9 +177,6 @@ class _Swapped:
                 plain.bias = m.bias
                 self.saved.append((parent, attr, m))
                 setattr(parent, attr, plain)
-        for layer in self.model.model.layers:
-            self.saved.append((layer.self_attn, "cache", layer.self_attn.cache))
-            layer.self_attn.cache = None
         self.saved.append((self.model, "lm_head", self.model.lm_head))
         self.model.lm_head = nn.Identity()
         return self
@@ -347,11 +346,12 @@ def attach(model: nn.Module, package: Path) -> nn.Module:
     eager = model.forward
     last = model.max_seq_len - 1
 
-    def forward(tokens: torch.Tensor, start_pos: int = 0, last_only: bool = False, caches=None) -> torch.Tensor:
-        # Position 0 and the context's last slot are outside the graph's range (see build); both are rare.
-        if tokens.shape == (1, 1) and 1 <= start_pos < last and caches is None:
+    def forward(tokens: torch.Tensor, start_pos=0, last_only: bool = False, cache=None) -> torch.Tensor:
+        # Position 0 and the context's last slot are outside the graph's range (see build); both are rare. The
+        # graph is bound to the model's own cache: batched decode (a tensor of positions) and other caches stay eager.
+        if tokens.shape == (1, 1) and cache is None and isinstance(start_pos, int) and 1 <= start_pos < last:
             return step(tokens, start_pos)
-        return eager(tokens, start_pos, last_only=last_only, caches=caches)
+        return eager(tokens, start_pos, last_only=last_only, cache=cache)
 
     model.forward = forward  # an instance attribute: nn.Module.__call__ finds it before the class's method
     model.compiled = "aot"
@@ -417,11 +417,11 @@ def jit_decode(model: nn.Module, cache_dir: Path | None = None) -> nn.Module:
     eager = model.forward
     compiled = torch.compile(eager, dynamic=True)
 
-    def forward(tokens: torch.Tensor, start_pos: int = 0, last_only: bool = False) -> torch.Tensor:
+    def forward(tokens: torch.Tensor, start_pos=0, last_only: bool = False, cache=None) -> torch.Tensor:
         # Positions 0 and 1 stay eager: torch.compile specialises those two values, which would compile twice more.
-        if tokens.shape[1] == 1 and start_pos >= 2:
+        if tokens.shape == (1, 1) and cache is None and isinstance(start_pos, int) and start_pos >= 2:
             return compiled(tokens, start_pos)
-        return eager(tokens, start_pos, last_only=last_only)
+        return eager(tokens, start_pos, last_only=last_only, cache=cache)
 
     model.forward = forward
     model.compiled = "jit"

@@ -61,6 +61,21 @@ def prefill(model, tokens: list[int], start_pos: int, cancel=None) -> torch.Tens
     return logits
 
 
+def draw(logits: torch.Tensor, seen: list[int], sampler: Sampler, repeat_penalty: float = 1.0,
+         processors: Sequence[LogitsProcessor] = ()) -> tuple[int, torch.Tensor]:
+    """One token from LOGITS [V]: the repetition penalty over SEEN, the processors in order, the sampler; the
+    processors hear the choice. Returns the token and the logits it was drawn from."""
+    if repeat_penalty != 1.0:
+        logits = apply_repeat_penalty(logits, torch.tensor(sorted(set(seen)), dtype=torch.long), repeat_penalty)
+    with torch.inference_mode():  # the logits are inference tensors: in place (as process may) only in here
+        for p in processors:
+            logits = p.process(logits)
+    token = sampler(logits)
+    for p in processors:
+        p.accept(token)
+    return token, logits
+
+
 def generate_step(
     model,
     prompt_ids: list[int],
@@ -83,14 +98,7 @@ def generate_step(
         return
     pos = start_pos + len(prompt_ids)
     while True:
-        if repeat_penalty != 1.0:
-            logits = apply_repeat_penalty(logits, torch.tensor(sorted(set(seen)), dtype=torch.long), repeat_penalty)
-        with torch.inference_mode():  # the logits are inference tensors: in place (as process may) only in here
-            for p in processors:
-                logits = p.process(logits)
-        token = sampler(logits)
-        for p in processors:
-            p.accept(token)
+        token, logits = draw(logits, seen, sampler, repeat_penalty, processors)
         yield token, logits
         seen.append(token)
         with torch.inference_mode():
@@ -125,6 +133,7 @@ def stream_generate(
     on_token=None,
     on_logits=None,
     processors: Sequence[LogitsProcessor] = (),
+    steps: Iterator[tuple[int, torch.Tensor]] | None = None,
 ) -> Iterator[GenerationChunk]:
     """Yield text as whole characters; stop on EOS, stop ids, stop strings (never shown), max_tokens or the end of context.
 
@@ -132,6 +141,9 @@ def stream_generate(
     on_token(token_id): called for every generated token, including the one that stops generation.
     on_logits(token_id, logits): the same, with the logits the token was drawn from (for per-token probabilities).
     processors: LogitsProcessors (see there); when one is done after a token, the reply ends with finish "stop".
+    steps: the (token, logits) pairs to turn into text instead of generate_step's (a batch engine's row, which
+    prefills, draws and applies the processors itself); its `cached` attribute, read at the end, is how many prompt
+    tokens it found cached.
     """
     t0 = time.perf_counter()
     stop_ids = set(tokenizer.eos_token_ids) | set(stop_token_ids or ())
@@ -143,8 +155,10 @@ def stream_generate(
     finish = "length"
     done_early = False  # a processor ended the reply: no EOS came, so bytes may wait in the detokenizer
     t_first = None
-    steps = generate_step(model, prompt_ids, sampler=sampler, repeat_penalty=repeat_penalty, start_pos=start_pos,
-                          history=history, cancel=cancel, processors=processors)
+    given = steps is not None
+    if not given:
+        steps = generate_step(model, prompt_ids, sampler=sampler, repeat_penalty=repeat_penalty, start_pos=start_pos,
+                              history=history, cancel=cancel, processors=processors)
     n = 0
     try:
         if limit <= 0:
@@ -187,7 +201,9 @@ def stream_generate(
         text += detok.flush()
     t_end = time.perf_counter()
     t_first = t_first or t_end
-    new_prompt = len(prompt_ids)
+    if given:
+        stats.cached_tokens = getattr(steps, "cached", 0)
+    new_prompt = len(prompt_ids) + start_pos - stats.cached_tokens
     stats.completion_tokens = n
     stats.ttft_s = t_first - t0
     stats.prompt_tps = new_prompt / stats.ttft_s if stats.ttft_s > 0 else 0.0

@@ -20,25 +20,6 @@ class RMSNorm(nn.Module):
         return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
 
 
-class KVCache(nn.Module):
-    """A preallocated key/value cache written by position: [B, n_kv_heads, max_seq_len, head_dim]."""
-
-    def __init__(self, batch: int, n_kv_heads: int, max_seq_len: int, head_dim: int, dtype: torch.dtype):
-        super().__init__()
-        shape = (batch, n_kv_heads, max_seq_len, head_dim)
-        # torch.empty leaves the pages untouched until written, so a long context costs memory only as it fills.
-        # Nothing reads a position before it is written: update() returns the cache only up to the last write.
-        self.register_buffer("k", torch.empty(shape, dtype=dtype), persistent=False)
-        self.register_buffer("v", torch.empty(shape, dtype=dtype), persistent=False)
-
-    def update(self, start_pos: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write k, v [B, H, T, D] at start_pos and return the cache up to start_pos + T."""
-        end = start_pos + k.shape[2]
-        self.k[:, :, start_pos:end] = k
-        self.v[:, :, start_pos:end] = v
-        return self.k[:, :, :end], self.v[:, :, :end]
-
-
 def causal_mask(start_pos: int, T: int, window: int | None = None) -> torch.Tensor | None:
     """Boolean mask [T, start_pos + T]: query i (at start_pos + i) sees key j when j <= start_pos + i (and within window)."""
     if T == 1 and window is None:

@@ -276,8 +276,11 @@ def _model(repl, arg: str):
     if not arg:
         repl.ui.note(f"model: {repl.model} on {getattr(repl.backend, 'name', '?')}")
         return
-    repl.backend.load(arg)
-    repl.model = arg.rstrip("/").rsplit("/", 1)[-1]
+    repl.backend.load(arg)  # the local backend pulls a catalog or hf: model that is not in the store yet
+    from chatcli.store import hub
+
+    local_hub = hub.is_spec(arg) and getattr(repl.backend, "name", "") == "local"
+    repl.model = hub.parse(arg).store_name if local_hub else arg.rstrip("/").rsplit("/", 1)[-1]
     repl.conv.model = repl.model
     if not repl.conv.custom_system:  # the system prompt may name the model ({{ model }})
         repl.conv.reload_prompt()

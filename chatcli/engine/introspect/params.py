@@ -68,10 +68,5 @@ def kv_cache_bytes(model, context: int | None = None, dtype: torch.dtype | None 
         ghost = type(model)(config)
         ghost.to(dtype)
         ghost.setup_cache(context)
-    total = 0
-    for name, buf in ghost.named_buffers():
-        if name.rsplit(".", 1)[-1] in ("k", "v", "k_cache", "v_cache"):
-            total += buf.numel() * dtype.itemsize
-    if total == 0:  # an architecture with another cache layout: the textbook formula
-        total = 2 * config.num_hidden_layers * config.num_key_value_heads * config.head_dim * context * dtype.itemsize
+    total = ghost.cache.nbytes()
     return total, context

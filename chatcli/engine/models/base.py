@@ -21,14 +21,19 @@ class FamilyModel(nn.Module):
 
     __init__(config)                     build the modules, named as the checkpoint names its tensors
     tie_weights(), prepare()             after loading: share the head with the embedding, fuse or precompute
-    setup_cache(max_seq_len, batch=1)    allocate its caches (sets max_seq_len)
-    forward(tokens [B, T], start_pos, last_only=False) -> float32 logits [B, T or 1, V]
+    make_cache(batch, max_len)           a ModelCache (engine.cache) of its layers' caches for BATCH rows
+    setup_cache(max_seq_len, batch=1)    its RoPE tables and its own cache (sets max_seq_len and .cache)
+    forward(tokens [B, T], start_pos, last_only=False, cache=None) -> float32 logits [B, T or 1, V]
+                                         start_pos an int (every row there) or a tensor [B] (one token per row,
+                                         each at its own position: batched decode); cache: default its own
+    body(tokens, start_pos, cache, ...)  forward up to the final norm (what engine.compile exports)
     unembed(hidden) -> float32 logits    the last step, kept apart so an exported graph can stop before it
     compute_dtype                        the activations' dtype
     """
 
     config = None
     max_seq_len: int = 0
+    cache = None  # the ModelCache forward uses when none is passed in (made by setup_cache)
 
     @classmethod
     def exportable(cls, config) -> bool:
@@ -36,9 +41,9 @@ class FamilyModel(nn.Module):
         return False
 
     def max_reusable_prefix(self, cached_len: int, want: int) -> int:
-        """How many of CACHED_LEN cached positions a new prompt sharing WANT tokens with them may keep. A full cache
-        keeps them all; a ring cache (sliding windows) only what it still holds."""
-        return want
+        """How many of CACHED_LEN positions of its own cache a new prompt sharing WANT tokens with them may keep: a
+        full cache keeps them all; a ring cache (sliding windows) only what it still holds."""
+        return self.cache.reusable(0, min(cached_len, want))
 
     def decode_extras(self, pos: int) -> list[torch.Tensor]:
         """Inputs besides the token and the caches that an exported one-token step at POS takes: none by default."""

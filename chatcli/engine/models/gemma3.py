@@ -17,9 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from chatcli.engine.cache import KVCache, ModelCache, ragged_mask
 from chatcli.engine.config import ModelConfig
 from chatcli.engine.errors import EngineError, ModelLoadError
-from chatcli.engine.layers import KVCache, causal_mask
+from chatcli.engine.layers import causal_mask
 from chatcli.engine.models.base import FamilyModel, eager_probs, rope_from_zero, split_heads
 from chatcli.engine.rope import apply_rope, cos_sin, inv_frequencies
 
@@ -63,25 +64,99 @@ class GemmaRMSNorm(nn.Module):
         return (h * scale).to(x.dtype)
 
 
-class RingKVCache(nn.Module):
+class RingKVCache:
     """Keys and values of the last `size` positions, [B, n_kv_heads, size, head_dim]; position p lives in slot p % size."""
 
-    def __init__(self, batch: int, n_kv_heads: int, size: int, head_dim: int, dtype: torch.dtype):
-        super().__init__()
-        self.size = size
-        shape = (batch, n_kv_heads, size, head_dim)
+    def __init__(self, k: torch.Tensor, v: torch.Tensor):
+        self.k, self.v, self.size = k, v, k.shape[2]
+
+    @classmethod
+    def zeros(cls, batch: int, n_kv_heads: int, size: int, head_dim: int, dtype: torch.dtype) -> RingKVCache:
         # zeros, not empty: attention reads every slot and masks the unwritten ones, and a masked NaN would still
         # poison the output (0 * NaN).
-        self.register_buffer("k", torch.zeros(shape, dtype=dtype), persistent=False)
-        self.register_buffer("v", torch.zeros(shape, dtype=dtype), persistent=False)
+        shape = (batch, n_kv_heads, size, head_dim)
+        return cls(torch.zeros(shape, dtype=dtype), torch.zeros(shape, dtype=dtype))
 
     def write(self, start_pos: int, k: torch.Tensor, v: torch.Tensor) -> None:
-        """Store k, v [B, KV, T, D] of positions start_pos.. ; only the last `size` of them can stay."""
+        """Store k, v [B, KV, T, D] of positions start_pos.. ; only the last `size` of them can stay. The slots are
+        a tensor, so an exported step keeps one graph for every position (a slice would need the remainder as a
+        symbolic size)."""
         T = k.shape[2]
         keep = min(T, self.size)
         slots = torch.arange(start_pos + T - keep, start_pos + T) % self.size
         self.k.index_copy_(2, slots, k[:, :, T - keep :])
         self.v.index_copy_(2, slots, v[:, :, T - keep :])
+
+    def write_rows(self, pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+        """One token per row, k, v [B, KV, D], row b at position pos[b]."""
+        rows = torch.arange(k.shape[0])
+        self.k[rows, :, pos % self.size] = k
+        self.v[rows, :, pos % self.size] = v
+
+    def zero(self, b: int, start: int, end: int) -> None:
+        """Nothing to do: the ring starts zeroed and its slots always hold numbers."""
+
+    def rows(self, start: int, stop: int) -> RingKVCache:
+        return RingKVCache(self.k[start:stop], self.v[start:stop])
+
+    def nbytes(self) -> int:
+        return self.k.nbytes + self.v.nbytes
+
+
+class GemmaCache(ModelCache):
+    """Global layers' full caches and local layers' rings, and per row the span [lo, hi) of positions every ring
+    holds for that row's tokens (the rings can be rewound only within it)."""
+
+    def __init__(self, layers: list, batch: int, max_len: int, window: int, ring_size: int,
+                 tokens: list[list[int]] | None = None, clean: torch.Tensor | None = None, spans: list[list[int]] | None = None):
+        super().__init__(layers, batch, max_len, tokens, clean)
+        self.window, self.ring_size = window, ring_size
+        self.spans = spans if spans is not None else [[0, 0] for _ in range(batch)]
+
+    @classmethod
+    def _view(cls, parent: GemmaCache, start: int, stop: int) -> GemmaCache:
+        return cls([layer.rows(start, stop) for layer in parent.layers], stop - start, parent.max_len, parent.window,
+                   parent.ring_size, parent.tokens[start:stop], parent.clean[start:stop], parent.spans[start:stop])
+
+    def reusable(self, b: int, n: int) -> int:
+        """N, or 0 when the rings no longer hold the window before position N (the prompt is then prefilled whole)."""
+        if not self.ring_size:
+            return n
+        lo, hi = self.spans[b]
+        s = min(n, hi)
+        return s if max(0, s - self.window + 1) >= min(lo, s) else 0
+
+    def snapshot(self, b: int):
+        """None with rings: a ring holds the last window, not a prefix that a later prompt could start from."""
+        return None if self.ring_size else super().snapshot(b)
+
+    def claim(self, b: int, s: int, T: int) -> torch.Tensor:
+        """Check that row B's rings hold the window before position s, mark what a forward of T tokens from s
+        overwrites, and return the local layers' mask: [T, size + T] over (ring as it was, the chunk) for a chunk,
+        [1, size] for one token."""
+        C, W = self.ring_size, self.window
+        lo, hi = self.spans[b]
+        if s > hi or max(0, s - W + 1) < min(lo, s):
+            raise EngineError(
+                f"the sliding-window cache holds positions {lo}..{hi - 1} and cannot resume at position {s}; "
+                f"prefill from model.max_reusable_prefix() (0 means from the start)"
+            )
+        lo = min(lo, s)  # positions >= s are stale from here on; if the forward is interrupted, so is the overwritten tail
+        self.spans[b][:] = [max(lo, s + T - C), s]
+        last = s if T == 1 else s - 1  # the newest position in the ring when attention reads it
+        slot_pos = last - torch.remainder(last - torch.arange(C), C)  # the position each slot holds [C]
+        slot_pos = torch.where(slot_pos >= lo, slot_pos, FAR_PAST)
+        if T == 1:
+            return (slot_pos > s - W).unsqueeze(0)  # [1, C]
+        keys = torch.cat((slot_pos, torch.arange(s, s + T)))  # [C + T]
+        q = torch.arange(s, s + T).unsqueeze(1)  # [T, 1]
+        return (keys <= q) & (keys > q - W)
+
+    def done(self, b: int, last: int) -> None:
+        """Row B's rings now hold positions up to LAST."""
+        if self.ring_size:
+            lo = self.spans[b][0]
+            self.spans[b][:] = [max(lo, last + 1 - self.ring_size), last + 1]
 
 
 class Attention(nn.Module):
@@ -99,42 +174,35 @@ class Attention(nn.Module):
         self.k_norm = GemmaRMSNorm(self.head_dim, c.rms_norm_eps)
         self.is_local = kind == LOCAL
         self.scale = (c.query_pre_attn_scalar or 256) ** -0.5
-        self.cache: KVCache | RingKVCache | None = None
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, start_pos: int, mask: torch.Tensor | None,
-                kv: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-        """kv: for one token, the cache tensors to use instead of this layer's own (an exported step takes them as
-        inputs): the whole-context cache of a global layer, the ring of a local one."""
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, start_pos: int | torch.Tensor,
+                mask: torch.Tensor | None, cache: KVCache | RingKVCache) -> torch.Tensor:
+        """start_pos a tensor [B]: one token per row at its own position, under the rows' MASK [B, 1, 1, slots]."""
         B, T, _ = x.shape
         q = self.q_norm(self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2))  # [B, H, T, D]
         k = self.k_norm(self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2))  # [B, KV, T, D]
         v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if kv is not None:
-            k_cache, v_cache = kv
-            if self.is_local:
-                # The ring slot start_pos % size as a tensor, so that an exported graph keeps one graph for every
-                # position (a slice would need the remainder as a symbolic size).
-                slot = torch.arange(start_pos, start_pos + 1) % k_cache.shape[2]
-                k_cache.index_copy_(2, slot, k)
-                v_cache.index_copy_(2, slot, v)
-                k, v = k_cache, v_cache
-            else:
-                k_cache[:, :, start_pos : start_pos + 1].copy_(k)
-                v_cache[:, :, start_pos : start_pos + 1].copy_(v)
-                k, v = k_cache[:, :, : start_pos + 1], v_cache[:, :, : start_pos + 1]
-        elif not self.is_local:
-            k, v = self.cache.update(start_pos, k, v)  # [B, KV, start_pos+T, D]
-        elif T == 1:
+        if isinstance(start_pos, torch.Tensor):
+            cache.write_rows(start_pos, k[:, :, 0], v[:, :, 0])
+            L = mask.shape[-1]
+            k, v = cache.k[:, :, :L], cache.v[:, :, :L]
+        elif self.is_local and T == 1:
             # The slot a decode step overwrites held position start_pos - size, outside the window already.
-            self.cache.write(start_pos, k, v)
-            k, v = self.cache.k, self.cache.v  # [B, KV, size, D]
-        else:
+            cache.write(start_pos, k, v)
+            k, v = cache.k, cache.v  # [B, KV, size, D]
+        elif self.is_local:
             # A chunk attends over the ring as it was plus its own keys, so a chunk longer than the ring still sees
             # every key of its window; the concatenation is a copy, so the ring can be overwritten right after.
-            k_all, v_all = torch.cat((self.cache.k, k), 2), torch.cat((self.cache.v, v), 2)  # [B, KV, size+T, D]
-            self.cache.write(start_pos, k, v)
+            k_all, v_all = torch.cat((cache.k, k), 2), torch.cat((cache.v, v), 2)  # [B, KV, size+T, D]
+            cache.write(start_pos, k, v)
             k, v = k_all, v_all
+        elif T == 1:
+            cache.k[:, :, start_pos : start_pos + 1].copy_(k)  # a slice copy, which an exported step keeps symbolic
+            cache.v[:, :, start_pos : start_pos + 1].copy_(v)
+            k, v = cache.k[:, :, : start_pos + 1], cache.v[:, :, : start_pos + 1]
+        else:
+            k, v = cache.update(start_pos, k, v)  # [B, KV, start_pos+T, D]
         if T == 1 and self.n_kv_heads != self.n_heads:
             # One query per head: the heads sharing a KV head become rows of one attention, which CPU kernels run
             # several times faster than enable_gqa (10x in bfloat16) for a decode step.
@@ -175,9 +243,9 @@ class Block(nn.Module):
         self.mlp = MLP(config)
         self.post_feedforward_layernorm = GemmaRMSNorm(dim, eps)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, start_pos: int, mask: torch.Tensor | None,
-                kv: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-        h = x + self.post_attention_layernorm(self.self_attn(self.input_layernorm(x), cos, sin, start_pos, mask, kv))
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, start_pos: int | torch.Tensor,
+                mask: torch.Tensor | None, cache: KVCache | RingKVCache) -> torch.Tensor:
+        h = x + self.post_attention_layernorm(self.self_attn(self.input_layernorm(x), cos, sin, start_pos, mask, cache))
         return h + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(h)))
 
 
@@ -207,7 +275,6 @@ class Model(FamilyModel):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.max_seq_len = 0
         self.ring_size = 0  # slots of each local layer's ring; 0 when there are no local layers
-        self._ring = (0, 0)  # [lo, hi): the positions every local ring holds for the current token sequence
 
     def prepare(self) -> None:
         """Called by the loader once the weights are in: precompute every norm's scale."""
@@ -225,24 +292,27 @@ class Model(FamilyModel):
         """What activations and the KV cache use: the final norm's dtype (the embedding table may stay narrower)."""
         return self.model.norm.weight.dtype
 
+    def make_cache(self, batch: int = 1, max_len: int | None = None) -> GemmaCache:
+        """Caches for BATCH rows: global layers cache every position up to MAX_LEN (default: setup_cache's), local
+        layers a ring of ring_size slots."""
+        c, max_len = self.config, max_len or self.max_seq_len
+        ring = min(self.ring_size, max_len)
+        layers = [RingKVCache.zeros(batch, c.num_key_value_heads, ring, c.head_dim, self.compute_dtype) if layer.self_attn.is_local
+                  else KVCache.empty(batch, c.num_key_value_heads, max_len, c.head_dim, self.compute_dtype) for layer in self.model.layers]
+        return GemmaCache(layers, batch, max_len, self.window, ring)
+
     def setup_cache(self, max_seq_len: int | None = None, batch: int = 1, rewind: int | None = None) -> None:
-        """Allocate the caches for up to max_seq_len positions (default: the model's context).
+        """The RoPE frequencies and the model's own cache for up to max_seq_len positions (default: the model's
+        context).
 
         Global layers get a cache of every position; local layers a ring of window + REWIND slots (default: one more
         window), so a later prompt may diverge from the cached tokens up to REWIND positions back and still reuse it.
         """
         c = self.config
         self.max_seq_len = max_seq_len or c.max_position_embeddings
-        dtype = self.compute_dtype
         rewind = self.window if rewind is None else rewind
         self.ring_size = min(self.max_seq_len, self.window + rewind) if LOCAL in self.kinds else 0
-        self._ring = (0, 0)
-        for layer in self.model.layers:
-            attn = layer.self_attn
-            if attn.is_local:
-                attn.cache = RingKVCache(batch, c.num_key_value_heads, self.ring_size, c.head_dim, dtype)
-            else:
-                attn.cache = KVCache(batch, c.num_key_value_heads, self.max_seq_len, c.head_dim, dtype)
+        self.cache = self.make_cache(batch)
         # cos/sin are computed per forward from these (as transformers does): two full tables would cost as much
         # memory as the global KV cache. Buffers, so that an exported step finds them by name among its constants.
         inv_global, self.rope_global_scaling = inv_frequencies(c.head_dim, c.rope_theta, c.rope_scaling)
@@ -250,48 +320,55 @@ class Model(FamilyModel):
         self.register_buffer("rope_global_inv_freq", inv_global, persistent=False)
         self.register_buffer("rope_local_inv_freq", inv_local, persistent=False)
         # transformers multiplies by sqrt(hidden_size) rounded to the weights' dtype (55.4256 becomes 55.5 in bf16).
-        self.embed_scale = float(torch.tensor(c.hidden_size**0.5, dtype=torch.float32, device="cpu").to(dtype))
+        self.embed_scale = float(torch.tensor(c.hidden_size**0.5, dtype=torch.float32, device="cpu").to(self.compute_dtype))
 
-    def max_reusable_prefix(self, cached_len: int, want: int) -> int:
-        """How many of the cached positions a new prompt sharing WANT tokens with them may keep: WANT, or 0 when the
-        local rings no longer hold the window before position WANT (the prompt must then be prefilled whole)."""
-        if not self.ring_size:
-            return want
-        lo, hi = self._ring
-        s = min(want, cached_len, hi)
-        return s if max(0, s - self.window + 1) >= min(lo, s) else 0
-
-    def forward(self, tokens: torch.Tensor, start_pos: int = 0, last_only: bool = False,
-                caches: list[tuple[torch.Tensor, torch.Tensor]] | None = None, extras: list[torch.Tensor] | None = None) -> torch.Tensor:
-        """Logits (float32) [B, T, vocab] for tokens [B, T] placed at positions start_pos..start_pos+T-1.
+    def forward(self, tokens: torch.Tensor, start_pos: int | torch.Tensor = 0, last_only: bool = False,
+                cache: GemmaCache | None = None) -> torch.Tensor:
+        """Logits (float32) [B, T, vocab] for tokens [B, T] placed at positions start_pos..start_pos+T-1 of CACHE
+        (default: the model's own); start_pos a tensor [B]: one token per row, row b at start_pos[b].
 
         last_only: only the last position's logits [B, 1, vocab]; a prefill needs no more, and Gemma's 262k-row
         unembedding costs about as much as the rest of the model per position.
-        caches, extras: the exported one-token step (engine.compile): per layer the (k, v) cache tensors, and
-        decode_extras(start_pos), as graph inputs; the ring bookkeeping is then the caller's (decode_extras before,
-        decode_done after), and the result is the final norm's output [B, 1, hidden] as float32, for unembed().
         """
-        T, s = tokens.shape[1], start_pos
-        if caches is None and s + T > self.max_seq_len:
-            raise EngineError(f"positions {s}..{s + T - 1} do not fit the cache of {self.max_seq_len}; call setup_cache with a larger max_seq_len")
-        if caches is not None:
-            local_mask = extras[0] if extras else None
+        cache = self.cache if cache is None else cache
+        T = tokens.shape[1]
+        if isinstance(start_pos, torch.Tensor):
+            pos = start_pos.tolist()
+            local = torch.stack([cache.claim(b, p, 1) for b, p in enumerate(pos)])[:, None] if cache.ring_size else None  # [B, 1, 1, C]
+            hidden = self.body(tokens, start_pos, cache, [local] if local is not None else [])
+            for b, p in enumerate(pos):
+                cache.done(b, p)
         else:
-            local_mask = self._claim_ring(s, T) if self.ring_size else None
-        global_mask = causal_mask(s, T)
-        positions = torch.arange(s, s + T, dtype=torch.float32)
+            if start_pos + T > cache.max_len:
+                raise EngineError(f"positions {start_pos}..{start_pos + T - 1} do not fit the cache of {cache.max_len}; "
+                                  "call setup_cache with a larger max_seq_len")
+            # Every row of one call is at the same place, so their rings hold the same span: one mask serves all.
+            local = [cache.claim(b, start_pos, T) for b in range(cache.batch)][0] if cache.ring_size else None
+            hidden = self.body(tokens, start_pos, cache, [local] if local is not None else [])
+            for b in range(cache.batch):
+                cache.done(b, start_pos + T - 1)
+        return self.unembed(hidden[:, -1:] if last_only else hidden)
+
+    def body(self, tokens: torch.Tensor, start_pos: int | torch.Tensor, cache: GemmaCache, extras: list[torch.Tensor]) -> torch.Tensor:
+        """The final norm's output [B, T, hidden]; EXTRAS: the local layers' mask over the ring, computed by the
+        caller (forward, or decode_extras for an exported step, which cannot keep the ring bookkeeping in its graph)."""
+        T = tokens.shape[1]
+        local_mask = extras[0] if extras else None
+        if isinstance(start_pos, torch.Tensor):
+            L = int(start_pos.max()) + 1
+            cache.ready(start_pos, L)
+            global_mask = ragged_mask(start_pos, L)
+            positions, shape = start_pos.float(), (-1, 1, 1, self.config.head_dim)  # cos/sin rows per row, [B, 1, 1, D]
+        else:
+            global_mask = causal_mask(start_pos, T)
+            positions, shape = torch.arange(start_pos, start_pos + T, dtype=torch.float32), (T, -1)
         dtype = self.compute_dtype
-        rope = {LOCAL: _in(dtype, cos_sin(positions, self.rope_local_inv_freq, self.rope_local_scaling)),
-                GLOBAL: _in(dtype, cos_sin(positions, self.rope_global_inv_freq, self.rope_global_scaling))}
+        rope = {kind: tuple(t.to(dtype).reshape(shape) for t in cos_sin(positions, inv, scaling)) for kind, inv, scaling in
+                ((LOCAL, self.rope_local_inv_freq, self.rope_local_scaling), (GLOBAL, self.rope_global_inv_freq, self.rope_global_scaling))}
         x = self.model.embed_tokens(tokens).to(dtype) * self.embed_scale  # [B, T, hidden]
-        for i, (layer, kind) in enumerate(zip(self.model.layers, self.kinds)):
-            x = layer(x, *rope[kind], s, local_mask if kind == LOCAL else global_mask, None if caches is None else caches[i])
-        if caches is not None:
-            return self.model.norm(x).float()
-        self.decode_done(s + T - 1)
-        if last_only:
-            x = x[:, -1:]
-        return self.unembed(self.model.norm(x))
+        for layer, kind, layer_cache in zip(self.model.layers, self.kinds, cache.layers):
+            x = layer(x, *rope[kind], start_pos, local_mask if kind == LOCAL else global_mask, layer_cache)
+        return self.model.norm(x)
 
     def unembed(self, hidden: torch.Tensor) -> torch.Tensor:
         """Logits (float32) from the final norm's output, soft-capped as the config says."""
@@ -302,12 +379,11 @@ class Model(FamilyModel):
     def decode_extras(self, pos: int) -> list[torch.Tensor]:
         """What an exported one-token step at POS takes besides the token and the caches: the local layers' mask
         over the ring (claiming the slot POS overwrites, as a forward pass does)."""
-        return [self._claim_ring(pos, 1)] if self.ring_size else []
+        return [self.cache.claim(0, pos, 1)] if self.ring_size else []
 
     def decode_done(self, last: int) -> None:
-        """The rings now hold positions up to LAST (after a forward pass, or an exported step, ending there)."""
-        if self.ring_size:
-            self._ring = (max(self._ring[0], last + 1 - self.ring_size), last + 1)
+        """The rings now hold positions up to LAST (after an exported step ending there)."""
+        self.cache.done(0, last)
 
     @classmethod
     def exportable(cls, config: ModelConfig) -> bool:
@@ -324,29 +400,3 @@ class Model(FamilyModel):
         k = rope_from_zero(attn.k_norm(split_heads(attn.k_proj(x), attn.n_kv_heads, attn.head_dim)), theta, scaling)
         scale = (c.query_pre_attn_scalar or 256) ** -0.5
         return eager_probs(q, k, attn.n_heads, scale, self.window if attn.is_local else None)
-
-    def _claim_ring(self, s: int, T: int) -> torch.Tensor:
-        """Check that the rings hold the window before position s, mark what this forward overwrites, and return the
-        local-layer mask: [T, size + T] over (ring as it was, the chunk) for a chunk, [1, size] for a decode step."""
-        C, W = self.ring_size, self.window
-        lo, hi = self._ring
-        if s > hi or max(0, s - W + 1) < min(lo, s):
-            raise EngineError(
-                f"the sliding-window cache holds positions {lo}..{hi - 1} and cannot resume at position {s}; "
-                f"prefill from model.max_reusable_prefix() (0 means from the start)"
-            )
-        lo = min(lo, s)  # positions >= s are stale from here on; if the forward is interrupted, so is the overwritten tail
-        self._ring = (max(lo, s + T - C), s)
-        last = s if T == 1 else s - 1  # the newest position in the ring when attention reads it
-        slot_pos = last - torch.remainder(last - torch.arange(C), C)  # the position each slot holds [C]
-        slot_pos = torch.where(slot_pos >= lo, slot_pos, FAR_PAST)
-        if T == 1:
-            return (slot_pos > s - W).unsqueeze(0)  # [1, C]
-        keys = torch.cat((slot_pos, torch.arange(s, s + T)))  # [C + T]
-        q = torch.arange(s, s + T).unsqueeze(1)  # [T, 1]
-        return (keys <= q) & (keys > q - W)
-
-
-def _in(dtype: torch.dtype, pair: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin, computed in float32, cast to the model's dtype."""
-    return pair[0].to(dtype), pair[1].to(dtype)

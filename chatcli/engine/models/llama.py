@@ -11,9 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from chatcli.engine.cache import KVCache, ModelCache, ragged_mask
 from chatcli.engine.config import ModelConfig
 from chatcli.engine.errors import ModelLoadError
-from chatcli.engine.layers import KVCache, RMSNorm, causal_mask, fuse_projections
+from chatcli.engine.layers import RMSNorm, causal_mask, fuse_projections
 from chatcli.engine.models.base import FamilyModel, eager_probs
 from chatcli.engine.rope import rope_tables
 
@@ -55,7 +56,6 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, config.hidden_size, bias=config.attention_bias)
         self.qkv_proj: nn.Module | None = None  # set by fuse()
         self.window = attention_window(config)
-        self.cache: KVCache | None = None
         self.use_rope = True  # SmolLM3 turns RoPE off in some layers
 
     def position_qk(self, qk: torch.Tensor, rope: Rope) -> torch.Tensor:
@@ -68,26 +68,28 @@ class Attention(nn.Module):
         if self.qkv_proj is None:
             fuse_projections(self, ["q_proj", "k_proj", "v_proj"], "qkv_proj")
 
-    def forward(self, x: torch.Tensor, rope: Rope, start_pos: int, mask: torch.Tensor | None = None,
-                kv: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: Rope, start_pos: int | torch.Tensor, mask: torch.Tensor | None,
+                cache: KVCache) -> torch.Tensor:
         """x [B, T, hidden] at positions start_pos.. (mask: the causal mask of those T queries; unused for one token).
 
-        kv: the cache tensors to use instead of this layer's own (an exported graph takes them as inputs)."""
+        start_pos may be a tensor [B] for one token per row, each at its own position (ragged batched decode); mask
+        is then the rows' mask over the cache (cache.ragged_mask)."""
         B, T, _ = x.shape
         H, KV, D = self.n_heads, self.n_kv_heads, self.head_dim
         if self.qkv_proj is not None:
             qkv = self.qkv_proj(x)
         else:
             qkv = torch.cat([self.q_proj(x), self.k_proj(x), self.v_proj(x)], -1)
+        if isinstance(start_pos, torch.Tensor):
+            return self._decode_rows(qkv.view(B, H + 2 * KV, D), rope, start_pos, mask, cache)
         if T == 1:
-            k_cache, v_cache = kv if kv is not None else (self.cache.k, self.cache.v)
-            return self._decode(qkv.view(B, H + 2 * KV, D), rope, start_pos, k_cache, v_cache)
+            return self._decode(qkv.view(B, H + 2 * KV, D), rope, start_pos, cache.k, cache.v)
         qkv = qkv.view(B, T, H + 2 * KV, D)
         qk = self.position_qk(qkv[:, :, : H + KV], rope)  # q and k heads rotated together: [B, T, H+KV, D]
         q = qk[:, :, :H].transpose(1, 2)  # [B, H, T, D]
         k = qk[:, :, H:].transpose(1, 2)  # [B, KV, T, D]
         v = qkv[:, :, H + KV :].transpose(1, 2)
-        k, v = self.cache.update(start_pos, k, v)  # [B, KV, start_pos+T, D]
+        k, v = cache.update(start_pos, k, v)  # [B, KV, start_pos+T, D]
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=KV != H)
         return self.o_proj(out.transpose(1, 2).reshape(B, T, H * D))  # [B, T, hidden]
 
@@ -104,6 +106,16 @@ class Attention(nn.Module):
         # of that head: grouped-query attention without repeating k and v.
         out = F.scaled_dot_product_attention(qk[:, :H].view(B, KV, self.groups, D), k_cache[:, :, lo : pos + 1], v_cache[:, :, lo : pos + 1])
         return self.o_proj(out.view(B, 1, H * D))  # heads in order kv*G + g: [B, 1, hidden]
+
+    def _decode_rows(self, qkv: torch.Tensor, rope: Rope, pos: torch.Tensor, mask: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """One token per row, row b at pos[b]: written at its own slot, attending under MASK [B, 1, 1, L] over the
+        first L = max(pos) + 1 slots (a shorter row's unwritten tail is masked)."""
+        B, H, KV, D = qkv.shape[0], self.n_heads, self.n_kv_heads, self.head_dim
+        qk = self.position_qk(qkv[:, : H + KV], rope)  # rope rows gathered per row: [B, 1, D]
+        cache.write_rows(pos, qk[:, H:], qkv[:, H + KV :])
+        L = mask.shape[-1]
+        out = F.scaled_dot_product_attention(qk[:, :H].view(B, KV, self.groups, D), cache.k[:, :, :L], cache.v[:, :, :L], attn_mask=mask)
+        return self.o_proj(out.reshape(B, 1, H * D))
 
 
 class MLP(nn.Module):
@@ -147,9 +159,9 @@ class Block(nn.Module):
         self.self_attn.fuse()
         self.mlp.fuse()
 
-    def forward(self, x: torch.Tensor, rope: Rope, start_pos: int, mask: torch.Tensor | None = None,
-                kv: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-        h = self.self_attn(self.input_layernorm(x), rope, start_pos, mask, kv)
+    def forward(self, x: torch.Tensor, rope: Rope, start_pos: int | torch.Tensor, mask: torch.Tensor | None,
+                cache: KVCache) -> torch.Tensor:
+        h = self.self_attn(self.input_layernorm(x), rope, start_pos, mask, cache)
         h += x  # the residual added into the projection's fresh output rather than into a new tensor
         out = self.mlp(self.post_attention_layernorm(h))
         out += h
@@ -199,13 +211,18 @@ class Model(FamilyModel):
         for layer in self.model.layers:
             layer.prepare()
 
+    def make_cache(self, batch: int = 1, max_len: int | None = None) -> ModelCache:
+        """KV caches for BATCH rows of up to MAX_LEN positions (default: the length setup_cache allowed)."""
+        c, max_len = self.config, max_len or self.max_seq_len
+        layers = [KVCache.empty(batch, c.num_key_value_heads, max_len, c.head_dim, self.compute_dtype) for _ in self.model.layers]
+        return ModelCache(layers, batch, max_len)
+
     def setup_cache(self, max_seq_len: int | None = None, batch: int = 1) -> None:
-        """Allocate the KV caches and RoPE tables for up to max_seq_len positions (default: the model's context)."""
+        """RoPE tables for up to max_seq_len positions (default: the model's context), and the model's own cache of
+        BATCH rows (what forward uses when no cache is passed in)."""
         c = self.config
         self.max_seq_len = max_seq_len or c.max_position_embeddings
-        dtype = self.compute_dtype
-        for layer in self.model.layers:
-            layer.self_attn.cache = KVCache(batch, c.num_key_value_heads, self.max_seq_len, c.head_dim, dtype)
+        self.cache = self.make_cache(batch)
         cos, sin = rope_tables(self.max_seq_len, c.head_dim, c.rope_theta, self.rope_scaling, rotary_dim=self.rotary_dim)  # [S, rd]
         self.register_rope("rope", cos, sin)
 
@@ -221,29 +238,34 @@ class Model(FamilyModel):
         """The RoPE rows of positions start..end-1 (Phi-3's longrope picks its set by the chunk)."""
         return self.rope_cos[start:end], self.rope_neg_sin[start:end], self.rope_sin[start:end]
 
-    def forward(self, tokens: torch.Tensor, start_pos: int = 0, last_only: bool = False,
-                caches: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> torch.Tensor:
-        """Logits (float32) [B, T, vocab] for tokens [B, T] placed at positions start_pos..start_pos+T-1.
+    def forward(self, tokens: torch.Tensor, start_pos: int | torch.Tensor = 0, last_only: bool = False,
+                cache: ModelCache | None = None) -> torch.Tensor:
+        """Logits (float32) [B, T, vocab] for tokens [B, T] placed at positions start_pos..start_pos+T-1 of CACHE
+        (default: the model's own); start_pos a tensor [B]: one token per row, row b at start_pos[b].
 
         last_only: only the last position's logits [B, 1, vocab], which is all a prefill needs (the unembedding of
         every prompt position would cost about a fifth of SmolLM2's prefill).
-        caches: per layer, the (k, v) cache tensors to use for one token instead of the layers' own (engine.compile
-        exports this path with the caches as graph inputs); it returns the final norm's output [B, 1, hidden] as
-        float32, for unembed() to finish outside the graph.
         """
+        hidden = self.body(tokens, start_pos, self.cache if cache is None else cache)
+        return self.unembed(hidden[:, -1:] if last_only else hidden)
+
+    def body(self, tokens: torch.Tensor, start_pos: int | torch.Tensor, cache: ModelCache) -> torch.Tensor:
+        """The final norm's output [B, T, hidden]: all of forward but the unembedding (engine.compile exports this
+        for one token, with the cache's tensors as the graph's inputs)."""
         T = tokens.shape[1]
-        end = start_pos + T
-        rope = self.rope_rows(start_pos, end)
-        # One mask for every layer; one token needs none (_decode slices the cache to what it may see).
-        mask = None if T == 1 else causal_mask(start_pos, T, self.window)
+        if isinstance(start_pos, torch.Tensor):  # one token per row, each at its own position
+            rope = self.rope_cos[start_pos], self.rope_neg_sin[start_pos], self.rope_sin[start_pos]  # [B, 1, rd]
+            L = int(start_pos.max()) + 1
+            cache.ready(start_pos, L)
+            mask = ragged_mask(start_pos, L, self.window)
+        else:
+            rope = self.rope_rows(start_pos, start_pos + T)
+            # One mask for every layer; one token needs none (_decode slices the cache to what it may see).
+            mask = None if T == 1 else causal_mask(start_pos, T, self.window)
         x = self.model.embed_tokens(tokens).to(self.compute_dtype)  # [B, T, hidden]; rows widened exactly if stored narrow
-        for i, layer in enumerate(self.model.layers):
-            x = layer(x, rope, start_pos, mask, None if caches is None else caches[i])
-        if caches is not None:
-            return self.model.norm(x).float()
-        if last_only:
-            x = x[:, -1:]
-        return self.unembed(self.model.norm(x))
+        for layer, layer_cache in zip(self.model.layers, cache.layers):
+            x = layer(x, rope, start_pos, mask, layer_cache)
+        return self.model.norm(x)
 
     def unembed(self, hidden: torch.Tensor) -> torch.Tensor:
         """Logits (float32) from the final norm's output."""

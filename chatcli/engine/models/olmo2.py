@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from chatcli.engine.cache import KVCache
 from chatcli.engine.config import ModelConfig
 from chatcli.engine.errors import ModelLoadError
 from chatcli.engine.layers import RMSNorm
@@ -41,9 +42,9 @@ class Block(llama.Block):
         del self.input_layernorm
         self.post_feedforward_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
-    def forward(self, x: torch.Tensor, rope: Rope, start_pos: int, mask: torch.Tensor | None = None,
-                kv: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-        h = self.post_attention_layernorm(self.self_attn(x, rope, start_pos, mask, kv))
+    def forward(self, x: torch.Tensor, rope: Rope, start_pos: int | torch.Tensor, mask: torch.Tensor | None,
+                cache: KVCache) -> torch.Tensor:
+        h = self.post_attention_layernorm(self.self_attn(x, rope, start_pos, mask, cache))
         h += x
         out = self.post_feedforward_layernorm(self.mlp(h))
         out += h
