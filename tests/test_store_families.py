@@ -27,16 +27,21 @@ NAMES = {
     "olmo2": {**COMMON, "self_attn.q_norm": "attn_q_norm", "self_attn.k_norm": "attn_k_norm",
               "post_attention_layernorm": "post_attention_norm", "post_feedforward_layernorm": "post_ffw_norm"},
     "smollm3": LLAMA,
+    "qwen3moe": {**LLAMA, "self_attn.q_norm": "attn_q_norm", "self_attn.k_norm": "attn_k_norm", "mlp.gate": "ffn_gate_inp"},
     "phi3": {"input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm", "self_attn.qkv_proj": "attn_qkv",
              "self_attn.o_proj": "attn_output", "mlp.gate_up_proj": "ffn_up", "mlp.down_proj": "ffn_down"},
 }
 TOP = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight", "lm_head.weight": "output.weight"}
 
 
+EXPERTS = {"gate_proj": "ffn_gate_exps", "up_proj": "ffn_up_exps", "down_proj": "ffn_down_exps"}
+
+
 def write_gguf(folder, path, arch: str) -> None:
     """FOLDER's weights and config as llama.cpp's convert_hf_to_gguf.py lays them out for ARCH."""
     from safetensors.numpy import load_file
 
+    arch = {"qwen3_moe": "qwen3moe"}.get(arch, arch)
     cfg = json.loads((folder / "config.json").read_text())
     state = load_file(str(folder / "model.safetensors"))
     heads, kv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
@@ -62,6 +67,14 @@ def write_gguf(folder, path, arch: str) -> None:
     w.add_eos_token_id(2)
     w.add_chat_template(CHATML)
     tensors = {}
+    if arch == "qwen3moe":  # each layer's experts stacked into one tensor per projection, [experts, rows, columns]
+        w.add_expert_count(cfg["num_experts"])
+        w.add_expert_used_count(cfg["num_experts_per_tok"])
+        w.add_expert_feed_forward_length(cfg["moe_intermediate_size"])
+        for i in range(cfg["num_hidden_layers"]):
+            for proj, gg in EXPERTS.items():
+                tensors[f"blk.{i}.{gg}.weight"] = np.stack(
+                    [state.pop(f"model.layers.{i}.mlp.experts.{e}.{proj}.weight") for e in range(cfg["num_experts"])])
     if arch == "phi3":
         rot = int(head_dim * cfg.get("partial_rotary_factor", 1.0))
         w.add_rope_dimension_count(rot)
@@ -99,7 +112,13 @@ def run(model, ids):
     return torch.cat(got, 1), tokens
 
 
-@pytest.mark.parametrize("arch", ["qwen3", "qwen3_untied", "olmo2", "smollm3", "phi3", "phi3_window"])
+# llama.cpp's qwen3moe: every layer sparse, the chosen experts' weights renormalized. moe_intermediate_size 768 is
+# transformers' default, which its GGUF reader keeps (it does not read expert_feed_forward_length).
+MOE = dict(model_type="qwen3_moe", architectures=["Qwen3MoeForCausalLM"], num_experts=4, num_experts_per_tok=2,
+           moe_intermediate_size=768, norm_topk_prob=True, decoder_sparse_step=1, mlp_only_layers=[])
+
+
+@pytest.mark.parametrize("arch", ["qwen3", "qwen3_untied", "qwen3_moe", "olmo2", "smollm3", "phi3", "phi3_window"])
 def test_gguf_of_a_new_family_converts_and_matches_transformers(arch, tiny_model_factory, tmp_path):
     from chatcli.engine.loader import load_model
 
@@ -107,6 +126,8 @@ def test_gguf_of_a_new_family_converts_and_matches_transformers(arch, tiny_model
     # Qwen3 with head_dim 128, which is not hidden_size / heads (16) but is what transformers' GGUF reader assumes (it
     # ignores the file's key_length).
     extra = {"head_dim": 128} if arch.startswith("qwen3") else {}
+    if arch == "qwen3_moe":
+        arch, extra = "qwen3", {**extra, **MOE}
     folder = tiny_model_factory(arch, vocab_size=n_vocab, bos_token_id=0, eos_token_id=2, **extra)
     model_type = json.loads((folder / "config.json").read_text())["model_type"]
     src, out = tmp_path / "m.gguf", tmp_path / "converted"
@@ -122,8 +143,8 @@ def test_gguf_of_a_new_family_converts_and_matches_transformers(arch, tiny_model
         expected = ref(torch.cat([ids, torch.tensor([tokens])], 1)).logits
     assert (ours - expected).abs().max().item() < 1e-4, arch
     assert expected[0, 99:119].argmax(-1).tolist() == tokens, arch
-    if model_type == "qwen3":  # transformers reads this GGUF too
-        from tests.test_store_real import reference_from_gguf
+    if model_type in ("qwen3", "qwen3_moe"):  # transformers reads this GGUF too
+        from tests.realmodels import reference_from_gguf
 
         from_gguf = reference_from_gguf(src)
         with torch.no_grad():

@@ -191,3 +191,47 @@ def test_import_of_corrupt_gguf_is_exit_3_and_leaves_nothing(tiny, _isolated_hom
     assert "Traceback" not in proc.stderr
     store = _isolated_home / "models"
     assert not (store / "bad").exists() and not list(store.glob(".tmp-*"))
+
+
+def test_default_conversion_stores_every_gguf_value_exactly(tmp_path):
+    """--dtype exact (the default): float16 and float32 tensors as they are, block quantizations dequantized in float32,
+    bit for bit what gguf dequantizes (what transformers and llama.cpp compute with); and the mixed folder loads."""
+    import json
+
+    import numpy as np
+    import torch
+    from gguf.quants import dequantize
+    from safetensors.numpy import load_file
+
+    from chatcli.engine.loader import load_model
+    from chatcli.store.convert import convert_gguf
+
+    hf_names = {"token_embd.weight": "model.embed_tokens.weight", "output.weight": "lm_head.weight",
+                "blk.0.attn_q.weight": "model.layers.0.self_attn.q_proj.weight",
+                "blk.0.attn_k.weight": "model.layers.0.self_attn.k_proj.weight",
+                "blk.0.attn_v.weight": "model.layers.0.self_attn.v_proj.weight",
+                "blk.0.ffn_up.weight": "model.layers.0.mlp.up_proj.weight",
+                "blk.0.ffn_norm.weight": "model.layers.0.post_attention_layernorm.weight",
+                "blk.1.ffn_down.weight": "model.layers.1.mlp.down_proj.weight"}
+    types = {"token_embd.weight": "Q8_0", "output.weight": "Q4_1", "blk.0.attn_q.weight": "Q4_0",
+             "blk.0.attn_k.weight": "Q4_1", "blk.0.attn_v.weight": "F16", "blk.0.ffn_up.weight": "Q5_0"}
+    src, out = tmp_path / "m.gguf", tmp_path / "m"
+    make_gguf(src, arch="qwen2", tied=False, tensor_types=types)  # qwen2: no q/k row permutation to undo
+    out.mkdir()
+    info = convert_gguf(src, out)
+    got = load_file(out / "model.safetensors")
+    header_len = int.from_bytes((out / "model.safetensors").read_bytes()[:8], "little")
+    header = json.loads((out / "model.safetensors").read_bytes()[8 : 8 + header_len])
+    with GGUFFile(src) as g:
+        for gg, hf in hf_names.items():
+            t = g.tensors[gg]
+            expected = dequantize(g.raw(t), t.ggml_type)
+            assert got[hf].dtype == (np.float16 if t.type_name == "F16" else np.float32), hf
+            np.testing.assert_array_equal(got[hf].astype(np.float32), expected, err_msg=hf)
+            assert header[hf]["dtype"] == ("F16" if t.type_name == "F16" else "F32")
+        q41 = dequantize(g.raw(g.tensors["blk.0.attn_k.weight"]), g.tensors["blk.0.attn_k.weight"].ggml_type)
+    assert (q41.astype(np.float16).astype(np.float32) != q41).any()  # float16 would have rounded: the test can fail
+    assert info["dtype"] == "float16/float32"
+    assert json.loads((out / "config.json").read_text())["torch_dtype"] == "float32"
+    model = load_model(out, "float32", max_seq_len=8)  # float16 beside float32 in one file loads
+    assert torch.equal(model.model.embed_tokens.weight, torch.from_numpy(got["model.embed_tokens.weight"]))

@@ -39,7 +39,7 @@ def test_import_gguf_then_name_clash_then_force(store, tmp_path):
     assert proc.stdout.strip() == f"my-model.q8_0: ready at {folder}"
     assert (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file()
     origin = json.loads((folder / "chatcli.json").read_text())
-    assert origin["source"].startswith("import (") and origin["dtype"] == "bfloat16"
+    assert origin["source"].startswith("import (") and origin["dtype"] == "float32"
 
     clash = cli("import", str(src))
     assert clash.returncode == 2 and "already in the store" in error_line(clash)

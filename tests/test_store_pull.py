@@ -113,7 +113,7 @@ def test_pull_assembles_verifies_converts_then_is_idempotent(store):
     forced = cli("pull", "fake-model", "--force")
     assert forced.returncode == 0 and "ready" in forced.stdout
     assert "verify cached fake-model" in forced.stderr and "download fake-model" not in forced.stderr  # the cache is reused
-    assert '"dtype": "bfloat16"' in (folder / "chatcli.json").read_text()
+    assert '"dtype": "float32"' in (folder / "chatcli.json").read_text()  # Q8_0, dequantized exactly
 
 
 def test_two_pulls_at_once_share_the_lock(store):
@@ -232,7 +232,7 @@ def test_models_list_show_rm(store):
     header, *rows = listing.stdout.strip().splitlines()
     assert header.split("\t")[:8] == ["name", "architecture", "params", "dtype", "size", "context", "template", "default"]
     row = next(r.split("\t") for r in rows if r.startswith("fake-model\t"))
-    assert row[1:4] == ["LlamaForCausalLM", "0.1M", "bfloat16"] and row[5] == "256" and row[6] == "yes"
+    assert row[1:4] == ["LlamaForCausalLM", "0.1M", "float32"] and row[5] == "256" and row[6] == "yes"
     assert any(r.startswith("smollm2-135m-instruct\t") and r.endswith("not pulled") and "\t*\t" in r for r in rows)
     import json
 

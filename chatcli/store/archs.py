@@ -1,7 +1,7 @@
 """Per-architecture knowledge for GGUF -> Hugging Face: config.json keys, tensor names, and the layout llama.cpp changed.
 
-Supported: llama (also SmolLM2, Mistral), qwen2, gemma3, qwen3, olmo2, smollm3, phi3. Adding one is a config function
-and a name table.
+Supported: llama (also SmolLM2, Mistral), qwen2, gemma3, qwen3, qwen3moe, olmo2, smollm3, phi3. Adding one is a config
+function and a name table.
 """
 
 from __future__ import annotations
@@ -48,6 +48,10 @@ OLMO2_BLOCK = {
 # llama.cpp keeps Phi-3's fused projections: attn_qkv, and ffn_up holding gate then up.
 PHI3_BLOCK = {"attn_norm": "input_layernorm", "attn_qkv": "self_attn.qkv_proj", "attn_output": "self_attn.o_proj",
               "ffn_up": "mlp.gate_up_proj", "ffn_down": "mlp.down_proj", "ffn_norm": "post_attention_layernorm"}
+QWEN3MOE_BLOCK = {**{k: v for k, v in QWEN3_BLOCK.items() if not k.startswith("ffn_") or k == "ffn_norm"},
+                  "ffn_gate_inp": "mlp.gate"}
+# llama.cpp stacks a layer's experts into one tensor per projection, [experts, rows, columns]; HF keeps one per expert.
+EXPERT_PARTS = {"ffn_gate_exps": "gate_proj", "ffn_up_exps": "up_proj", "ffn_down_exps": "down_proj"}
 BLOCK_RE = re.compile(r"^blk\.(\d+)\.([a-z_0-9]+)\.(weight|bias)$")
 
 
@@ -58,6 +62,7 @@ class Plan:
     config: dict[str, Any]
     names: dict[str, str] = field(default_factory=dict)
     transforms: dict[str, Transform] = field(default_factory=dict)
+    splits: dict[str, list[str]] = field(default_factory=dict)  # a GGUF tensor -> the HF name of each slice of axis 0
 
 
 def f32(value: Any) -> float:
@@ -299,6 +304,27 @@ def qwen3(g: GGUFFile) -> Plan:
     return Plan(cfg, _map_names(g, QWEN3_BLOCK))
 
 
+def qwen3moe(g: GGUFFile) -> Plan:
+    """Qwen3-MoE (Qwen3-30B-A3B): Qwen3's attention; every layer a mixture of experts (llama.cpp's qwen3moe has no
+    dense layers), whose stacked expert tensors are split into HF's one tensor per expert. llama.cpp always renormalizes
+    the chosen experts' weights, so norm_topk_prob is true."""
+    cfg = _common(g, "qwen3moe")
+    n_experts = _int(g, "qwen3moe.expert_count", hi=4096)
+    top_k = _int(g, "qwen3moe.expert_used_count", hi=n_experts)
+    size = _int(g, "qwen3moe.expert_feed_forward_length")
+    h = cfg["hidden_size"]
+    shapes = {"ffn_gate_inp": (n_experts, h), "ffn_gate_exps": (n_experts, size, h), "ffn_up_exps": (n_experts, size, h),
+              "ffn_down_exps": (n_experts, h, size)}
+    _check_shapes(g, cfg, {**QWEN3MOE_BLOCK, **EXPERT_PARTS}, shapes)
+    _no_bias(g, "qwen3moe")
+    cfg.update(architectures=["Qwen3MoeForCausalLM"], model_type="qwen3_moe", hidden_act="silu", attention_bias=False,
+               use_sliding_window=False, sliding_window=None, num_experts=n_experts, num_experts_per_tok=top_k,
+               moe_intermediate_size=size, norm_topk_prob=True, decoder_sparse_step=1, mlp_only_layers=[])
+    stacked = {f"blk.{i}.{part}.weight": [f"model.layers.{i}.mlp.experts.{e}.{proj}.weight" for e in range(n_experts)]
+               for i in range(cfg["num_hidden_layers"]) for part, proj in EXPERT_PARTS.items()}
+    return Plan(cfg, _map_names(g, QWEN3MOE_BLOCK, skip=tuple(stacked)), splits=stacked)
+
+
 def olmo2(g: GGUFFile) -> Plan:
     """OLMo 2: norms after attention and after the MLP, q/k norms over the whole projection; no permutation."""
     cfg = _common(g, "olmo2")
@@ -354,8 +380,8 @@ def phi3(g: GGUFFile) -> Plan:
     return Plan(cfg, _map_names(g, PHI3_BLOCK, skip=("rope_factors_short.weight", "rope_factors_long.weight")))
 
 
-ARCHS: dict[str, Callable[[GGUFFile], Plan]] = {"llama": llama, "qwen2": qwen2, "gemma3": gemma3, "qwen3": qwen3, "olmo2": olmo2,
-                                               "smollm3": smollm3, "phi3": phi3}
+ARCHS: dict[str, Callable[[GGUFFile], Plan]] = {"llama": llama, "qwen2": qwen2, "gemma3": gemma3, "qwen3": qwen3,
+                                               "qwen3moe": qwen3moe, "olmo2": olmo2, "smollm3": smollm3, "phi3": phi3}
 
 
 def plan_for(g: GGUFFile) -> Plan:

@@ -187,7 +187,7 @@ def _link(src: Path, dest: Path) -> None:
 
 
 def make_folder(spec: hub.HubSpec, work: Path, *, root: Path, name: str, revision: str | None = None,
-                dtype: str = "bfloat16", yes: bool = False, progress: Progress) -> Path:
+                dtype: str = "exact", yes: bool = False, progress: Progress) -> Path:
     """Download SPEC (at REVISION) and build the model folder inside WORK; return it."""
     hh = require("huggingface_hub", f"pulling {spec}", "hub")
     revision = revision or "main"

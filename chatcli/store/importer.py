@@ -70,7 +70,7 @@ def import_path(
     *,
     name: str | None = None,
     models_dir: str | os.PathLike | None = None,
-    dtype: str = "bfloat16",
+    dtype: str = "exact",
     force: bool = False,
     progress: Progress | None = None,
 ) -> Path:

@@ -75,7 +75,7 @@ def pull(
     *,
     models_dir: str | os.PathLike | None = None,
     force: bool = False,
-    dtype: str = "bfloat16",
+    dtype: str = "exact",
     revision: str | None = None,
     yes: bool = False,
     store_as: str | None = None,
@@ -135,7 +135,7 @@ def pull_hf(
     revision: str | None = None,
     models_dir: str | os.PathLike | None = None,
     force: bool = False,
-    dtype: str = "bfloat16",
+    dtype: str = "exact",
     yes: bool = False,
     progress: Progress | None = None,
 ) -> PullResult:

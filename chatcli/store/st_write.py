@@ -38,16 +38,18 @@ def write_safetensors(
     path: Path,
     tensors: Iterable[tuple[str, tuple[int, ...]]],
     produce: Callable[[str], Iterator[np.ndarray]],
-    dtype: str,
+    dtype: str | dict[str, str],
     metadata: dict[str, str] | None = None,
     on_tensor: Callable[[str], None] | None = None,
 ) -> None:
-    """Write PATH with TENSORS (name, shape) in order; produce(name) yields the values of one tensor in row chunks."""
-    tag, width = DTYPES[dtype]
+    """Write PATH with TENSORS (name, shape) in order; produce(name) yields the values of one tensor in row chunks.
+
+    dtype: one dtype for every tensor, or {name: dtype} (a GGUF mixes float32 norms with float16 tensors)."""
     header: dict[str, object] = {"__metadata__": {"format": "pt", **(metadata or {})}}
-    order = list(tensors)
+    order = [(name, shape, dtype[name] if isinstance(dtype, dict) else dtype) for name, shape in tensors]
     offset = 0
-    for name, shape in order:
+    for name, shape, dt in order:
+        tag, width = DTYPES[dt]
         n = int(np.prod(shape, dtype=np.int64)) * width
         header[name] = {"dtype": tag, "shape": list(shape), "data_offsets": [offset, offset + n]}
         offset += n
@@ -55,11 +57,11 @@ def write_safetensors(
     blob += b" " * (-len(blob) % 8)  # the data section starts 8-byte aligned
     with open(path, "wb") as f:
         _write(f, struct.pack("<Q", len(blob)) + blob)
-        for name, _shape in order:
+        for name, _shape, dt in order:
             expected = header[name]["data_offsets"]  # type: ignore[index]
             written = 0
             for chunk in produce(name):
-                data = to_bytes(chunk, dtype)
+                data = to_bytes(chunk, dt)
                 written += len(data)
                 _write(f, data)
             if written != expected[1] - expected[0]:
