@@ -89,7 +89,7 @@ def test_thinking_off_over_the_wire_renders_with_enable_thinking_false(served, b
     r = httpx.post(server.url + "/v1/chat/completions",
                    json={"messages": MESSAGES, "temperature": 0, "max_tokens": 50, **body}, timeout=60)
     assert r.status_code == 200, r.text
-    prompt = backend.tokenizer.decode(list(backend._cache.tokens))
+    prompt = backend.tokenizer.decode(list(backend.model.cache.tokens[0]))
     assert "<|im_start|>assistant\n<think>\n\n</think>\n\n" in prompt
 
 
@@ -99,7 +99,7 @@ def test_thinking_stays_on_without_a_switch_or_with_an_effort(served):
         r = httpx.post(server.url + "/v1/chat/completions",
                        json={"messages": MESSAGES, "temperature": 0, "max_tokens": 50, **body}, timeout=60)
         assert r.status_code == 200, r.text
-        assert "</think>" not in backend.tokenizer.decode(list(backend._cache.tokens)).split("<|im_start|>assistant")[-1] \
+        assert "</think>" not in backend.tokenizer.decode(list(backend.model.cache.tokens[0])).split("<|im_start|>assistant")[-1] \
             .split(REASONING)[0]
 
 
@@ -148,7 +148,7 @@ def test_the_openai_backend_turns_thinking_off_on_the_server(served):
                                 think=False))
     finally:
         client.close()
-    assert "<|im_start|>assistant\n<think>\n\n</think>\n\n" in backend.tokenizer.decode(list(backend._cache.tokens))
+    assert "<|im_start|>assistant\n<think>\n\n</think>\n\n" in backend.tokenizer.decode(list(backend.model.cache.tokens[0]))
 
 
 @pytest.mark.parametrize("key", ["reasoning_content", "reasoning", "thinking"])
@@ -183,4 +183,4 @@ def test_the_openai_backends_think_setting_is_the_default_for_each_reply(served)
         list(client.stream_chat([Message("user", "Say hi")], SamplingParams(temperature=0, max_tokens=20)))
     finally:
         client.close()
-    assert "<|im_start|>assistant\n<think>\n\n</think>\n\n" in backend.tokenizer.decode(list(backend._cache.tokens))
+    assert "<|im_start|>assistant\n<think>\n\n</think>\n\n" in backend.tokenizer.decode(list(backend.model.cache.tokens[0]))
