@@ -2,9 +2,7 @@
 
 Differences from the Llama family: the embedding is scaled by sqrt(hidden_size); RMSNorm scales by (1 + weight) in
 float32; four norms per block; q and k are RMS-normed per head; the attention scale is query_pre_attn_scalar**-0.5;
-the MLP is GeGLU (tanh GELU); local and global layers use different RoPE bases; the embeddings are tied. As in the
-Llama family, q/k/v and gate/up are built fused (self_attn.qkv_proj, mlp.gate_up_proj) and sanitize() stacks the
-checkpoint's tensors into them.
+the MLP is GeGLU (tanh GELU); local and global layers use different RoPE bases; the embeddings are tied.
 
 Local layers keep their keys and values in a ring buffer of window + rewind slots written at position % size, so a
 long chat costs them constant memory. The ring can be rewound only so far: see Model.max_reusable_prefix.
@@ -23,14 +21,12 @@ from chatcli.engine.cache import KVCache, ModelCache, ragged_mask
 from chatcli.engine.config import ModelConfig
 from chatcli.engine.errors import EngineError, ModelLoadError
 from chatcli.engine.layers import causal_mask
-from chatcli.engine.models.base import FamilyModel, eager_probs, rope_from_zero, split_heads, stack_rows
+from chatcli.engine.models.base import FamilyModel, eager_probs, rope_from_zero, split_heads
 from chatcli.engine.rope import apply_rope, cos_sin, inv_frequencies
 
 LOCAL, GLOBAL = "sliding_attention", "full_attention"
 GELU_APPROXIMATION = {"gelu_pytorch_tanh": "tanh", "gelu_new": "tanh", "gelu": "none"}
 FAR_PAST = -(2**62)  # the position given to an empty or stale ring slot: outside every window
-# The layers computed as one, and the checkpoint's layers stacked into each (rows in this order).
-FUSED = {"qkv_proj": ("q_proj", "k_proj", "v_proj"), "gate_up_proj": ("gate_proj", "up_proj")}
 
 
 def layer_types(c: ModelConfig) -> list[str]:
@@ -166,7 +162,9 @@ class Attention(nn.Module):
         super().__init__()
         c = config
         self.n_heads, self.n_kv_heads, self.head_dim = c.num_attention_heads, c.num_key_value_heads, c.head_dim
-        self.qkv_proj = nn.Linear(c.hidden_size, (self.n_heads + 2 * self.n_kv_heads) * self.head_dim, bias=c.attention_bias)
+        self.q_proj = nn.Linear(c.hidden_size, self.n_heads * self.head_dim, bias=c.attention_bias)
+        self.k_proj = nn.Linear(c.hidden_size, self.n_kv_heads * self.head_dim, bias=c.attention_bias)
+        self.v_proj = nn.Linear(c.hidden_size, self.n_kv_heads * self.head_dim, bias=c.attention_bias)
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, c.hidden_size, bias=c.attention_bias)
         self.q_norm = GemmaRMSNorm(self.head_dim, c.rms_norm_eps)
         self.k_norm = GemmaRMSNorm(self.head_dim, c.rms_norm_eps)
@@ -177,9 +175,9 @@ class Attention(nn.Module):
                 mask: torch.Tensor | None, cache: KVCache | RingKVCache) -> torch.Tensor:
         """start_pos a tensor [B]: one token per row at its own position, under the rows' MASK [B, 1, 1, slots]."""
         B, T, _ = x.shape
-        H, KV = self.n_heads, self.n_kv_heads
-        qkv = self.qkv_proj(x).view(B, T, H + 2 * KV, self.head_dim).transpose(1, 2)  # [B, H+2KV, T, D]
-        q, k, v = self.q_norm(qkv[:, :H]), self.k_norm(qkv[:, H : H + KV]), qkv[:, H + KV :]  # [B, H or KV, T, D]
+        q = self.q_norm(self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2))  # [B, H, T, D]
+        k = self.k_norm(self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2))  # [B, KV, T, D]
+        v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if isinstance(start_pos, torch.Tensor):
             cache.write_rows(start_pos, k[:, :, 0], v[:, :, 0])
@@ -220,12 +218,12 @@ class MLP(nn.Module):
         if act not in GELU_APPROXIMATION:
             raise ModelLoadError(f"config.json: hidden_activation {act!r} is not supported (supported: {', '.join(GELU_APPROXIMATION)})")
         self.approximate = GELU_APPROXIMATION[act]
-        self.gate_up_proj = nn.Linear(config.hidden_size, 2 * config.intermediate_size, bias=False)
+        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up_proj(x).chunk(2, -1)
-        return self.down_proj(F.gelu(gate, approximate=self.approximate) * up)
+        return self.down_proj(F.gelu(self.gate_proj(x), approximate=self.approximate) * self.up_proj(x))
 
 
 class Block(nn.Module):
@@ -273,12 +271,6 @@ class Model(FamilyModel):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.max_seq_len = 0
         self.ring_size = 0  # slots of each local layer's ring; 0 when there are no local layers
-
-    fused = FUSED  # what sanitize() stacks
-
-    def sanitize(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The checkpoint's q/k/v and gate/up weights stacked into the fused layers."""
-        return stack_rows(super().sanitize(state), self.fused)
 
     def prepare(self) -> None:
         """Called by the loader once the weights are in: precompute every norm's scale."""
@@ -400,9 +392,7 @@ class Model(FamilyModel):
         query_pre_attn_scalar^-½, and the sliding window on local layers; [B, H, T, T]."""
         c = self.config
         theta, scaling = (c.rope_local_base_freq or 10000.0, None) if attn.is_local else (c.rope_theta, c.rope_scaling)
-        H, KV, D = attn.n_heads, attn.n_kv_heads, attn.head_dim
-        qkv = attn.qkv_proj(x)
-        q = rope_from_zero(attn.q_norm(split_heads(qkv[..., : H * D], H, D)), theta, scaling)
-        k = rope_from_zero(attn.k_norm(split_heads(qkv[..., H * D : (H + KV) * D], KV, D)), theta, scaling)
+        q = rope_from_zero(attn.q_norm(split_heads(attn.q_proj(x), attn.n_heads, attn.head_dim)), theta, scaling)
+        k = rope_from_zero(attn.k_norm(split_heads(attn.k_proj(x), attn.n_kv_heads, attn.head_dim)), theta, scaling)
         scale = (c.query_pre_attn_scalar or 256) ** -0.5
         return eager_probs(q, k, attn.n_heads, scale, self.window if attn.is_local else None)
