@@ -1,5 +1,6 @@
 """Weight-only quantization and prepacked layers on tiny random models: each layer computes what it says it computes,
-reads its weight back, survives the loader's block-by-block path, and keeps the checkpoint names readable (issue 6)."""
+reads its weight back, survives the loader's block-by-block path, and holds the checkpoint's tensors where the
+family's sanitize stacked them (issue 6)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from torch import nn
 from chatcli.engine import cpu
 from chatcli.engine import linear as L
 from chatcli.engine.errors import ModelLoadError
-from chatcli.engine.layers import RowSlice
+from chatcli.engine.introspect.params import parameter_report
 from chatcli.engine.loader import load_model
 from chatcli.engine.quant import quantize
 
@@ -20,6 +21,11 @@ def dense(n_out=96, n_in=64, bias=True, seed=0, dtype=torch.float32):
     torch.manual_seed(seed)
     layer = nn.Linear(n_in, n_out, bias=bias)
     return layer.to(dtype).requires_grad_(False)
+
+
+def weight_of(layer):
+    """The weight LAYER computes with, whether it is plain, packed or quantized."""
+    return layer.dequantized_weight() if hasattr(layer, "dequantized_weight") else layer.weight
 
 
 def make(kind, layer):
@@ -53,7 +59,7 @@ def test_layer_output_close_to_float(kind, tokens):
     rel = (got - want).norm() / want.norm()
     assert rel < BOUND[kind], rel
     # The layer computes with exactly the weight it reports (up to the bf16 activations of the quantized kernels).
-    again = F.linear(x, q.weight.float(), None if q.bias is None else q.bias.float())
+    again = F.linear(x, q.dequantized_weight().float(), None if q.bias is None else q.bias.float())
     assert (got - again).norm() / again.norm() < (1e-5 if kind == "packed" else 0.02)
 
 
@@ -132,7 +138,9 @@ def test_unknown_mode_is_refused():
 
 @pytest.mark.parametrize("mode", ["none", "int8", "int4"])
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3", "olmo2", "smollm3", "phi3"])  # qwen2 has q/k/v biases; the newer families their own layouts
-def test_quantized_model_stays_close_and_names_stay_readable(tiny_model_factory, mode, arch):
+def test_quantized_model_stays_close_and_holds_the_checkpoint_rows(tiny_model_factory, mode, arch):
+    from safetensors.torch import load_file
+
     path = tiny_model_factory(arch)
     ref = load_model(path, "float32")
     model = load_model(path, "float32", quant=mode)
@@ -140,17 +148,22 @@ def test_quantized_model_stays_close_and_names_stay_readable(tiny_model_factory,
     want, got = ref(ids, 0), model(ids, 0)
     rel = (got - want).norm() / want.norm()
     assert rel < {"none": 1e-5, "int8": 0.05, "int4": 0.25}[mode], rel
-    attn = model.model.layers[0].self_attn
-    # q_proj/k_proj/v_proj (and gate/up) stay where the checkpoint names them, reading through to the fused layer.
-    assert isinstance(attn.q_proj, RowSlice) and isinstance(model.model.layers[0].mlp.up_proj, RowSlice)
-    ref_attn = ref.model.layers[0].self_attn
-    assert attn.k_proj.weight.shape == ref_attn.k_proj.weight.shape
+    attn, ref_attn = model.model.layers[0].self_attn, ref.model.layers[0].self_attn
+    # The checkpoint's k rows (Phi-3's checkpoint fuses them itself) sit where sanitize stacked them, q's then k's then v's.
+    file = load_file(path / "model.safetensors")
+    H, KV, D = attn.n_heads, attn.n_kv_heads, attn.head_dim
+    k_rows = slice(H * D, (H + KV) * D)
+    k = file["model.layers.0.self_attn.qkv_proj.weight"][k_rows] if arch == "phi3" else file["model.layers.0.self_attn.k_proj.weight"]
+    assert torch.equal(ref_attn.qkv_proj.weight[k_rows], k)
+    if arch != "phi3":
+        assert torch.equal(ref.model.layers[1].mlp.gate_up_proj.weight[model.config.intermediate_size :], file["model.layers.1.mlp.up_proj.weight"])
     tol = {"none": 1e-6, "int8": 0.02, "int4": 0.1}[mode]
-    assert (attn.k_proj.weight.float() - ref_attn.k_proj.weight).abs().max() < tol * 10 + tol
+    assert (weight_of(attn.qkv_proj).float()[k_rows] - k).abs().max() < tol * 10 + tol
     if arch == "qwen2":
-        assert torch.allclose(attn.v_proj.bias.float(), ref_attn.v_proj.bias, atol=1e-2)
+        assert torch.equal(ref_attn.qkv_proj.bias[(H + KV) * D :], file["model.layers.0.self_attn.v_proj.bias"])
+        assert torch.allclose(attn.qkv_proj.bias.float(), ref_attn.qkv_proj.bias, atol=1e-2)
     x = torch.randn(1, 2, model.config.hidden_size)
-    assert torch.allclose(attn.q_proj(x), ref_attn.q_proj(x), atol=tol * 10 + 1e-4)
+    assert torch.allclose(attn.qkv_proj(x), ref_attn.qkv_proj(x), atol=tol * 10 + 1e-4)
 
 
 def test_bfloat16_without_onednn_stays_plain(tiny_model_factory, monkeypatch):
@@ -185,8 +198,11 @@ def test_bf16_layer_computes_the_plain_layer(monkeypatch, tokens):
 def test_tied_unembedding_stays_tied_after_packing(tiny_model_factory):
     path = tiny_model_factory("llama_tied")
     model = load_model(path, "bfloat16", quant="none")
-    assert isinstance(model.lm_head, L.PackedLinear if L.can_pack(torch.bfloat16) else nn.Linear)
-    assert model.lm_head.weight is model.model.embed_tokens.weight  # introspection's tie check still holds
+    head, embed = model.lm_head, model.model.embed_tokens.weight
+    assert isinstance(head, L.PackedLinear if L.can_pack(torch.bfloat16) else nn.Linear)
+    # The packed head computes with the embedding's matrix, and introspection still reports the tie.
+    assert torch.equal(weight_of(head), embed)
+    assert parameter_report(model).tied
 
 
 def test_cached_decoding_equals_full_forward_when_quantized(tiny_model_factory):
@@ -218,7 +234,7 @@ def test_float32_from_a_bfloat16_file_widens_embedding_rows_not_the_table(arch, 
         assert model.model.embed_tokens.weight.dtype == torch.bfloat16 and model.compute_dtype == torch.float32
         assert model.cache.layers[0].k.dtype == torch.float32
         if tied and quant == "none":
-            assert model.lm_head.weight is model.model.embed_tokens.weight  # still tied for introspection
+            assert parameter_report(model).tied  # still tied for introspection
         got, want = model(ids, 0), whole(ids, 0)
         assert (got - want).abs().max() < (1e-4 if quant == "none" else 0.1 * want.abs().max()), quant
 

@@ -69,3 +69,19 @@ def test_longrope_matches_transformers(seq_len, partial):
                                   rotary_dim=int(head_dim * partial), seq_len=seq_len)
     torch.testing.assert_close(ours, ref.float(), rtol=1e-6, atol=0)
     assert scale == pytest.approx(ref_scale, rel=1e-12)
+
+
+@pytest.mark.parametrize("rotary_dim", [32, 24])  # whole heads, and Phi-4-mini's three quarters of each
+def test_fast_rotate_matches_transformers_apply_rotary(rotary_dim):
+    """rope.rotate (the decode paths' three-op rotation, partial rotary passing the rest through) against
+    transformers' apply_rotary_pos_emb on the same tables."""
+    from transformers.models.phi3.modeling_phi3 import apply_rotary_pos_emb
+
+    from chatcli.engine.rope import rope_tables, rotate, split_tables
+
+    T, H, D = 7, 3, 32
+    x = torch.randn(1, T, H, D, generator=torch.Generator().manual_seed(0))
+    cos, sin = rope_tables(T, D, 10_000.0, rotary_dim=rotary_dim)
+    ours = rotate(x, split_tables(cos, sin, torch.float32)).transpose(1, 2)
+    ref, _ = apply_rotary_pos_emb(x.transpose(1, 2), x.transpose(1, 2), cos[None], sin[None])
+    torch.testing.assert_close(ours, ref, rtol=1e-6, atol=1e-6)

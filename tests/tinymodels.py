@@ -100,6 +100,23 @@ def train_tokenizer(folder: Path) -> int:
     return tok.get_vocab_size()
 
 
+def checkpoint_shapes(model) -> list[tuple[str, tuple[int, ...]]]:
+    """(name, shape) of every tensor as a checkpoint of MODEL's family stores it, in the model's order: the layers the
+    family fuses (its `fused` table, which its sanitize stacks) split back into their parts, as transformers names them."""
+    c, fused, out = model.config, getattr(model, "fused", {}), []
+    for name, p in model.state_dict().items():
+        module, _, kind = name.rpartition(".")
+        prefix, _, leaf = module.rpartition(".")
+        if leaf not in fused:
+            out.append((name, tuple(p.shape)))
+            continue
+        parts = fused[leaf]
+        kv = c.num_key_value_heads * c.head_dim
+        rows = [p.shape[0] - 2 * kv, kv, kv] if len(parts) == 3 else [p.shape[0] // len(parts)] * len(parts)
+        out += [(f"{prefix}.{part}.{kind}", (n, *p.shape[1:])) for part, n in zip(parts, rows)]
+    return out
+
+
 def make_tiny_model(path: Path, arch: str = "llama", tokenizer_dir: Path | None = None, seed: int = 0, **overrides) -> Path:
     """Write a tiny random model folder of ARCH at PATH (config overrides as keyword arguments)."""
     import torch
@@ -137,13 +154,13 @@ def make_tiny_model(path: Path, arch: str = "llama", tokenizer_dir: Path | None 
     torch.manual_seed(seed)
     model = get_model_class(config["model_type"])(ModelConfig.from_dict(config))
     state = {}
-    for name, p in model.state_dict().items():
+    for name, shape in checkpoint_shapes(model):
         if name.endswith("norm.weight"):
-            state[name] = 1.0 + 0.1 * torch.randn(p.shape)
+            state[name] = 1.0 + 0.1 * torch.randn(shape)
         elif name.endswith("embed_tokens.weight"):
-            state[name] = torch.randn(p.shape)
+            state[name] = torch.randn(shape)
         else:  # large enough weights that greedy choices are far from ties
-            state[name] = torch.randn(p.shape) * (0.5 / p.shape[-1] ** 0.5 if p.dim() == 2 else 0.1)
+            state[name] = torch.randn(shape) * (0.5 / shape[-1] ** 0.5 if len(shape) == 2 else 0.1)
     if config["tie_word_embeddings"]:
         state.pop("lm_head.weight", None)
     save_file({k: v.contiguous() for k, v in state.items()}, str(path / "model.safetensors"))

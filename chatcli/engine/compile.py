@@ -80,7 +80,7 @@ def aot_supported_config(quant: str, config, dtype: torch.dtype = torch.float32)
 
 
 def _is_linear(m: nn.Module) -> bool:
-    """A layer that computes a projection (dense, packed or quantized), not a RowSlice view of one."""
+    """A layer that computes a projection: dense, packed or quantized."""
     from chatcli.engine.linear import DynamicInt8Linear, Int4Linear, Int8Linear, PackedLinear
 
     return isinstance(m, (nn.Linear, PackedLinear, Int8Linear, DynamicInt8Linear, Int4Linear))

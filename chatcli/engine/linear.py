@@ -1,7 +1,7 @@
 """Linear layers that compute faster than nn.Linear on a CPU: prepacked dense weights, int8 and int4 weights.
 
 Each replaces an nn.Linear in place (same in_features/out_features, same call), and each can give back the weight it
-computes with (`dequantized_weight()`, also readable as `.weight`), so code that reads weights keeps working.
+computes with (`dequantized_weight()`); none has a `.weight`, since none keeps one.
 Measured on the target machine (2 cores, AVX512-BF16) for a 3072x576 matrix, one token: plain bf16 F.linear 0.19 ms,
 the same weight prepacked for oneDNN 0.085 ms; plain float32 0.21-0.27 ms, prepacked 0.15-0.18 ms.
 """
@@ -65,31 +65,19 @@ def _stored(stored: dict[str, torch.Tensor], name: str, shape: tuple[int, ...], 
     return t if t.data_ptr() % 64 == 0 else t.clone()
 
 
-class _WeightView:
-    """Mixin: `.weight` reads back the float weight (tied unembeddings keep their source, so `is` still holds)."""
-
-    @property
-    def weight(self) -> torch.Tensor:
-        source = self.__dict__.get("_source")
-        return source if source is not None else self.dequantized_weight()
-
-
-class PackedLinear(_WeightView, nn.Module):
+class PackedLinear(nn.Module):
     """A dense layer whose weight is reordered once into oneDNN's blocked layout (what inductor's freezing does).
 
     PyTorch's plain bf16 GEMV is a slow kernel (about 15 GB/s here); the prepacked one streams weights at full speed.
     """
 
-    def __init__(self, linear: nn.Linear, keep_source: bool = False, weight: torch.Tensor | None = None):
+    def __init__(self, linear: nn.Linear, weight: torch.Tensor | None = None):
         super().__init__()
         w = (linear.weight if weight is None else weight).detach()
         self.in_features, self.out_features, self.dtype = linear.in_features, linear.out_features, w.dtype
         # A plain attribute, not a buffer: an opaque oneDNN tensor that state_dict() and .to() must not touch.
         self.packed = torch.ops.mkldnn._reorder_linear_weight(w.contiguous(), 1)
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach(), requires_grad=False)
-        # A tied unembedding keeps its Parameter (the embedding keeps it alive anyway), unregistered so that it is
-        # counted once, under the embedding.
-        self.__dict__["_source"] = linear.weight if keep_source else None
 
     def dequantized_weight(self) -> torch.Tensor:
         """The weight, read back through the kernel from the identity (the packed layout is oneDNN's own)."""
@@ -138,7 +126,7 @@ class Bf16Linear(nn.Linear):
         return F.linear(x.to(dt), self.weight.to(dt), bias).to(x.dtype)
 
 
-class Int8Linear(_WeightView, nn.Module):
+class Int8Linear(nn.Module):
     """Weight-only int8: w = w_int8 * scale, one symmetric scale per output row (aten._weight_int8pack_mm).
 
     stored: the tensors a former layer's stored() gave, instead of quantizing linear.weight (engine/quantstore.py)."""
@@ -173,7 +161,7 @@ class Int8Linear(_WeightView, nn.Module):
         return _unflat(y, x, self.bias)
 
 
-class DynamicInt8Linear(_WeightView, nn.Module):
+class DynamicInt8Linear(nn.Module):
     """int8 weights, and activations quantized to int8 per token on the fly: fbgemm's VNNI kernels, about twice as
     fast here as the weight-only aten kernel for one token, and faster than the bfloat16 GEMM for a prompt."""
 
@@ -254,7 +242,7 @@ def can_dynamic_int8() -> bool:
         return False
 
 
-class Int4Linear(_WeightView, nn.Module):
+class Int4Linear(nn.Module):
     """Asymmetric 4-bit weights in groups of `group_size` inputs: w = (q - 8) * scale + zero, per group and row.
 
     A decode step runs the int4 kernel. That kernel dequantizes its weights again for every few rows of input, so a

@@ -14,6 +14,7 @@ from chatcli.engine.config import ModelConfig
 from chatcli.engine.errors import ModelLoadError
 from chatcli.engine.linear import can_pack
 from chatcli.engine.models import get_model_class
+from chatcli.engine.models.base import MissingTensors
 from chatcli.engine.quant import quantize as quantize_block
 from chatcli.engine.weights import load_state, release_file_pages
 
@@ -48,8 +49,14 @@ def load_model(path: str | Path, dtype: str | torch.dtype | None = None, max_seq
     folder = Path(path)
     dtype = resolve_dtype(dtype)
     maps: list[mmap.mmap] = []
-    config, model, state, expected = _matched(folder, maps)
-    model.load_state_dict({name: state[name] for name in expected}, strict=False, assign=True)  # views of the file
+    config, model, state, _ = _matched(folder, maps)
+    # The checkpoint's tensors by block, each block sanitized (stacked into its fused layers) only when its turn comes,
+    # so the stacked copies of one block at a time exist beside views of the file.
+    blocks: dict[int, dict] = {}
+    for name in list(state):
+        if m := LAYER_KEY.match(name):
+            blocks.setdefault(int(m.group(1)), {})[name] = state.pop(name)
+    model.load_state_dict(model.sanitize(state), strict=False, assign=True)  # views of the file
     del state
     model.tie_weights()
     model.eval().requires_grad_(False)
@@ -66,11 +73,13 @@ def load_model(path: str | Path, dtype: str | torch.dtype | None = None, max_seq
             f"bfloat16 weights compute through PyTorch's plain bf16 matmul: this CPU ({cpu.info().level}) lacks what "
             "oneDNN's packed bf16 kernels need (AVX512 BW/VL/DQ or AVX-NE-CONVERT); --dtype float32 prefills faster here")
     paths = {id(m): name for name, m in model.named_modules()}
-    # Convert, prepare (fuse) and quantize one block at a time, letting the file's pages go after each: the process
+    # Load (sanitized), convert, prepare and quantize one block at a time, letting the file's pages go after each: the process
     # never holds the file, a converted copy and a packed copy of the whole model at once.
     keep = _narrow_embedding(model, dtype, replaced_head=quant is not None and (quant != "none" or can_pack(dtype)))
 
-    def finish(module) -> None:
+    def finish(module, own: dict | None = None) -> None:
+        if own is not None:
+            model.load_state_dict(model.sanitize(own), strict=False, assign=True)
         _convert(module, dtype, keep)
         if hasattr(module, "prepare"):
             module.prepare()
@@ -84,8 +93,8 @@ def load_model(path: str | Path, dtype: str | torch.dtype | None = None, max_seq
         # one (113 MB each for SmolLM2 in float32) then never sit beside the converted blocks, which lowers the peak.
         quantize(model, quant, only="lm_head", dtype=dtype, stored=stored, record=record)
         release_file_pages(model)
-    for block in getattr(getattr(model, "model", None), "layers", ()):
-        finish(block)
+    for i, block in enumerate(getattr(getattr(model, "model", None), "layers", ())):
+        finish(block, blocks.pop(i, {}))
     finish(model)  # what is left outside the blocks: embedding, final norm, unembedding
     if max_seq_len is None:
         max_seq_len = context_that_fits(config, dtype, model.load_notes)
@@ -144,7 +153,8 @@ def check_folder(path: str | Path) -> ModelConfig:
 
 
 def _matched(folder: Path, maps: list):
-    """(config, model on the meta device, the file's tensors, the tensors the model expects), checked against each other."""
+    """(config, model on the meta device, the file's tensors as the checkpoint names them, the tensors the model
+    expects), checked against each other after the family's sanitize (on meta tensors: names and shapes only)."""
     if not folder.is_dir():
         raise ModelLoadError(f"{folder}: not a model folder")
     config = ModelConfig.from_folder(folder)
@@ -159,19 +169,27 @@ def _matched(folder: Path, maps: list):
     expected = {k: v for k, v in model.state_dict().items()}
     if config.tie_word_embeddings:
         expected.pop("lm_head.weight", None)
-        state.pop("lm_head.weight", None)  # some exporters write the tied copy anyway; it is the same matrix
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
+    ghosts = {name: torch.empty(t.shape, dtype=t.dtype, device="meta") for name, t in state.items()}
+    lacking: list[str] = []
+    try:
+        ghosts = model.sanitize(ghosts)
+    except MissingTensors as e:  # parts of a fused layer: named as the checkpoint names them, not as the fused layer
+        ghosts, lacking = e.state, e.names
+        expected = {k: v for k, v in expected.items() if k not in e.unbuilt}
+    except ModelLoadError as e:
+        raise ModelLoadError(f"{folder}: weights do not match config.json: {e}") from None
+    missing = lacking + sorted(set(expected) - set(ghosts))
+    unexpected = sorted(set(ghosts) - set(expected))
     problems = []
     if missing:
         problems.append(f"missing tensors: {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
     if unexpected:
         problems.append(f"unexpected tensors: {', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}")
     for name, ref in expected.items():
-        if name in state and tuple(state[name].shape) != tuple(ref.shape):
-            problems.append(f"{name} has shape {list(state[name].shape)}, config.json implies {list(ref.shape)}")
-        elif name in state and ref.is_floating_point() and not state[name].is_floating_point():
-            problems.append(f"{name} is stored as {str(state[name].dtype).removeprefix('torch.')}; weights must be floating point")
+        if name in ghosts and tuple(ghosts[name].shape) != tuple(ref.shape):
+            problems.append(f"{name} has shape {list(ghosts[name].shape)}, config.json implies {list(ref.shape)}")
+        elif name in ghosts and ref.is_floating_point() and not ghosts[name].is_floating_point():
+            problems.append(f"{name} is stored as {str(ghosts[name].dtype).removeprefix('torch.')}; weights must be floating point")
     if problems:
         raise ModelLoadError(f"{folder}: weights do not match config.json: " + "; ".join(problems))
     return config, model, state, expected

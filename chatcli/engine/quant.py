@@ -40,11 +40,6 @@ def _targets(model: nn.Module, only: str | None = None, prefix: str = "") -> lis
     return found
 
 
-def _tied(model: nn.Module, layer: nn.Linear) -> bool:
-    embed = getattr(getattr(model, "model", None), "embed_tokens", None)
-    return embed is not None and layer.weight is embed.weight
-
-
 def pack(model: nn.Module, *, only: str | None = None, dtype: torch.dtype | None = None) -> nn.Module:
     """Reorder every dense linear weight (or only MODEL.<ONLY>) into oneDNN's layout for DTYPE activations (default:
     the weights' own dtype), once; return MODEL. Where oneDNN cannot pack that dtype (bfloat16 on a CPU without
@@ -61,7 +56,7 @@ def pack(model: nn.Module, *, only: str | None = None, dtype: torch.dtype | None
         # A tied unembedding is packed too, although the packed copy costs memory beside the embedding (113 MB for
         # SmolLM2 in float32, whose table then stays 16-bit): the plain GEMV streams it at half the speed (11.4
         # against 6.1 ms per token here).
-        setattr(parent, name, PackedLinear(layer, keep_source=_tied(model, layer), weight=weight))
+        setattr(parent, name, PackedLinear(layer, weight=weight))
     release_file_pages(model)
     return model
 

@@ -118,3 +118,29 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate x [B, H, T, D] by the cos/sin rows [T, D] of its positions."""
     return x * cos + rotate_half(x) * sin
+
+
+# What the decode paths rotate with: cos [T, 1, rd], and the sine as its two halves [T, 1, rd/2] with rotate_half's
+# sign folded in (-sin for the first half, +sin for the second), broadcast over the heads.
+Rope = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def split_tables(cos: torch.Tensor, sin: torch.Tensor, dtype: torch.dtype) -> Rope:
+    """cos/sin tables [S, rd] as rotate() takes them, in DTYPE."""
+    half = cos.shape[-1] // 2
+    return cos.unsqueeze(1).to(dtype), -sin[:, None, :half].to(dtype), sin[:, None, half:].to(dtype)
+
+
+def rotate(x: torch.Tensor, rope: Rope) -> torch.Tensor:
+    """apply_rope's rotation of x [..., heads, D] in three ops and no concatenation: x*cos + [-x2, x1]*sin.
+
+    Tables narrower than the head (partial rotary, as Phi-3 has) rotate its leading dimensions and pass the rest."""
+    cos, neg_sin, sin = rope
+    if cos.shape[-1] != x.shape[-1]:
+        d = cos.shape[-1]
+        return torch.cat([rotate(x[..., :d], rope), x[..., d:]], -1)
+    half = x.shape[-1] // 2
+    out = x * cos
+    out[..., :half].addcmul_(x[..., half:], neg_sin)
+    out[..., half:].addcmul_(x[..., :half], sin)
+    return out

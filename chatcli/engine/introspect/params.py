@@ -48,8 +48,8 @@ def parameter_report(model) -> ParamReport:
         report.counts[component_of(name)] += p.numel()
         report.total += p.numel()
         report.bytes += p.numel() * p.element_size()
-    head = getattr(model, "lm_head", None)
-    report.tied = head is not None and head.weight is model.model.embed_tokens.weight
+    # The config's word, not the tensors': a packed or quantized head keeps its own copy, but the checkpoint has one.
+    report.tied = bool(model.config.tie_word_embeddings)
     if not report.counts["other"]:
         del report.counts["other"]
     return report

@@ -1,8 +1,8 @@
 """The Llama family (llama, mistral, qwen2): pre-norm blocks of grouped-query attention with RoPE and a SwiGLU MLP.
 
-Parameter names are the checkpoint's own (model.layers.N.self_attn.q_proj ...), so weights load without a rename map.
-After loading, prepare() fuses q/k/v into self_attn.qkv_proj and gate/up into mlp.gate_up_proj (one GEMV each per
-token instead of three and two); the old names stay as RowSlice views that read through to the fused weights.
+Parameter names are the checkpoint's own (model.layers.N.self_attn.o_proj ...) but for two fused layers, built fused:
+self_attn.qkv_proj (q_proj, k_proj, v_proj stacked) and mlp.gate_up_proj (gate_proj, up_proj), one GEMV each per
+token instead of three and two. sanitize() stacks the checkpoint's tensors into them before loading.
 """
 
 from __future__ import annotations
@@ -14,31 +14,17 @@ from torch import nn
 from chatcli.engine.cache import KVCache, ModelCache, ragged_mask
 from chatcli.engine.config import ModelConfig
 from chatcli.engine.errors import ModelLoadError
-from chatcli.engine.layers import RMSNorm, causal_mask, fuse_projections
-from chatcli.engine.models.base import FamilyModel, eager_probs
-from chatcli.engine.rope import rope_tables
+from chatcli.engine.layers import RMSNorm, causal_mask
+from chatcli.engine.models.base import FamilyModel, eager_probs, stack_rows
+from chatcli.engine.rope import Rope, rope_tables, rotate, split_tables
 
-Rope = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # cos [T, 1, D], -sin and +sin halves [T, 1, D/2]
+# The layers this family computes as one, and the checkpoint's layers stacked into each (rows in this order).
+FUSED = {"qkv_proj": ("q_proj", "k_proj", "v_proj"), "gate_up_proj": ("gate_proj", "up_proj")}
 
 
 def attention_window(config: ModelConfig) -> int | None:
     """How many past positions a query may see: mistral's sliding window; the others see the whole context."""
     return config.sliding_window if config.model_type == "mistral" else None
-
-
-def rotate(x: torch.Tensor, rope: Rope) -> torch.Tensor:
-    """RoPE in the rotate_half convention, x*cos + [-x2, x1]*sin, in three ops and no concatenation.
-
-    Tables narrower than the head (partial rotary, as Phi-3 has) rotate its leading dimensions and pass the rest."""
-    cos, neg_sin, sin = rope
-    if cos.shape[-1] != x.shape[-1]:
-        d = cos.shape[-1]
-        return torch.cat([rotate(x[..., :d], rope), x[..., d:]], -1)
-    half = x.shape[-1] // 2
-    out = x * cos
-    out[..., :half].addcmul_(x[..., half:], neg_sin)
-    out[..., half:].addcmul_(x[..., :half], sin)
-    return out
 
 
 class Attention(nn.Module):
@@ -50,11 +36,8 @@ class Attention(nn.Module):
         self.groups = self.n_heads // self.n_kv_heads
         # qwen2 always has q/k/v biases; llama and mistral have them when attention_bias says so.
         qkv_bias = config.attention_bias or config.model_type == "qwen2"
-        self.q_proj = nn.Linear(config.hidden_size, self.n_heads * self.head_dim, bias=qkv_bias)
-        self.k_proj = nn.Linear(config.hidden_size, self.n_kv_heads * self.head_dim, bias=qkv_bias)
-        self.v_proj = nn.Linear(config.hidden_size, self.n_kv_heads * self.head_dim, bias=qkv_bias)
+        self.qkv_proj = nn.Linear(config.hidden_size, (self.n_heads + 2 * self.n_kv_heads) * self.head_dim, bias=qkv_bias)
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, config.hidden_size, bias=config.attention_bias)
-        self.qkv_proj: nn.Module | None = None  # set by fuse()
         self.window = attention_window(config)
         self.use_rope = True  # SmolLM3 turns RoPE off in some layers
 
@@ -62,11 +45,6 @@ class Attention(nn.Module):
         """The q and k heads [..., H+KV, D] as attention compares them: rotated here; families with q/k norms
         (Qwen3, OLMo 2) norm them first by overriding this."""
         return rotate(qk, rope) if self.use_rope else qk
-
-    def fuse(self) -> None:
-        """One projection for q, k and v (q_proj/k_proj/v_proj become RowSlice views of it)."""
-        if self.qkv_proj is None:
-            fuse_projections(self, ["q_proj", "k_proj", "v_proj"], "qkv_proj")
 
     def forward(self, x: torch.Tensor, rope: Rope, start_pos: int | torch.Tensor, mask: torch.Tensor | None,
                 cache: KVCache) -> torch.Tensor:
@@ -76,10 +54,7 @@ class Attention(nn.Module):
         is then the rows' mask over the cache (cache.ragged_mask)."""
         B, T, _ = x.shape
         H, KV, D = self.n_heads, self.n_kv_heads, self.head_dim
-        if self.qkv_proj is not None:
-            qkv = self.qkv_proj(x)
-        else:
-            qkv = torch.cat([self.q_proj(x), self.k_proj(x), self.v_proj(x)], -1)
+        qkv = self.qkv_proj(x)
         if isinstance(start_pos, torch.Tensor):
             return self._decode_rows(qkv.view(B, H + 2 * KV, D), rope, start_pos, mask, cache)
         if T == 1:
@@ -124,19 +99,10 @@ class MLP(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         bias = config.mlp_bias
-        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=bias)
-        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=bias)
+        self.gate_up_proj = nn.Linear(config.hidden_size, 2 * config.intermediate_size, bias=bias)
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=bias)
-        self.gate_up_proj: nn.Module | None = None  # set by fuse()
-
-    def fuse(self) -> None:
-        """One projection for gate and up (gate_proj/up_proj become RowSlice views of it)."""
-        if self.gate_up_proj is None:
-            fuse_projections(self, ["gate_proj", "up_proj"], "gate_up_proj")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.gate_up_proj is None:
-            return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
         gate, up = self.gate_up_proj(x).chunk(2, -1)  # [B, T, intermediate] each, halves of a fresh output
         # In place: at one token each saved allocation is worth more than the arithmetic.
         return self.down_proj(F.silu(gate, inplace=True).mul_(up))
@@ -145,7 +111,7 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """x + attn(norm(x)), then h + mlp(norm(h))."""
 
-    attention_class, mlp_class = Attention, MLP  # what a family built on this one swaps (Qwen3's q/k norms, Phi-3's fused checkpoint)
+    attention_class, mlp_class = Attention, MLP  # what a family built on this one swaps (OLMo 2's q/k norms)
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -153,11 +119,6 @@ class Block(nn.Module):
         self.self_attn = self.attention_class(config)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = self.mlp_class(config)
-
-    def prepare(self) -> None:
-        """Fuse q/k/v and gate/up (called by the loader once this block's weights are in)."""
-        self.self_attn.fuse()
-        self.mlp.fuse()
 
     def forward(self, x: torch.Tensor, rope: Rope, start_pos: int | torch.Tensor, mask: torch.Tensor | None,
                 cache: KVCache) -> torch.Tensor:
@@ -182,6 +143,7 @@ class Model(FamilyModel):
     """tokens -> embedding -> blocks -> norm -> unembedding -> logits."""
 
     block_class = Block
+    fused = FUSED  # what sanitize() stacks (Phi-3's checkpoint holds the fused layers already)
     window_of = staticmethod(attention_window)  # the sliding window a config gives (compile asks the class before loading)
 
     def __init__(self, config: ModelConfig):
@@ -196,6 +158,10 @@ class Model(FamilyModel):
         self.rope_scaling = config.rope_scaling
         self.window = self.window_of(config)
 
+    def sanitize(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The checkpoint's q/k/v and gate/up weights (and biases: qwen2's q/k/v) stacked into the fused layers."""
+        return stack_rows(super().sanitize(state), self.fused)
+
     def tie_weights(self) -> None:
         """Share the unembedding with the embedding when the checkpoint says so."""
         if self.config.tie_word_embeddings:
@@ -205,11 +171,6 @@ class Model(FamilyModel):
     def compute_dtype(self) -> torch.dtype:
         """What activations and the KV cache use: the final norm's dtype (the embedding table may stay narrower)."""
         return self.model.norm.weight.dtype
-
-    def prepare(self) -> None:
-        """Called by the loader once the weights are in: fuse q/k/v and gate/up projections (idempotent)."""
-        for layer in self.model.layers:
-            layer.prepare()
 
     def make_cache(self, batch: int = 1, max_len: int | None = None) -> ModelCache:
         """KV caches for BATCH rows of up to MAX_LEN positions (default: the length setup_cache allowed)."""
@@ -229,10 +190,8 @@ class Model(FamilyModel):
     def register_rope(self, prefix: str, cos: torch.Tensor, sin: torch.Tensor) -> None:
         """Keep cos/sin tables [S, rd] as PREFIX_cos [S, 1, rd] (broadcast over heads) and the sine as its two halves
         with rotate_half's sign folded in."""
-        half, dtype = cos.shape[-1] // 2, self.compute_dtype
-        self.register_buffer(f"{prefix}_cos", cos.unsqueeze(1).to(dtype), persistent=False)
-        self.register_buffer(f"{prefix}_neg_sin", -sin[:, None, :half].to(dtype), persistent=False)
-        self.register_buffer(f"{prefix}_sin", sin[:, None, half:].to(dtype), persistent=False)
+        for name, t in zip(("cos", "neg_sin", "sin"), split_tables(cos, sin, self.compute_dtype)):
+            self.register_buffer(f"{prefix}_{name}", t, persistent=False)
 
     def rope_rows(self, start: int, end: int) -> Rope:
         """The RoPE rows of positions start..end-1 (Phi-3's longrope picks its set by the chunk)."""
@@ -278,11 +237,11 @@ class Model(FamilyModel):
         return cls.window_of(config) is None
 
     def attention_probs(self, attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """q and k from the projections, normed and rotated by the layer's own position_qk (so a family built on this
+        """q and k from the fused projection, normed and rotated by the layer's own position_qk (so a family built on this
         block shows what it computes: Qwen3's and OLMo 2's norms, SmolLM3's NoPE layers, Phi-3's partial and long
         RoPE), for positions 0..T-1; scale 1/√head_dim and the layer's window; [B, H, T, T]."""
         B, T, _ = x.shape
         H, KV, D = attn.n_heads, attn.n_kv_heads, attn.head_dim
-        qk = torch.cat([attn.q_proj(x).view(B, T, H, D), attn.k_proj(x).view(B, T, KV, D)], 2)
+        qk = attn.qkv_proj(x).view(B, T, H + 2 * KV, D)[:, :, : H + KV]  # v's heads are not needed
         qk = attn.position_qk(qk, self.rope_rows(0, T)).transpose(1, 2)  # [B, H+KV, T, D]
         return eager_probs(qk[:, :H], qk[:, H:], H, D**-0.5, attn.window)

@@ -13,7 +13,7 @@ from chatcli.engine.config import ModelConfig
 from chatcli.engine.errors import ModelLoadError
 from chatcli.engine.layers import RMSNorm
 from chatcli.engine.models import llama
-from chatcli.engine.models.llama import Rope
+from chatcli.engine.rope import Rope
 
 
 class Attention(llama.Attention):

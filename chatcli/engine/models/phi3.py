@@ -2,49 +2,28 @@
 mlp.gate_up_proj), RoPE over the first partial_rotary_factor of each head (Phi-4-mini: three quarters), longrope
 scaling with its short and long factors, and Phi-3-mini-4k's sliding window.
 
-The fused layers are the ones the Llama family builds for itself after loading, so the one-token step, the compiled
-export and quantization are its own; q_proj/k_proj/v_proj and gate_proj/up_proj stand as views for introspection.
+The fused layers are the ones the Llama family builds for itself, so the checkpoint loads with nothing to stack, and
+the one-token step, the compiled export and quantization are the Llama family's.
 """
 
 from __future__ import annotations
 
-from torch import nn
-
 from chatcli.engine.config import ModelConfig
 from chatcli.engine.errors import ModelLoadError
-from chatcli.engine.layers import RowSlice
 from chatcli.engine.models import llama
-from chatcli.engine.rope import rope_tables
+from chatcli.engine.rope import Rope, rope_tables, split_tables
 
 
 class Attention(llama.Attention):
-    """Llama attention whose q/k/v live in one qkv_proj [(H + 2KV) * D, hidden] in the checkpoint."""
+    """Llama attention without biases and with Phi-3's window."""
 
     def __init__(self, config: ModelConfig):
         super().__init__(config)
-        H, KV, D = self.n_heads, self.n_kv_heads, self.head_dim
-        self.qkv_proj = nn.Linear(config.hidden_size, (H + 2 * KV) * D, bias=False)
-        self.q_proj = RowSlice(self, "qkv_proj", 0, H * D)
-        self.k_proj = RowSlice(self, "qkv_proj", H * D, (H + KV) * D)
-        self.v_proj = RowSlice(self, "qkv_proj", (H + KV) * D, (H + 2 * KV) * D)
-        self.o_proj = nn.Linear(H * D, config.hidden_size, bias=False)
         self.window = window_of(config)
 
 
-class MLP(llama.MLP):
-    """SwiGLU with gate and up stacked in one gate_up_proj [2 * intermediate, hidden], gate first."""
-
-    def __init__(self, config: ModelConfig):
-        super().__init__(config)
-        n = config.intermediate_size
-        self.gate_up_proj = nn.Linear(config.hidden_size, 2 * n, bias=False)
-        self.gate_proj = RowSlice(self, "gate_up_proj", 0, n)
-        self.up_proj = RowSlice(self, "gate_up_proj", n, 2 * n)
-        self.down_proj = nn.Linear(n, config.hidden_size, bias=False)
-
-
 class Block(llama.Block):
-    attention_class, mlp_class = Attention, MLP
+    attention_class = Attention
 
 
 def window_of(config: ModelConfig) -> int | None:
@@ -86,6 +65,7 @@ class Model(llama.Model):
     """Phi3ForCausalLM (Phi-4-mini ties its head; Phi-3 and 3.5 do not)."""
 
     block_class = Block
+    fused = {}  # the checkpoint's layers are fused already
     window_of = staticmethod(window_of)
 
     def __init__(self, config: ModelConfig):
@@ -111,12 +91,10 @@ class Model(llama.Model):
         self.rope_long_cos = self.rope_cos.clone()  # what super() built for max_seq_len past old_ctx: the long set
         self.rope_long_neg_sin, self.rope_long_sin = self.rope_neg_sin.clone(), self.rope_sin.clone()
         cos, sin = rope_tables(old_ctx, c.head_dim, c.rope_theta, scaling, rotary_dim=self.rotary_dim)  # short: [old_ctx, rd]
-        half = self.rotary_dim // 2
-        self.rope_cos[:old_ctx] = cos.unsqueeze(1).to(self.rope_cos.dtype)
-        self.rope_neg_sin[:old_ctx] = -sin[:, None, :half].to(self.rope_cos.dtype)
-        self.rope_sin[:old_ctx] = sin[:, None, half:].to(self.rope_cos.dtype)
+        for table, short in zip((self.rope_cos, self.rope_neg_sin, self.rope_sin), split_tables(cos, sin, self.rope_cos.dtype)):
+            table[:old_ctx] = short
 
-    def rope_rows(self, start: int, end: int) -> llama.Rope:
+    def rope_rows(self, start: int, end: int) -> Rope:
         if end - start > 1 and self.switch_at is not None and start < self.switch_at < end:
             return self.rope_long_cos[start:end], self.rope_long_neg_sin[start:end], self.rope_long_sin[start:end]
         return super().rope_rows(start, end)

@@ -5,8 +5,8 @@ norm_topk_prob says so) and sums their outputs by those weights. Only the chosen
 are grouped by expert, and each expert that got any computes its rows in one batch. A layer is sparse unless it is in
 mlp_only_layers or (index + 1) is not a multiple of decoder_sparse_step; the others keep a dense MLP.
 
-The experts are the checkpoint's own modules (mlp.experts.E.gate_proj ...), plain linear layers, so --quant int8 and
-int4 cover them as they cover any linear layer. The router stays a bare weight, not a linear layer, so quantization
+The experts are Llama MLPs (mlp.experts.E.gate_up_proj, stacked from the checkpoint's gate_proj and up_proj by the
+Llama sanitize), plain linear layers, so --quant int8 and int4 cover them as they cover any linear layer. The router stays a bare weight, not a linear layer, so quantization
 leaves it exact: a rounded router would pick other experts, a larger change than rounding an expert.
 """
 
@@ -47,10 +47,6 @@ class SparseMoE(nn.Module):
         self.gate = Router(config, num_experts)
         expert_config = dataclasses.replace(config, intermediate_size=expert_size)
         self.experts = nn.ModuleList(llama.MLP(expert_config) for _ in range(num_experts))
-
-    def fuse(self) -> None:
-        for expert in self.experts:
-            expert.fuse()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
