@@ -180,8 +180,10 @@ def stop_builder() -> None:
 
 
 def test_the_server_builds_in_the_background_too(tiny_llama_dir):
+    """One request at a time (--parallel 1) is the path that uses the compiled step; batched steps run eagerly, so a
+    batching server builds nothing."""
     chatcli = str(Path(sys.executable).with_name("chatcli"))
-    proc = subprocess.Popen([chatcli, "serve", "--port", "0", "--model", str(tiny_llama_dir), "--compile", "auto"],
+    proc = subprocess.Popen([chatcli, "serve", "--port", "0", "--model", str(tiny_llama_dir), "--compile", "auto", "--parallel", "1"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         lines = []
