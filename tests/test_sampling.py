@@ -84,3 +84,17 @@ def test_nan_or_inf_logits_raise(bad):
     logits[1] = bad
     with pytest.raises(NumericalError):
         make_sampler(temperature=0.5)(logits)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.9, 0.999])
+@pytest.mark.parametrize("scale", [8.0, 0.01])  # peaked (the nucleus among the top 1,024) and flat (past it)
+def test_top_p_keeps_the_nucleus_a_full_sort_finds(p, scale):
+    from chatcli.engine.sampling import top_p_filter
+
+    logits = torch.randn(49152, generator=torch.Generator().manual_seed(3)) * scale
+    ordered, order = torch.sort(logits, descending=True)
+    probs = ordered.softmax(-1)
+    keep = torch.zeros_like(logits, dtype=torch.bool)
+    keep[order[probs.cumsum(-1) - probs < p]] = True
+    got = top_p_filter(p)(logits)
+    assert torch.equal(torch.isfinite(got), keep) and torch.equal(got[keep], logits[keep])

@@ -34,14 +34,26 @@ def top_k_filter(k: int) -> Filter:
     return f
 
 
+NUCLEUS_CANDIDATES = 1024  # top_p looks for its set among this many likeliest tokens first: a top-k of 1,024 costs
+# about a tenth of sorting a 49k vocabulary (2.9 ms a token on SmolLM2, which was most of a batched step)
+
+
 def top_p_filter(p: float) -> Filter:
     """Keep the smallest set of tokens whose probability reaches p (the top token always stays)."""
 
     def f(logits: torch.Tensor) -> torch.Tensor:
-        sorted_logits, order = torch.sort(logits, descending=True)
-        cum = sorted_logits.softmax(-1).cumsum(-1)
-        drop = cum - sorted_logits.softmax(-1) >= p  # tokens whose preceding mass already reaches p
-        return logits.masked_fill(drop.scatter(0, order, drop), -math.inf)
+        V = logits.shape[-1]
+        lse = torch.logsumexp(logits, -1)  # the normaliser over the whole vocabulary
+        k = min(V, NUCLEUS_CANDIDATES)
+        while True:
+            top, order = torch.topk(logits, k)  # descending
+            probs = (top - lse).exp()
+            cum = probs.cumsum(-1)
+            if k == V or cum[-1] >= p:  # the nucleus lies within these k (else look at them all)
+                break
+            k = V
+        keep = cum - probs < p  # tokens whose preceding mass has not reached p yet
+        return torch.full_like(logits, -math.inf).scatter(0, order[keep], logits[order[keep]])
 
     return f
 
@@ -92,11 +104,17 @@ class Sampler:
 
     def __call__(self, logits: torch.Tensor) -> int:
         """One token id from float32 logits [V]; -inf marks a banned token (a grammar mask), NaN and +inf are errors."""
-        if torch.isnan(logits).any() or torch.isposinf(logits).any() or not torch.isfinite(logits).any():
+        # One reduction checks all three: max is NaN if any is, +inf if any is, -inf if none is finite.
+        if not torch.isfinite(logits.max()):
             raise NumericalError("the model produced NaN or Inf logits; try --dtype float32, or check the weights")
         if self.temperature == 0:
             return int(logits.argmax())
-        return int(torch.multinomial(self.probabilities(logits), 1, generator=self.generator))
+        probs = self.probabilities(logits)
+        kept = probs.nonzero().squeeze(-1)
+        if kept.numel() * 4 < probs.numel():  # filters left few tokens: draw among those (a draw over the whole
+            # vocabulary costs ~1.4 ms on 49k tokens, and most of it is zeros)
+            return int(kept[torch.multinomial(probs[kept], 1, generator=self.generator)])
+        return int(torch.multinomial(probs, 1, generator=self.generator))
 
 
 def make_sampler(temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, min_p: float = 0.0, seed: int | None = None) -> Sampler:
