@@ -94,6 +94,7 @@ class LocalBackend:
         # One engine, one cache: concurrent callers take turns, unless serve_parallel gave them a batch engine.
         self.lock = threading.Lock()
         self._batch = None  # engine.batch.BatchEngine, when serving several requests at once
+        self._threads_before_batch = 0
 
     # -- protocol ---------------------------------------------------------------------------------
     def models(self) -> list[str]:
@@ -310,6 +311,7 @@ class LocalBackend:
             # Leave a core to the Python side (each request's thread detokenizes and streams, and the scheduler
             # samples): with every core in torch's pool those threads preempt its workers mid-GEMM. SmolLM2 int4 on
             # 2 cores, 1 client: 31 tok/s with 2 torch threads, 45 with 1; 8 clients: 99 and 101.
+            self._threads_before_batch = torch.get_num_threads()
             torch.set_num_threads(cores - 1)
         self._batch = BatchEngine(self.model, rows, per_row, cache_bytes=cache_ram_mb << 20)
         return rows
@@ -324,6 +326,11 @@ class LocalBackend:
         if self._batch is not None:
             self._batch.close()
             self._batch = None
+            if self._threads_before_batch:
+                import torch
+
+                torch.set_num_threads(self._threads_before_batch)
+                self._threads_before_batch = 0
         self.model = self.tokenizer = None
         self.model_path = None
 
