@@ -162,7 +162,7 @@ def _ask(opts: Options, *, question: str, files: list[str], as_json: bool, raw: 
             def notices() -> None:  # to stderr: stdout carries only the answer
                 for notice in take_notices(conv):
                     sys.stderr.write(f"chatcli: {notice}\n")
-        view = _NullView() if as_json else ui.reply()
+        view = _NullView() if as_json else ui.reply(json=fmt is not None)
         thinking = _ThinkingToStderr() if show_thinking and not as_json else None
         answer = consume(chunks, view, cancel, before=None if raw else notices, on_reasoning=thinking)
         if tools is not None:

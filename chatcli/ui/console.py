@@ -57,9 +57,9 @@ class UI:
                                    force_terminal=None if not self.plain else False,
                                    no_color=self.plain)
 
-    def reply(self):
-        """A context manager that shows one streamed reply."""
-        return PlainStream(self.file) if self.plain else MarkdownStream(self.console)
+    def reply(self, json: bool = False):
+        """A context manager that shows one streamed reply (JSON: a structured answer, printed as it is when plain)."""
+        return PlainStream(self.file, json) if self.plain else MarkdownStream(self.console)
 
     def status(self, text: str):
         """A transient spinner while something slow happens (loading a model); nothing in plain mode."""

@@ -11,7 +11,15 @@ _CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _SURROGATES = re.compile("[\ud800-\udfff]")
 
 
-def sanitize(text: str) -> str:
-    """Strip control characters (keeping newline and tab) and replace lone surrogates with U+FFFD."""
+# DEL and the C1 range are legal raw inside a JSON string, so a structured answer may hold one; stripping it would
+# change the data (a one-character string would become empty), while its \uXXXX escape means the same character.
+_JSON_ESCAPABLE = re.compile("[\x7f-\x9f]")
+
+
+def sanitize(text: str, json: bool = False) -> str:
+    """Strip control characters (keeping newline and tab) and replace lone surrogates with U+FFFD. JSON: the text is
+    a JSON answer, whose DEL and C1 characters (legal only inside its strings) become their \\u escapes instead."""
+    if json:
+        text = _JSON_ESCAPABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
     text = _CONTROLS.sub("", text)
     return _SURROGATES.sub("\ufffd", text)

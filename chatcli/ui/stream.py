@@ -198,8 +198,8 @@ class MarkdownStream:
 class PlainStream:
     """Sanitised text written as it comes, flushed each time, no ANSI; for pipes, --plain and NO_COLOR."""
 
-    def __init__(self, file: IO[str]) -> None:
-        self.file = file
+    def __init__(self, file: IO[str], json: bool = False) -> None:
+        self.file, self.json = file, json  # json: the answer is JSON (see sanitize)
         self.text = ""
         self._open = False
         self.thought = Thought()
@@ -227,7 +227,7 @@ class PlainStream:
 
     def feed(self, text: str) -> None:
         """Write sanitised text and flush, so `| head -c N` sees it (and breaks the pipe) at once."""
-        text = sanitize(text)
+        text = sanitize(text, self.json)
         if text:
             self._summarise()
             self.text += text
