@@ -35,11 +35,9 @@ class ComputeDtype(str, Enum):
 
 
 def _human_bytes(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
+    from chatcli.store.hub import human_size
+
+    return human_size(n, digits=1)
 
 
 def _human_count(n: int | None) -> str:

@@ -206,8 +206,8 @@ class BatchEngine:
             if job.stopped.is_set():
                 continue
             ids = job.ids
-            b = max(free, key=lambda r: (self.cache.shared(r, ids), -r))
-            shared = self.cache.shared(b, ids)
+            shared, b = max((self.cache.shared(r, ids), -r) for r in free)
+            b = -b
             if len(self.cache.tokens[b]) > shared:  # the row is about to forget what it held past the shared part
                 self.store.save(self.cache, b)
             n, key = self.store.longest(ids)

@@ -164,9 +164,10 @@ def shards(files: list[str], index: dict, repo: str) -> list[str]:
     return [f for f in files if not f.endswith(".safetensors") or f in wanted]
 
 
-def human_size(n: int) -> str:
+def human_size(n: int, digits: int = 2) -> str:
+    """N bytes in decimal units (a download's size as the hub shows it), with DIGITS after the point."""
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.{digits}f} {unit}"
         n /= 1000
-    return f"{n:.2f} TB"
+    return f"{n:.{digits}f} TB"
