@@ -79,6 +79,9 @@ def load_model(path: str | Path, dtype: str | torch.dtype | None = None, max_seq
 
     def finish(module, own: dict | None = None) -> None:
         if own is not None:
+            # Cast before sanitize stacks the parts: the stacking then copies the compute dtype's bytes (half of a
+            # float32 file's when computing in bfloat16), and no stacked float32 copy is made only to be cast.
+            own = {k: v.to(dtype) if v.is_floating_point() and v.dtype != dtype else v for k, v in own.items()}
             model.load_state_dict(model.sanitize(own), strict=False, assign=True)
         _convert(module, dtype, keep)
         if hasattr(module, "prepare"):
