@@ -19,6 +19,10 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("CHATCLI_CONFIG", str(home / "config.toml"))
     monkeypatch.delenv("CHATCLI_MODELS_DIR", raising=False)
     monkeypatch.delenv("CHATCLI_DATA_DIR", raising=False)
+    # pytest-xdist's workers export COLUMNS=80 and LINES=24; a chat in a 100-column pty would then draw 80 columns
+    # and cut its toolbar, and a wrapped line would differ from a serial run's.
+    monkeypatch.delenv("COLUMNS", raising=False)
+    monkeypatch.delenv("LINES", raising=False)
     # A chat under the default `auto` starts a background build of the compiled decode step (a minute of CPU per
     # test home); the tests of that (test_compile_background.py, test_quant_compile.py) ask for it explicitly.
     monkeypatch.setenv("CHATCLI_COMPILE", "off")

@@ -109,6 +109,18 @@ def train_thinker(folder: Path, steps: int = 300, seed: int = 0) -> Path:
 @pytest.fixture(scope="session")
 def tiny_qwen3_thinker_dir(tmp_path_factory, tiny_qwen3_dir) -> Path:
     """A tiny Qwen3 (real tokenizer and template) trained to reply SCRIPT to anything (read-only)."""
-    folder = tmp_path_factory.mktemp("models") / "tiny-qwen3-thinker"
-    shutil.copytree(tiny_qwen3_dir, folder)
-    return train_thinker(folder)
+    import os
+
+    from chatcli.store.fsutil import store_lock
+
+    # Training takes most of a minute, so pytest-xdist's workers share one: the first trains it under a lock in the
+    # run's common temporary folder, the others wait and reuse it.
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    folder = shared / "tiny-qwen3-thinker"
+    with store_lock(shared, "tiny-qwen3-thinker"):
+        if not (folder / "trained.json").is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            shutil.copytree(tiny_qwen3_dir, folder)
+            train_thinker(folder)
+    return folder
