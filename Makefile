@@ -32,10 +32,15 @@ chat: setup
 AVX2_CAP := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 CHATCLI_CPU_ISA=avx2
 AVX2_TESTS := tests/test_cpu.py tests/test_quant.py tests/test_quant_real.py tests/test_quantstore.py tests/test_engine_parity.py
 
+# Two pytest workers, one torch thread each: most tests wait on a subprocess, a pty or a model load and use one core
+# or less, so two workers fill the machine; torch's default of a thread per core in each would oversubscribe it.
+# Tests that choose their own thread count still do. --dist loadfile keeps a file's module fixtures in one worker.
+PYTEST := OMP_NUM_THREADS=1 $(VENV)/bin/python -m pytest -q -n 2 --dist loadfile
+
 test: setup-test
 	$(VENV)/bin/python -m ruff check chatcli tests bench
-	$(VENV)/bin/python -m pytest -q
-	$(AVX2_CAP) $(VENV)/bin/python -m pytest -q $(AVX2_TESTS)
+	$(PYTEST)
+	$(AVX2_CAP) $(PYTEST) $(AVX2_TESTS)
 
 bench: setup
 	$(PY) -m pip install --quiet $(TORCH) -e '.[compare]'
