@@ -58,7 +58,9 @@ def attention(c: Common, text: str, layer: int, head: int | None, heads: str | N
             from chatcli.errors import ChatcliError
 
             raise ChatcliError(f"cannot write {png}: {e.strerror or e}; pick a writable path") from None
-        out.print(f"wrote {path} ({len(chosen)} head{'s' if len(chosen) > 1 else ''} of layer {L}, {len(ids)} tokens)")
+        # a path a script may read: never wrapped at the terminal's width
+        out.print(f"wrote {path} ({len(chosen)} head{'s' if len(chosen) > 1 else ''} of layer {L}, {len(ids)} tokens)",
+                  soft_wrap=True)
         return 0
     for n, h in enumerate(chosen):
         if n:
