@@ -109,12 +109,21 @@ class Sampler:
             raise NumericalError("the model produced NaN or Inf logits; try --dtype float32, or check the weights")
         if self.temperature == 0:
             return int(logits.argmax())
-        probs = self.probabilities(logits)
-        kept = probs.nonzero().squeeze(-1)
-        if kept.numel() * 4 < probs.numel():  # filters left few tokens: draw among those (a draw over the whole
-            # vocabulary costs ~1.4 ms on 49k tokens, and most of it is zeros)
-            return int(kept[torch.multinomial(probs[kept], 1, generator=self.generator)])
-        return int(torch.multinomial(probs, 1, generator=self.generator))
+        return draw_from(self.probabilities(logits), self.generator)
+
+
+def draw_from(probs: torch.Tensor, generator: torch.Generator) -> int:
+    """One index drawn from the distribution PROBS [V] (non-negative, not all zero), by inverting its cumulative sum
+    at one uniform number. torch.multinomial costs ~1.4 ms over SmolLM2's 49k tokens, which was a seventh of an
+    8-row batched decode step; this is a cumsum and a binary search. A token of probability zero cannot be drawn:
+    its cumulative value equals its predecessor's, and the search returns the first index whose value exceeds the
+    point."""
+    cdf = probs.cumsum(0)
+    point = torch.rand((), generator=generator) * cdf[-1]
+    i = min(int(torch.searchsorted(cdf, point, right=True)), probs.numel() - 1)
+    if probs[i] == 0:  # the point rounded up to the total: the last token that can be drawn
+        i = int(probs.nonzero()[-1])
+    return i
 
 
 def make_sampler(temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, min_p: float = 0.0, seed: int | None = None) -> Sampler:
