@@ -28,16 +28,3 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("CHATCLI_COMPILE", "off")
     yield home
 
-
-# The longest files first (their totals in a serial run, 2026-12: 115 s down to 30 s), so that pytest-xdist's
-# loadfile scheduling, which hands out files in collection order, does not leave one of them running alone at the
-# end while the other worker idles. The rest keep pytest's order.
-LONG_FILES = ("test_structured_ask.py", "test_store_real.py", "test_quant_compile.py", "test_compile_background.py",
-              "test_tools_repl.py", "test_model_hostile.py", "test_cpu.py", "test_structured_server.py",
-              "test_think_ask.py", "test_tool_choice.py", "test_local_tools.py", "test_structured.py",
-              "test_quant_real.py", "test_server_tools.py", "test_param_edges.py")
-
-
-def pytest_collection_modifyitems(items):
-    rank = {name: i for i, name in enumerate(LONG_FILES)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FILES)))

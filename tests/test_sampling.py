@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from chatcli.engine.errors import NumericalError, SamplingError
-from chatcli.engine.sampling import apply_repeat_penalty, make_sampler
+from chatcli.engine.sampling import apply_repeat_penalty, draw_from, make_sampler
 
 LOGITS = torch.log(torch.tensor([0.5, 0.25, 0.15, 0.07, 0.03]))
 
@@ -98,3 +98,14 @@ def test_top_p_keeps_the_nucleus_a_full_sort_finds(p, scale):
     keep[order[probs.cumsum(-1) - probs < p]] = True
     got = top_p_filter(p)(logits)
     assert torch.equal(torch.isfinite(got), keep) and torch.equal(got[keep], logits[keep])
+
+
+def test_the_draw_never_picks_a_zero_and_follows_the_distribution():
+    # Zeros first, between and last: the cumulative sum is flat there, so the search must step over them.
+    probs = torch.tensor([0.0, 0.1, 0.0, 0.0, 0.6, 0.3, 0.0])
+    g = torch.Generator().manual_seed(0)
+    counts = torch.bincount(torch.tensor([draw_from(probs, g) for _ in range(20000)]), minlength=7)
+    assert counts[[0, 2, 3, 6]].sum() == 0
+    assert torch.allclose(counts.float() / 20000, probs, atol=0.015), counts
+    # Unnormalised weights (what a filter leaves) are drawn in proportion too, and one kept token is always drawn.
+    assert draw_from(torch.tensor([0.0, 0.0, 2.5, 0.0]), g) == 2

@@ -11,6 +11,7 @@ temperature 0.
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 from pathlib import Path
@@ -109,8 +110,6 @@ def train_thinker(folder: Path, steps: int = 300, seed: int = 0) -> Path:
 @pytest.fixture(scope="session")
 def tiny_qwen3_thinker_dir(tmp_path_factory, tiny_qwen3_dir) -> Path:
     """A tiny Qwen3 (real tokenizer and template) trained to reply SCRIPT to anything (read-only)."""
-    import os
-
     from chatcli.store.fsutil import store_lock
 
     # Training takes most of a minute, so pytest-xdist's workers share one: the first trains it under a lock in the
