@@ -36,6 +36,25 @@ def _in_process(monkeypatch):
     monkeypatch.setattr("chatcli.cli._exit_now", leave)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_load_per_model():
+    """Each ask would load its model again (0.7 s for SmolLM2, 20 times per test): the loaded model is kept for the
+    module, as a chat keeps it across turns. What is under test is the answer, and every load is checked elsewhere."""
+    from chatcli.engine import loader
+
+    real, loaded = loader.load_model, {}
+
+    def load_once(path, dtype=None, max_seq_len=None, quant=None, **kwargs):
+        key = (str(path), str(dtype), max_seq_len, quant, tuple(sorted(kwargs.items())))
+        if key not in loaded:
+            loaded[key] = real(path, dtype, max_seq_len, quant, **kwargs)
+        return loaded[key]
+
+    loader.load_model = load_once
+    yield
+    loader.load_model = real
+
+
 def ask(capfd, *args: str) -> tuple[int, str, str]:
     capfd.readouterr()
     try:
