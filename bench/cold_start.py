@@ -1,12 +1,10 @@
-"""Time from launching `chatcli ask` to the first byte of its answer, in a fresh process each time (not a test).
+"""A cold `chatcli ask` to its first byte (chatcli.bench.cold_ask, what `chatcli bench` reports as cold_ask_s),
+beside the floor every cold start pays, a bare `import torch`, timed in the same run (not a test).
 
-    CHATCLI_HOME=$PWD .venv/bin/python bench/cold_start.py [--runs 5] [-- ASK OPTIONS]
+    CHATCLI_HOME=$PWD .venv/bin/python bench/cold_start.py [--runs 5] [--model M] [--dtype auto] [--quant none]
 
-Each run starts `chatcli ask --no-save --max-tokens 8 "Say hi"` with stdout a pipe (as a script reads it) and times
-the first byte of stdout, then lets the reply finish. In the same run, for scale, it times the floor every cold start
-pays: a bare `python -c "import torch"`. Prints the median and the range of each. Issue 22's target is a median of
-2 s or less for the default model. The page cache is warm after the first run, as it is for a user's second `ask`;
-the first run is reported apart.
+The two are interleaved, so a change in the machine's load touches both alike; medians and ranges are printed, and
+the first ask (whose pages may be cold) apart. Issue 22's target is a median of 2 s or less for the default model.
 """
 
 from __future__ import annotations
@@ -16,45 +14,37 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-BIN = Path(sys.executable).parent
-
-
-def first_byte(argv: list[str]) -> float:
-    """Seconds from launching ARGV to the first byte on its stdout (the process is then waited for)."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    byte = proc.stdout.read(1)
-    elapsed = time.perf_counter() - start
-    _, err = proc.communicate()
-    if proc.returncode or not byte:
-        sys.exit(f"{' '.join(argv)} failed ({proc.returncode}): {err.decode(errors='replace').strip()}")
-    return elapsed
-
-
-def whole(argv: list[str]) -> float:
-    start = time.perf_counter()
-    subprocess.run(argv, check=True, capture_output=True)
-    return time.perf_counter() - start
+from chatcli.bench import cold_ask
 
 
 def show(name: str, times: list[float]) -> None:
-    print(f"{name:<28} median {statistics.median(times):.2f} s  [{min(times):.2f}-{max(times):.2f}]  n={len(times)}")
+    print(f"{name:<24} median {statistics.median(times):.2f} s  [{min(times):.2f}-{max(times):.2f}]  n={len(times)}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("ask_options", nargs="*", help="after --: passed to chatcli ask (e.g. --dtype float32)")
-    args = parser.parse_args()
-    ask = [str(BIN / "chatcli"), "ask", "--no-save", "--max-tokens", "8", *args.ask_options, "Say hi"]
-    first = first_byte(ask)  # pages cold if nothing read the model since boot
-    torch_times, ask_times = [], []
-    for _ in range(args.runs):  # interleaved, so a change in the machine's load touches both alike
-        torch_times.append(whole([sys.executable, "-c", "import torch"]))
-        ask_times.append(first_byte(ask))
-    print(f"{'first run (pages cold?)':<28} {first:.2f} s")
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--quant", default="none")
+    parser.add_argument("--compile", default="auto")
+    parser.add_argument("--threads", type=int, default=0)
+    args = vars(parser.parse_args())
+
+    def one_ask() -> float:
+        times = cold_ask(args, 1)
+        if not times:
+            sys.exit(f"chatcli ask --model {args['model']} failed; run it by hand to see why")
+        return times[0]
+
+    first, torch_times, ask_times = one_ask(), [], []
+    for _ in range(args["runs"]):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import torch"], check=True)
+        torch_times.append(time.perf_counter() - start)
+        ask_times.append(one_ask())
+    print(f"{'first ask (cold pages?)':<24} {first:.2f} s")
     show("import torch", torch_times)
     show("ask, first byte", ask_times)
 
