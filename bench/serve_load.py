@@ -10,7 +10,7 @@ warms it up with the same load and then measures: aggregate decode tok/s (comple
 and p95 time to first token, p95 of the gaps between streamed pieces, errors and incomplete replies, and the server's
 resident memory (VmRSS) before and after that count's load. With --compare llama-server it then runs llama.cpp's
 `llama-server -np N -cb` for each N, one after the other, on the GGUF the model was pulled from (the store's
-.cache/NAME-SHA.gguf, or --gguf), with the same threads, prompts, seeds and max_tokens (build it once with bench/build_llama_server.py).
+.cache/NAME-SHA.gguf, or --gguf), with the same threads, prompts, seeds and max_tokens (build it once with bench/build_llama_cpp.py).
 --parallel-per-count starts chatcli serve afresh for each N with --parallel N too; else one server, with its own
 --parallel, serves every count. Exit 1 if any chatcli request failed or was incomplete, or its RSS grew > 10%.
 """
@@ -220,7 +220,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads for both servers")
     ap.add_argument("--api-key", default="none")
     ap.add_argument("--compare", choices=["llama-server"], help="then run llama.cpp's llama-server the same way")
-    ap.add_argument("--llama-server", type=Path, help="its binary (default: the one bench/build_llama_server.py built)")
+    ap.add_argument("--llama-server", type=Path, help="its binary (default: the one bench/build_llama_cpp.py built)")
     ap.add_argument("--gguf", type=Path, help="the GGUF for llama-server (default: the one the model came from)")
     ap.add_argument("--ctx-per-slot", type=int, default=2048, help="llama-server's context per slot (-c = N x this)")
     ap.add_argument("--parallel-per-count", action="store_true",
@@ -232,12 +232,11 @@ def main() -> int:
 
     binary = None
     if args.compare:
-        sys.path.insert(0, str(Path(__file__).parent))
-        from build_llama_server import binary_path
+        from chatcli.llamacpp import BUILD_HINT, find_tool
 
-        binary = args.llama_server or binary_path()
-        if not binary.exists():
-            raise SystemExit(f"no llama-server at {binary}; run bench/build_llama_server.py first")
+        binary = args.llama_server or find_tool("llama-server")
+        if binary is None or not binary.exists():
+            raise SystemExit(f"no llama-server found; {BUILD_HINT}")
 
     rows = []
     model_id = None

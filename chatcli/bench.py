@@ -145,30 +145,7 @@ def worker_transformers(a: dict) -> dict:
             "threads": torch.get_num_threads()}
 
 
-def worker_llama_cpp(a: dict) -> dict:
-    """One run of llama-cpp-python on the model's source GGUF (only where llama_cpp is importable)."""
-    from llama_cpp import Llama
-
-    t0 = time.perf_counter()
-    llm = Llama(model_path=a["gguf"], n_ctx=2048, n_threads=a["threads"] or os.cpu_count(), verbose=False)
-    load_s = time.perf_counter() - t0
-    base = llm.tokenize(TEXT.encode() * 8, add_bos=False)
-    ids = base[: a["prompt_tokens"]]
-
-    def steps(prompt: list[int]):
-        llm.reset()
-        llm.eval(prompt)
-        while True:
-            token = int(llm.scores[llm.n_tokens - 1].argmax())
-            yield token, None
-            llm.eval([token])
-
-    ttft, decode = _timed_generation(steps(ids), a["new_tokens"])
-    return {"load_s": load_s, "ttft_s": ttft, "prefill_tps": a["prompt_tokens"] / ttft, "decode_tps": decode,
-            "turn2_ttft_s": None, "peak_rss_mb": _peak_rss_mb(), "dtype": "gguf"}
-
-
-WORKERS = {"chatcli": worker_local, "transformers": worker_transformers, "llama_cpp": worker_llama_cpp}
+WORKERS = {"chatcli": worker_local, "transformers": worker_transformers}
 
 
 # -- the parent -------------------------------------------------------------------------------------------------------
@@ -245,14 +222,18 @@ def cold_ask(args: dict, runs: int, timeout: float = 300) -> list[float]:
 
 
 def source_gguf(model_dir: Path) -> Path | None:
-    """The GGUF a pulled model was converted from, if the store still has it (models/.cache/NAME-SHA12.gguf)."""
+    """The GGUF a model came from, if it is still there: a pull's copy in models/.cache (NAME-SHA12.gguf), or the
+    file an `chatcli import` named."""
     try:
         meta = json.loads((model_dir / "chatcli.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+    source = str(meta.get("source", ""))
+    if source.startswith("import (") and source.endswith(".gguf)") and Path(source[8:-1]).is_file():
+        return Path(source[8:-1])
     sha = str(meta.get("sha256", ""))[:12]
     cache = model_dir.parent / ".cache"
-    found = sorted(cache.glob(f"*{sha}*.gguf")) if sha and cache.is_dir() else []
+    found = sorted(cache.glob(f"*{sha}.gguf")) if sha and cache.is_dir() else []
     return found[0] if found else None
 
 
@@ -289,14 +270,17 @@ def bench(model_dir: Path, *, prompt_tokens: int = 128, new_tokens: int = 128, r
     report = {"model": str(model_dir), "prompt_tokens": prompt_tokens, "new_tokens": new_tokens, "quant": quant,
               "compile": compile, **ours.summary(), "compare": {}}
     for peer in compare:
-        peer_args = dict(args, quant="none")
-        if peer == "llama_cpp":
-            gguf = source_gguf(model_dir)
-            if gguf is None or not _importable("llama_cpp"):
-                report["compare"][peer] = {"skipped": "llama_cpp is not importable" if gguf else "no source GGUF in the store"}
-                continue
-            peer_args["gguf"] = str(gguf)
-        res = run_engine(peer, peer_args, runs)
+        if peer == "llama_cpp":  # llama-bench, one peer per matching weight type ("llama_cpp Q4_0", ...)
+            from chatcli import llamacpp
+
+            found = llamacpp.measure(source_gguf(model_dir), quant=quant, dtype=str(report.get("dtype")),
+                                     prompt_tokens=prompt_tokens, new_tokens=new_tokens, threads=threads, runs=runs)
+            for name, summary in found.items():
+                if "decode_tps" in summary:
+                    summary["ratio"] = ratios(report, summary)
+                report["compare"][name] = summary
+            continue
+        res = run_engine(peer, dict(args, quant="none"), runs)
         summary = res.summary()
         summary["ratio"] = ratios(report, summary)
         report["compare"][peer] = summary
@@ -313,12 +297,6 @@ def _turn2_context(model_dir: Path) -> int:
     except (OSError, ValueError, TypeError):
         ctx = 0
     return min(TURN2_CONTEXT, ctx // 2) if ctx else TURN2_CONTEXT
-
-
-def _importable(name: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(name) is not None
 
 
 def main(argv: list[str]) -> int:
