@@ -6,7 +6,7 @@
 A benchmark helper, not a test dependency: `chatcli bench --compare llama_cpp` runs the llama-bench it builds, and
 bench/serve_load.py --compare llama-server its server. The sdist vendors the llama.cpp it binds to (vendor/llama.cpp),
 so the version of llama-cpp-python pins the llama.cpp commit being compared against. Beside the binaries it keeps that
-commit's convert_hf_to_gguf.py and gguf-py, which bench/make_1b.py uses to turn a safetensors folder into a GGUF.
+commit's convert_hf_to_gguf.py with gguf-py and conversion/, which bench/make_1b.py uses to turn a safetensors folder into a GGUF.
 Everything lands in chatcli.llamacpp.llama_cpp_home()/VERSION ($CHATCLI_CACHE_DIR/llama.cpp, else
 ~/.cache/chatcli/llama.cpp on Linux); a second run finds it and builds nothing. Needs cmake and a C++ compiler; built
 natively (GGML_NATIVE, -march=native) for this CPU, as a user building llama.cpp on their machine gets it, without
@@ -76,7 +76,9 @@ def build(version: str, jobs: int, log=sys.stderr) -> Path:
             shutil.copy2(built, staging / "bin" / tool)
         (staging / "convert").mkdir()
         shutil.copy2(source / "convert_hf_to_gguf.py", staging / "convert" / "convert_hf_to_gguf.py")
-        shutil.copytree(source / "gguf-py", staging / "convert" / "gguf-py")
+        for package in ("gguf-py", "conversion"):  # the converter's own gguf and (newer llama.cpp) its model classes
+            if (source / package).is_dir():
+                shutil.copytree(source / package, staging / "convert" / package)
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
     return target
