@@ -8,11 +8,15 @@
 It starts `chatcli serve` in a subprocess (unless --url; options after -- go to it) and, for each client count,
 warms it up with the same load and then measures: aggregate decode tok/s (completion tokens over the wall time), p50
 and p95 time to first token, p95 of the gaps between streamed pieces, errors and incomplete replies, and the server's
-resident memory (VmRSS) before and after that count's load. With --compare llama-server it then runs llama.cpp's
-`llama-server -np N -cb` for each N, one after the other, on the GGUF the model was pulled from (the store's
-.cache/NAME-SHA.gguf, or --gguf), with the same threads, prompts, seeds and max_tokens (build it once with bench/build_llama_cpp.py).
---parallel-per-count starts chatcli serve afresh for each N with --parallel N too; else one server, with its own
---parallel, serves every count. Exit 1 if any chatcli request failed or was incomplete, or its RSS grew > 10%.
+resident memory (VmRSS) before and after that count's load, and (chatcli) what of that growth is the prompt cache
+filling towards --cache-ram (its /metrics gauge). After the rows it checks the head-of-line target: TTFT p95 at N
+clients against twice one client's p95 plus N-1 lone prefills. With --compare llama-server it then runs llama.cpp's
+`llama-server -np N -cb` for each N, one after the other, on the GGUF the model came from at chatcli's weight bits
+(int4 Q4_0, int8 Q8_0, bfloat16 BF16, float32 F32; made once by llama-quantize when the source is another type, or
+--llama-type / --gguf), with the same threads, prompts, seeds and max_tokens (build it once with
+bench/build_llama_cpp.py). --parallel-per-count starts chatcli serve afresh for each N with --parallel N too; else
+one server, with its own --parallel, serves every count. Exit 1 if any chatcli request failed or was incomplete, or
+its RSS grew > 10%.
 """
 
 from __future__ import annotations
@@ -183,6 +187,7 @@ def measure(server: str, url: str, pid: int | None, clients: int, args) -> dict:
     model = client.models.list().data[0].id
     load(url, model, clients, args.warmup, args.max_tokens, args.api_key)
     base = rss_mib(pid) if pid else None
+    cache_base = cache_bytes(url)
     out, wall = load(url, model, clients, args.duration, args.max_tokens, args.api_key)
     row = {"server": server, "clients": clients, "duration_s": round(wall, 1), "requests": out.requests,
            "errors": len(out.errors), "incomplete": out.incomplete, "completion_tokens": out.tokens,
@@ -192,21 +197,47 @@ def measure(server: str, url: str, pid: int | None, clients: int, args) -> dict:
     if pid:
         end = rss_mib(pid)
         row.update(rss_mib=round(end, 1), rss_growth_pct=round((end - base) / base * 100, 1))
+        cache_end = cache_bytes(url)
+        if cache_base is not None and cache_end is not None:  # the growth that is not the prompt cache filling up
+            grown = (cache_end - cache_base) / 2**20
+            row.update(prompt_cache_mib=round(cache_end / 2**20, 1),
+                       rss_growth_net_of_cache_pct=round((end - base - grown) / base * 100, 1))
     for error in out.errors[:3]:
         print(f"{server} x{clients} error: {error}", file=sys.stderr)
     return row
 
 
-def source_gguf(model_id: str) -> Path:
-    """The GGUF the store's MODEL_ID was pulled from: MODELS_DIR/.cache/NAME-SHA12.gguf."""
+def peer_gguf(model_id: str, serve_args: list[str], wanted: str | None) -> Path:
+    """The GGUF llama-server gets: the one the store's MODEL_ID came from, or (made once by llama-quantize) its copy
+    at the weight type matching the server's --quant and --dtype (chatcli.llamacpp.peer_types), or WANTED."""
+    from chatcli.bench import source_gguf
+    from chatcli.llamacpp import find_tool, gguf_of_type, peer_types
     from chatcli.settings import models_dir
 
-    store = models_dir()
-    meta = json.loads((store / model_id / "chatcli.json").read_text())
-    path = store / ".cache" / f"{model_id}-{meta['sha256'][:12]}.gguf"
-    if not path.exists():
-        raise SystemExit(f"no source GGUF for {model_id} at {path}; pass --gguf PATH")
-    return path
+    source = source_gguf(models_dir() / model_id)
+    if source is None:
+        raise SystemExit(f"no source GGUF for {model_id} in the store; pass --gguf PATH")
+    opts = dict(zip(serve_args, serve_args[1:]))
+    opts |= dict(a.split("=", 1) for a in serve_args if a.startswith("--") and "=" in a)
+    dtype = opts.get("--dtype", "auto")
+    if dtype == "auto":
+        from chatcli.engine.loader import resolve_dtype
+
+        dtype = str(resolve_dtype("auto")).removeprefix("torch.")
+    wanted = wanted or peer_types(opts.get("--quant", "none"), dtype)[0]
+    return gguf_of_type(source, wanted, find_tool("llama-quantize"))[0]
+
+
+def cache_bytes(url: str) -> float | None:
+    """chatcli serve's chatcli_prompt_cache_bytes (memory the prompt cache may grow to, by design); None elsewhere."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        text = httpx.get(url.removesuffix("/v1") + "/metrics", timeout=10).text
+        return next((s.value for f in text_string_to_metric_families(text) for s in f.samples
+                     if s.name == "chatcli_prompt_cache_bytes"), None)
+    except (httpx.HTTPError, ValueError):
+        return None
 
 
 def main() -> int:
@@ -222,6 +253,8 @@ def main() -> int:
     ap.add_argument("--compare", choices=["llama-server"], help="then run llama.cpp's llama-server the same way")
     ap.add_argument("--llama-server", type=Path, help="its binary (default: the one bench/build_llama_cpp.py built)")
     ap.add_argument("--gguf", type=Path, help="the GGUF for llama-server (default: the one the model came from)")
+    ap.add_argument("--llama-type", help="llama-server's weight type (default: chatcli's bits: int4 Q4_0, int8 Q8_0, "
+                    "bfloat16 BF16, float32 F32), made from the source GGUF by llama-quantize when it differs")
     ap.add_argument("--ctx-per-slot", type=int, default=2048, help="llama-server's context per slot (-c = N x this)")
     ap.add_argument("--parallel-per-count", action="store_true",
                     help="start chatcli serve afresh for each client count N with --parallel N, as llama-server gets -np N")
@@ -253,7 +286,7 @@ def main() -> int:
             if proc is not None:
                 stop(proc)
     if binary is not None:
-        gguf = args.gguf or source_gguf(model_id)
+        gguf = args.gguf or peer_gguf(model_id, args.serve_args, args.llama_type)
         for n in counts:
             lproc, lurl = start_llama_server(binary, gguf, n, args.threads, args.ctx_per_slot)
             try:
@@ -261,9 +294,25 @@ def main() -> int:
                 print_row(rows[-1], args.json)
             finally:
                 stop(lproc)
+    for server in ("chatcli", "llama-server"):
+        ttft_bounds([r for r in rows if r["server"] == server], args.json)
     ours = [r for r in rows if r["server"] == "chatcli"]
     bad = any(r["errors"] or r["incomplete"] or r.get("rss_growth_pct", 0) > 10 for r in ours)
     return 1 if bad else 0
+
+
+def ttft_bounds(rows: list[dict], as_json: bool) -> None:
+    """Issue 21's head-of-line target for each row with N > 1 clients: TTFT p95 at most twice one client's p95 plus
+    one prefill of the prompts waiting with it, where a prompt's prefill is one lone client's median TTFT (its prefill
+    and one step). Needs a 1-client row of the same server."""
+    one = next((r for r in rows if r["clients"] == 1), None)
+    if one is None:
+        return
+    for r in rows:
+        if r["clients"] > 1:
+            bound = 2 * one["ttft_p95_s"] + (r["clients"] - 1) * one["ttft_p50_s"]
+            print_row({"server": r["server"], "clients": r["clients"], "ttft_p95_s": r["ttft_p95_s"],
+                       "ttft_bound_s": round(bound, 3), "within": r["ttft_p95_s"] <= bound}, as_json)
 
 
 def print_row(row: dict, as_json: bool) -> None:

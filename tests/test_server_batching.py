@@ -131,3 +131,29 @@ def test_structured_output_holds_for_every_row_of_a_batch(tmp_path_factory, tiny
     for (name, schema), (text, finish) in zip(schemas, replies):
         assert finish == "stop", (name, text)
         jsonschema.validate(json.loads(text), schema)
+
+
+def test_the_prompt_cache_shows_its_bytes_in_metrics(tiny_llama_dir):
+    """What the prefix store holds is memory that grows by design up to --cache-ram: /metrics reports it, so a load
+    test can tell it from a leak."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    backend = LocalBackend(dtype="float32")
+    backend.load(str(tiny_llama_dir))
+    assert backend.serve_parallel(2, kv_budget=2 * 256, cache_ram_mb=4) == 2
+    try:
+        with ServerThread(backend, "tiny", parallel=2) as server:
+            def cache_bytes() -> float:
+                text = httpx.get(server.url + "/metrics", timeout=10).text
+                return next(s.value for f in text_string_to_metric_families(text) for s in f.samples
+                            if s.name == "chatcli_prompt_cache_bytes")
+
+            assert cache_bytes() == 0
+            for q in QUESTIONS[:3]:  # one after another: each takes the row the last one left, which is stored
+                r = httpx.post(server.url + "/v1/chat/completions", timeout=30,
+                               json={"messages": [{"role": "user", "content": q * 3}], "max_tokens": 4, "temperature": 0})
+                assert r.status_code == 200
+            held = cache_bytes()
+            assert 0 < held == backend.prompt_cache_bytes <= 4 << 20
+    finally:
+        backend.close()

@@ -321,6 +321,11 @@ class LocalBackend:
         """(rows generating, requests waiting for a row) of the batch engine; (0, 0) without one."""
         return (self._batch.active, self._batch.waiting) if self._batch is not None else (0, 0)
 
+    @property
+    def prompt_cache_bytes(self) -> int:
+        """Bytes of KV prefixes the batch engine keeps for later requests (bounded by --cache-ram); 0 without one."""
+        return self._batch.store.bytes if self._batch is not None else 0
+
     def close(self) -> None:
         """Drop the model and its cache."""
         if self._batch is not None:

@@ -122,7 +122,8 @@ def build_app(backend, model_id: str, *, api_key: str | None = None, max_queue: 
     served = {model_id, *aliases}
     queue = EngineQueue(max_queue=max_queue, parallel=parallel)
     told: set = set()  # the backend notices already in the log
-    metrics = Metrics(waiting=lambda: max(0, queue.depth - queue.running))
+    metrics = Metrics(waiting=lambda: max(0, queue.depth - queue.running),
+                      cache_bytes=lambda: getattr(backend, "prompt_cache_bytes", 0))
 
     @contextlib.asynccontextmanager
     async def lifespan(app):

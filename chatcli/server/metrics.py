@@ -18,9 +18,9 @@ GAP_BUCKETS = (0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12
 
 
 class Metrics:
-    """The server's counters, gauges and histograms; WAITING() and ACTIVE() read the scheduler when scraped."""
+    """The server's counters, gauges and histograms; WAITING() and CACHE_BYTES() are read when scraped."""
 
-    def __init__(self, waiting: Callable[[], float] | None = None):
+    def __init__(self, waiting: Callable[[], float] | None = None, cache_bytes: Callable[[], float] | None = None):
         self.registry = r = CollectorRegistry(auto_describe=True)
         self.requests = Counter("chatcli_requests", "Completion requests answered, by route and HTTP status",
                                 ("route", "status"), registry=r)
@@ -35,10 +35,14 @@ class Metrics:
                              buckets=GAP_BUCKETS, registry=r)
         self.queue_depth = Gauge("chatcli_queue_depth", "Requests waiting for a row", registry=r)
         self.active = Gauge("chatcli_active_rows", "Generations running now", registry=r)
+        # Memory that grows by design up to --cache-ram: a load test tells it from a leak by this.
+        self.cache_bytes = Gauge("chatcli_prompt_cache_bytes", "Bytes of KV prefixes kept for later requests", registry=r)
         self._active = 0
         self._lock = threading.Lock()
         if waiting is not None:
             self.queue_depth.set_function(waiting)
+        if cache_bytes is not None:
+            self.cache_bytes.set_function(cache_bytes)
 
     def started(self) -> None:
         """A generation took a row (called from the generating thread)."""
