@@ -78,14 +78,13 @@ def write_folder(folder: Path, tokenizer_dir: Path, seed: int) -> None:
 
 def converter() -> Path:
     """convert_hf_to_gguf.py of the newest llama.cpp build (bench/build_llama_cpp.py keeps it beside the binaries)."""
-    from chatcli.llamacpp import BUILD_HINT, _version_key, llama_cpp_home
+    from chatcli.llamacpp import BUILD_HINT, builds, llama_cpp_home
 
-    home = llama_cpp_home()
-    builds = sorted((d for d in home.iterdir() if (d / "convert" / "convert_hf_to_gguf.py").is_file()),
-                    key=_version_key, reverse=True) if home.is_dir() else []
-    if not builds:
-        raise SystemExit(f"make_1b: no convert_hf_to_gguf.py under {home}; {BUILD_HINT}")
-    return builds[0] / "convert" / "convert_hf_to_gguf.py"
+    scripts = [d / "convert" / "convert_hf_to_gguf.py" for d in builds()]
+    found = next((s for s in scripts if s.is_file()), None)
+    if found is None:
+        raise SystemExit(f"make_1b: no convert_hf_to_gguf.py under {llama_cpp_home()}; {BUILD_HINT}")
+    return found
 
 
 def main() -> int:

@@ -228,9 +228,9 @@ def source_gguf(model_dir: Path) -> Path | None:
         meta = json.loads((model_dir / "chatcli.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    source = str(meta.get("source", ""))
-    if source.startswith("import (") and source.endswith(".gguf)") and Path(source[8:-1]).is_file():
-        return Path(source[8:-1])
+    imported = Path(str(meta.get("source_file", "")))
+    if imported.suffix.lower() == ".gguf" and imported.is_file():
+        return imported
     sha = str(meta.get("sha256", ""))[:12]
     cache = model_dir.parent / ".cache"
     found = sorted(cache.glob(f"*{sha}.gguf")) if sha and cache.is_dir() else []

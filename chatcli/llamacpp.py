@@ -29,17 +29,19 @@ def llama_cpp_home() -> Path:
     return cache_dir() / "llama.cpp"
 
 
-def _version_key(folder: Path) -> tuple:
-    return tuple(int(x) if x.isdigit() else -1 for x in folder.name.split("."))
+def builds() -> list[Path]:
+    """The llama.cpp builds in llama_cpp_home(), newest llama-cpp-python version first."""
+    home = llama_cpp_home()
+    if not home.is_dir():
+        return []
+    found = [d for d in home.iterdir() if d.is_dir() and not d.name.endswith(".partial") and d.name != "gguf"]
+    return sorted(found, key=lambda d: tuple(int(x) if x.isdigit() else -1 for x in d.name.split(".")), reverse=True)
 
 
 def find_tool(name: str) -> Path | None:
     """A llama.cpp binary: in $CHATCLI_LLAMA_CPP, else the newest build in llama_cpp_home(), else on PATH."""
     folders = [Path(os.environ["CHATCLI_LLAMA_CPP"]).expanduser()] if os.environ.get("CHATCLI_LLAMA_CPP") else []
-    home = llama_cpp_home()
-    if home.is_dir():
-        builds = [d for d in home.iterdir() if d.is_dir() and not d.name.endswith(".partial") and d.name != "gguf"]
-        folders += [d / "bin" for d in sorted(builds, key=_version_key, reverse=True)]
+    folders += [d / "bin" for d in builds()]
     for folder in folders:
         if (folder / name).is_file() and os.access(folder / name, os.X_OK):
             return folder / name

@@ -101,7 +101,7 @@ def import_path(
 
                 out.mkdir()
                 convert_gguf(src, out, dtype=dtype, progress=progress,
-                             source={"name": name, "source": f"import ({src.resolve()})"})
+                             source={"name": name, "source": f"import ({src.resolve()})", "source_file": str(src.resolve())})
             else:
                 info = validate_hf_folder(src)
                 try:
