@@ -48,10 +48,13 @@ def test_tool_choice_none_answers_in_text(qwen_server):
     {"tools": [WEATHER], "tool_choice": "sometimes"},
     {"tools": [{"name": "x"}]},
     {"tools": [WEATHER], "parallel_tool_calls": "yes"},
+    # schemathesis found these in CI: a non-list tool_calls was iterated and answered 500
+    {"messages": ASK + [{"role": "assistant", "content": "x", "tool_calls": 97572431}]},
+    {"messages": ASK + [{"role": "assistant", "tool_calls": {"id": "a"}}]},
 ])
 def test_inconsistent_tool_requests_are_400(body):
     with pytest.raises(ApiError) as e:
-        parse_request({"messages": ASK, **body}, chat=True)
+        parse_request({"messages": ASK} | body, chat=True)
     assert e.value.status == 400
 
 

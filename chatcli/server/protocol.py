@@ -186,13 +186,25 @@ def parse_request(body: dict, *, chat: bool) -> GenRequest:
 
     The checks here come first, for their messages; then the body must also fit the schema's model (schema.py), so
     /openapi.json never promises what the server would refuse, nor allows what it would choke on."""
-    req = _parse(body, chat)
+    try:
+        req = _parse(body, chat)
+    except ApiError:
+        raise
+    except Exception:
+        # a hand check that met a type it did not expect: the schema names what is wrong in a 400; a body the
+        # schema allows is then our bug, and stays a 500
+        _validate(body, chat)
+        raise
+    _validate(body, chat)
+    return req
+
+
+def _validate(body: dict, chat: bool) -> None:
     try:
         (schema.ChatCompletionRequest if chat else schema.CompletionRequest).model_validate(body)
     except ValidationError as e:
         message, param = schema.first_error(e)
         raise bad(message, param) from None
-    return req
 
 
 def _parse(body: dict, chat: bool) -> GenRequest:
@@ -202,9 +214,10 @@ def _parse(body: dict, chat: bool) -> GenRequest:
     for key in ("presence_penalty", "frequency_penalty"):
         if _number(body, key, float, 0.0) != 0.0:
             raise bad(f"'{key}' is not supported; use repeat_penalty (> 0, 1 disables it)", key)
-    if body.get("logprobs") not in (None, False, 0) or (body.get("tools") and not chat) or body.get("echo"):
-        key = next(k for k in ("logprobs", "tools", "echo") if body.get(k) not in (None, False, 0, []))
-        raise bad(f"'{key}' is not supported by this server", key)
+    # what asks for a feature this server lacks; an empty or false value asks for nothing
+    unsupported = [k for k in ("logprobs", "echo") + (() if chat else ("tools",)) if body.get(k) not in (None, False, 0, [])]
+    if unsupported:
+        raise bad(f"'{unsupported[0]}' is not supported by this server", unsupported[0])
     response_format = _format(body)
     params, max_tokens_given = _sampling(body)
     stream = body.get("stream", False)

@@ -61,6 +61,9 @@ def tool_message(m: dict, where: str, text: str) -> Message | None:
             raise bad(f"{where}.tool_call_id must be a string", f"{where}.tool_call_id")
         return Message("tool", text, tool_call_id=m["tool_call_id"])
     if m.get("role") == "assistant" and m.get("tool_calls"):
+        if not isinstance(m["tool_calls"], list):
+            raise bad(f"{where}.tool_calls must be a list of {{id, type, function: {{name, arguments}}}}",
+                      f"{where}.tool_calls")
         calls = []
         for j, c in enumerate(m["tool_calls"]):
             f = c.get("function") if isinstance(c, dict) else None
