@@ -78,17 +78,31 @@ def test_a_repeated_system_prompt_is_served_from_the_cache(batched):
 
 
 def test_a_client_that_leaves_frees_its_row(batched):
+    """The tiny model writes a whole reply faster than the client reads three lines, and the engine does not wait for
+    a reader, so each step is slowed here to keep the reply going while the client leaves (the row then ends by the
+    client, not by max_tokens: that race failed this test under make test)."""
     backend, server = batched
-    with httpx.stream("POST", server.url + "/v1/chat/completions", timeout=30,
-                      json={"messages": [{"role": "user", "content": "Tell me everything."}], "max_tokens": 200,
-                            "stream": True, "temperature": 1.0}) as r:
-        for _ in zip(range(3), r.iter_lines()):
-            pass
-        assert backend.batch_state[0] == 1
-    deadline = time.monotonic() + 5
-    while backend.batch_state != (0, 0) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert backend.batch_state == (0, 0)
+    engine = backend._batch
+    model = engine.model
+
+    def slow(*args, **kwargs):
+        time.sleep(0.02)
+        return model(*args, **kwargs)
+
+    engine.model = slow
+    try:
+        with httpx.stream("POST", server.url + "/v1/chat/completions", timeout=30,
+                          json={"messages": [{"role": "user", "content": "Tell me everything."}], "max_tokens": 200,
+                                "stream": True, "temperature": 0, "stream_options": {"include_usage": True}}) as r:
+            lines = [line for _, line in zip(range(3), r.iter_lines())]
+            assert not any('"finish_reason":"' in line.replace(" ", "") for line in lines), lines  # still going
+            assert backend.batch_state[0] == 1
+        deadline = time.monotonic() + 5
+        while backend.batch_state != (0, 0) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert backend.batch_state == (0, 0)
+    finally:
+        engine.model = model
 
 
 def test_a_prompt_longer_than_a_row_is_400_with_both_sizes(batched):
