@@ -48,7 +48,8 @@ BOUND = {"packed": 1e-5, "int8": 0.03, "dyn8": 0.05, "int4": 0.2}
 
 
 @pytest.mark.parametrize("kind", ["packed", "int8", "dyn8", "int4"])
-@pytest.mark.parametrize("tokens", [1, 5, 40])  # a decode step, a short and a long prompt (different code paths)
+# a decode step, a short prompt, and prompts past int8's and int4's dense thresholds (different code paths)
+@pytest.mark.parametrize("tokens", [1, 5, 40, 96])
 def test_layer_output_close_to_float(kind, tokens):
     layer = dense()
     q = make(kind, layer)
@@ -181,6 +182,19 @@ def test_bfloat16_without_onednn_stays_plain(tiny_model_factory, monkeypatch):
     assert len(model.load_notes) == 1 and "oneDNN" in model.load_notes[0]
     ids = torch.randint(0, 300, (1, 12), generator=torch.Generator().manual_seed(2))
     assert torch.equal(model(ids, 0), plain(ids, 0))
+
+
+def test_int8_long_prompt_runs_the_dense_gemm_on_the_kernels_numbers():
+    """A prompt of DENSE_MIN_TOKENS or more multiplies by the weight dequantized into a scratch matrix: the kernel's
+    numbers to bf16 rounding, and the same again after another layer of the shape has used the scratch."""
+    layer = dense()
+    q = L.Int8Linear(layer)
+    x = torch.randn(L.DENSE_MIN_TOKENS + 3, 64)
+    kernel = torch.ops.aten._weight_int8pack_mm(x.to(torch.bfloat16), q.weight_int8, q.scales)
+    got = q(x)
+    assert torch.allclose(got, kernel.float() + layer.bias, atol=2e-2, rtol=2e-2)
+    L.Int8Linear(dense(seed=1))(x)
+    assert torch.equal(q(x), got)
 
 
 @pytest.mark.parametrize("tokens", [1, 40])  # a decode step (bf16 GEMV) and a prompt (float32 GEMM)

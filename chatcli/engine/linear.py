@@ -23,10 +23,14 @@ from chatcli.engine import cpu
 # float32 activations made SmolLM2's 1536x576 int4 GEMV 15x slower with torch's AVX2 kernels (0.79 against 0.052 ms)
 # as with its AVX-512 ones (`ATEN_CPU_CAPABILITY=avx2`, Zen 5, 2 threads).
 COMPUTE_DTYPE = torch.bfloat16
-# Prompts of at least this many tokens run int8 layers through a bfloat16 copy of the weights made on the fly: the
-# weight-only kernel is a GEMV kernel, and for a matrix of activations dequantizing once and calling the dense GEMM is
-# about twice as fast (and keeps prefill free of activation quantization).
-DENSE_MIN_TOKENS = 16
+# Prompts of at least this many tokens run int8 layers through a dense copy of the weights made on the fly (in a
+# scratch matrix): the weight-only kernel is a GEMV kernel whose cost grows with every row, the dequantization is paid
+# once per call. Measured on Zen 5 (AVX512-BF16, 2 threads), 8192x2048: 32 rows kernel 4.6 ms, dense 5.2; 64 rows
+# kernel 8.9, dense 6.2 (SmolLM2's 1536x576 crosses at the same size).
+DENSE_MIN_TOKENS = 48
+# Prompts of at least this many tokens run a plain bf16 layer (a CPU without native bf16) through a float32 copy of
+# its weight: torch's emulated bf16 GEMM is several times slower than widening once (Bf16Linear).
+WIDEN_MIN_TOKENS = 16
 
 
 @functools.cache
@@ -120,10 +124,11 @@ class Bf16Linear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dt = prompt_dtype()
-        if dt == self.weight.dtype or x.numel() // self.in_features < DENSE_MIN_TOKENS:
+        if dt == self.weight.dtype or x.numel() // self.in_features < WIDEN_MIN_TOKENS:
             return F.linear(x, self.weight, self.bias)
         bias = None if self.bias is None else self.bias.to(dt)
-        return F.linear(x.to(dt), self.weight.to(dt), bias).to(x.dtype)
+        w = _scratch((self.out_features, self.in_features), dt).copy_(self.weight)
+        return F.linear(x.to(dt), w, bias).to(x.dtype)
 
 
 class Int8Linear(nn.Module):
@@ -154,11 +159,18 @@ class Int8Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x2 = _flat(x, self.in_features, COMPUTE_DTYPE)
         if x2.shape[0] >= DENSE_MIN_TOKENS:
-            dt = prompt_dtype()
-            y = F.linear(x2.to(dt), self.weight_int8.to(dt) * self.scales.to(dt)[:, None])
+            y = F.linear(x2.to(prompt_dtype()), self._dequantized())
         else:
             y = torch.ops.aten._weight_int8pack_mm(x2, self.weight_int8, self.scales)  # [M, N]
         return _unflat(y, x, self.bias)
+
+
+    def _dequantized(self) -> torch.Tensor:
+        """The weight in prompt_dtype, in this thread's scratch matrix for the shape (valid until the next layer of
+        the same shape runs). An in-place copy then scale: `q.to(bf16) * scale` allocates twice and converts on a
+        slow path (8192x2048: 31 ms against 2.2)."""
+        w = _scratch((self.out_features, self.in_features), prompt_dtype())
+        return w.copy_(self.weight_int8).mul_(self.scales.to(w.dtype)[:, None])
 
 
 class DynamicInt8Linear(nn.Module):
@@ -328,7 +340,7 @@ _scratch_space = threading.local()
 
 
 def _scratch(shape: tuple[int, int], dtype: torch.dtype) -> torch.Tensor:
-    """A bfloat16 matrix of SHAPE reused by every call in this thread: a fresh 3.5 MB allocation per layer costs page
+    """A matrix of SHAPE and DTYPE reused by every call in this thread: a fresh 3.5 MB allocation per layer costs page
     faults (at 40 tokens, 118 against 83 ms for the 120 int4 layers of SmolLM2)."""
     buffers = _scratch_space.__dict__.setdefault("buffers", {})
     if (shape, dtype) not in buffers:
