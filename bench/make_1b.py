@@ -77,10 +77,14 @@ def write_folder(folder: Path, tokenizer_dir: Path, seed: int) -> None:
 
 
 def converter() -> Path:
-    """convert_hf_to_gguf.py of the newest llama.cpp build (bench/build_llama_cpp.py keeps it beside the binaries)."""
+    """convert_hf_to_gguf.py of the build $CHATCLI_LLAMA_CPP names (its bin/ folder or the build itself), else of the
+    newest llama.cpp build (bench/build_llama_cpp.py keeps it beside the binaries), as the binaries are found."""
+
     from chatcli.llamacpp import BUILD_HINT, builds, llama_cpp_home
 
-    scripts = [d / "convert" / "convert_hf_to_gguf.py" for d in builds()]
+    named = Path(os.environ["CHATCLI_LLAMA_CPP"]).expanduser() if os.environ.get("CHATCLI_LLAMA_CPP") else None
+    roots = ([named, named.parent] if named else []) + builds()
+    scripts = [d / "convert" / "convert_hf_to_gguf.py" for d in roots]
     found = next((s for s in scripts if s.is_file()), None)
     if found is None:
         raise SystemExit(f"make_1b: no convert_hf_to_gguf.py under {llama_cpp_home()}; {BUILD_HINT}")
