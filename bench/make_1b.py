@@ -79,7 +79,6 @@ def write_folder(folder: Path, tokenizer_dir: Path, seed: int) -> None:
 def converter() -> Path:
     """convert_hf_to_gguf.py of the build $CHATCLI_LLAMA_CPP names (its bin/ folder or the build itself), else of the
     newest llama.cpp build (bench/build_llama_cpp.py keeps it beside the binaries), as the binaries are found."""
-
     from chatcli.llamacpp import BUILD_HINT, builds, llama_cpp_home
 
     named = Path(os.environ["CHATCLI_LLAMA_CPP"]).expanduser() if os.environ.get("CHATCLI_LLAMA_CPP") else None
