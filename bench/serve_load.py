@@ -297,7 +297,9 @@ def main() -> int:
     for server in ("chatcli", "llama-server"):
         ttft_bounds([r for r in rows if r["server"] == server], args.json)
     ours = [r for r in rows if r["server"] == "chatcli"]
-    bad = any(r["errors"] or r["incomplete"] or r.get("rss_growth_pct", 0) > 10 for r in ours)
+    # the prompt cache grows by design up to --cache-ram: the 10 % bound is on the rest (the raw growth is printed)
+    bad = any(r["errors"] or r["incomplete"] or r.get("rss_growth_net_of_cache_pct", r.get("rss_growth_pct", 0)) > 10
+              for r in ours)
     return 1 if bad else 0
 
 
