@@ -30,11 +30,13 @@ def llama_cpp_home() -> Path:
 
 
 def builds() -> list[Path]:
-    """The llama.cpp builds in llama_cpp_home(), newest llama-cpp-python version first."""
+    """The native llama.cpp builds in llama_cpp_home(), newest llama-cpp-python version first. A build for another
+    CPU (VERSION-avx2, `build_llama_cpp.py --isa`) is used only where $CHATCLI_LLAMA_CPP names it."""
     home = llama_cpp_home()
     if not home.is_dir():
         return []
-    found = [d for d in home.iterdir() if d.is_dir() and not d.name.endswith(".partial") and d.name != "gguf"]
+    found = [d for d in home.iterdir()
+             if d.is_dir() and not d.name.endswith(".partial") and d.name != "gguf" and "-" not in d.name]
     return sorted(found, key=lambda d: tuple(int(x) if x.isdigit() else -1 for x in d.name.split(".")), reverse=True)
 
 

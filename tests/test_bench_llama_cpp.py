@@ -2,7 +2,7 @@
 weight bits with a GGUF of the right type (requantized once by llama-quantize), and reports llama-bench's own figures
 beside ours (issue 22).
 
-The real llama-bench takes about 16 minutes of both cores to build (bench/build_llama_cpp.py), too long for the
+The real llama-bench takes about 7 minutes of both cores to build (bench/build_llama_cpp.py), too long for the
 suite, so these tests run stand-ins: two small Python programs named llama-bench and llama-quantize that take the real
 ones' arguments, log them, and answer in llama-bench's `-o json` format. The GGUF, the import, chatcli's own
 measurement and the report are real. A real build, where one is found, is run by the last test.
@@ -141,6 +141,17 @@ def test_weight_types_match_chatcli_bits():
 
     assert peer_types("none", "float32") == ["F32"] and peer_types("none", "bfloat16") == ["BF16"]
     assert peer_types("int8", "bfloat16") == ["Q8_0"] and peer_types("int4", "float32") == ["Q4_0", "Q4_1"]
+
+
+def test_the_default_build_is_the_newest_native_one(tmp_path, monkeypatch):
+    """A build for another CPU (`build_llama_cpp.py --isa avx2`) is found only where CHATCLI_LLAMA_CPP names it, so an
+    AVX2-capped comparison never runs by accident; half-copied folders and the GGUF cache are never builds."""
+    from chatcli.llamacpp import builds, llama_cpp_home
+
+    monkeypatch.setenv("CHATCLI_CACHE_DIR", str(tmp_path))
+    for name in ("0.3.9", "0.3.36", "0.3.40-avx2", "0.3.41.partial", "gguf"):
+        (llama_cpp_home() / name).mkdir(parents=True)
+    assert [d.name for d in builds()] == ["0.3.36", "0.3.9"]
 
 
 def test_file_type_from_the_header_or_the_matrices(tmp_path):
