@@ -164,7 +164,6 @@ class Int8Linear(nn.Module):
             y = torch.ops.aten._weight_int8pack_mm(x2, self.weight_int8, self.scales)  # [M, N]
         return _unflat(y, x, self.bias)
 
-
     def _dequantized(self) -> torch.Tensor:
         """The weight in prompt_dtype, in this thread's scratch matrix for the shape (valid until the next layer of
         the same shape runs). An in-place copy then scale: `q.to(bf16) * scale` allocates twice and converts on a
